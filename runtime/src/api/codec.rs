@@ -1,0 +1,415 @@
+//! Request values → tract tensors, checked against the signature; tract tensors → response JSON.
+
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ndarray::{ArrayViewD, Axis};
+
+use super::request::{JsonInput, NdArray, Scalar};
+use crate::error::ApiError;
+use crate::model::{DType, Signature, TensorSpec};
+
+/// Row format: `instances` is a list with one entry per batch element. Single-input models take a
+/// bare value per instance; otherwise each instance is an object keyed by input name.
+pub fn tensors_from_instances(
+    sig: &Signature,
+    instances: &[JsonInput],
+) -> Result<TVec<TValue>, ApiError> {
+    if instances.is_empty() {
+        return Err(ApiError::BadRequest(
+            "'instances' is empty: send at least one instance".into(),
+        ));
+    }
+    let mut per_input: Vec<Vec<&NdArray>> =
+        vec![Vec::with_capacity(instances.len()); sig.inputs.len()];
+    for (i, instance) in instances.iter().enumerate() {
+        for (slot, spec) in per_input.iter_mut().zip(&sig.inputs) {
+            let value = lookup(sig, instance, spec)
+                .map_err(|e| ApiError::BadRequest(format!("instances[{i}]: {e}")))?;
+            slot.push(
+                tensor_value(value, spec)
+                    .map_err(|e| ApiError::BadRequest(format!("instances[{i}]: {e}")))?,
+            );
+        }
+        if let JsonInput::Named(named) = instance {
+            check_known_names(sig, named)
+                .map_err(|e| ApiError::BadRequest(format!("instances[{i}]: {e}")))?;
+        }
+    }
+    sig.inputs
+        .iter()
+        .zip(per_input)
+        .map(|(spec, rows)| stack(spec, &rows))
+        .collect()
+}
+
+/// Columnar format: `inputs` holds whole tensors (batch dimension included): a bare value for a
+/// single-input model, else an object keyed by input name.
+pub fn tensors_from_inputs(sig: &Signature, inputs: &JsonInput) -> Result<TVec<TValue>, ApiError> {
+    if let JsonInput::Named(named) = inputs {
+        check_known_names(sig, named).map_err(ApiError::BadRequest)?;
+    }
+    sig.inputs
+        .iter()
+        .map(|spec| {
+            let array = lookup(sig, inputs, spec)
+                .and_then(|v| tensor_value(v, spec))
+                .map_err(ApiError::BadRequest)?;
+            if !spec.accepts_shape(&array.shape) {
+                return Err(shape_mismatch(spec, &array.shape));
+            }
+            Ok(to_tensor(spec, &array.shape, &[&array])?.into_tvalue())
+        })
+        .collect()
+}
+
+/// The value for `spec` in one instance (or in the columnar `inputs`).
+fn lookup<'a>(
+    sig: &Signature,
+    value: &'a JsonInput,
+    spec: &TensorSpec,
+) -> Result<&'a JsonInput, String> {
+    match value {
+        JsonInput::Named(named) => named
+            .iter()
+            .find(|(k, _)| *k == spec.name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| {
+                format!(
+                    "input '{}' is missing; the model takes {}",
+                    spec.name,
+                    sig.input_names()
+                )
+            }),
+        _ if sig.inputs.len() == 1 => Ok(value),
+        _ => Err(format!(
+            "the model takes {} inputs ({}): send an object keyed by input name",
+            sig.inputs.len(),
+            sig.input_names()
+        )),
+    }
+}
+
+fn check_known_names(sig: &Signature, named: &[(String, JsonInput)]) -> Result<(), String> {
+    match named
+        .iter()
+        .find(|(k, _)| !sig.inputs.iter().any(|s| s.name == *k))
+    {
+        Some((unknown, _)) => Err(format!(
+            "unknown input '{unknown}'; the model takes {}",
+            sig.input_names()
+        )),
+        None => Ok(()),
+    }
+}
+
+fn tensor_value<'a>(value: &'a JsonInput, spec: &TensorSpec) -> Result<&'a NdArray, String> {
+    match value {
+        JsonInput::Tensor(t) => Ok(t),
+        JsonInput::B64(_) => Err(format!(
+            "input '{}' is a {} tensor of shape {}: binary {{\"b64\": ...}} values are not accepted for it",
+            spec.name,
+            spec.dtype,
+            spec.shape_string()
+        )),
+        JsonInput::Named(_) => Err(format!("input '{}' must be a tensor, not an object", spec.name)),
+    }
+}
+
+/// Stacks per-instance arrays along a new batch dimension.
+fn stack(spec: &TensorSpec, rows: &[&NdArray]) -> Result<TValue, ApiError> {
+    let first = rows[0];
+    if let Some((i, odd)) = rows
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.shape != first.shape)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "ragged instances for input '{}': instances[{i}] has shape {:?} but instances[0] has {:?}; all instances must have the same shape",
+            spec.name, odd.shape, first.shape
+        )));
+    }
+    let mut shape = Vec::with_capacity(first.shape.len() + 1);
+    shape.push(rows.len());
+    shape.extend_from_slice(&first.shape);
+    if !spec.accepts_shape(&shape) {
+        if spec.shape.len() == shape.len() && spec.shape[0].fixed().is_some_and(|b| b != rows.len())
+        {
+            return Err(ApiError::BadRequest(format!(
+                "input '{}' has a fixed batch size of {} (shape {}), but the request has {} instances",
+                spec.name,
+                spec.shape[0].fixed().unwrap_or_default(),
+                spec.shape_string(),
+                rows.len()
+            )));
+        }
+        return Err(shape_mismatch(spec, &shape));
+    }
+    Ok(to_tensor(spec, &shape, rows)?.into_tvalue())
+}
+
+fn shape_mismatch(spec: &TensorSpec, got: &[usize]) -> ApiError {
+    ApiError::BadRequest(format!(
+        "input '{}' expects shape {} ({} dimensions, -1 = any size), got {:?}",
+        spec.name,
+        spec.shape_string(),
+        spec.shape.len(),
+        got
+    ))
+}
+
+/// Builds the tensor of `spec`'s dtype from the rows, converting and range-checking each value.
+fn to_tensor(spec: &TensorSpec, shape: &[usize], rows: &[&NdArray]) -> Result<Tensor, ApiError> {
+    macro_rules! build {
+        ($t:ty, $conv:expr) => {{
+            let len: usize = rows.iter().map(|r| r.data.len()).sum();
+            let mut flat: Vec<$t> = Vec::with_capacity(len);
+            for row in rows {
+                for s in &row.data {
+                    let v: Option<$t> = $conv(*s);
+                    flat.push(v.ok_or_else(|| wrong_value(spec, *s))?);
+                }
+            }
+            Tensor::from_shape(shape, &flat)
+                .map_err(|e| ApiError::BadRequest(format!("input '{}': {e}", spec.name)))
+        }};
+    }
+    match spec.dtype {
+        DType::F32 => build!(f32, |s| as_f64(s).map(|v| v as f32)),
+        DType::F64 => build!(f64, as_f64),
+        DType::F16 => build!(f16, |s| as_f64(s).map(f16::from_f64)),
+        DType::I8 => build!(i8, |s| as_i128(s).and_then(|v| i8::try_from(v).ok())),
+        DType::I16 => build!(i16, |s| as_i128(s).and_then(|v| i16::try_from(v).ok())),
+        DType::I32 => build!(i32, |s| as_i128(s).and_then(|v| i32::try_from(v).ok())),
+        DType::I64 => build!(i64, |s| as_i128(s).and_then(|v| i64::try_from(v).ok())),
+        DType::U8 => build!(u8, |s| as_i128(s).and_then(|v| u8::try_from(v).ok())),
+        DType::U16 => build!(u16, |s| as_i128(s).and_then(|v| u16::try_from(v).ok())),
+        DType::U32 => build!(u32, |s| as_i128(s).and_then(|v| u32::try_from(v).ok())),
+        DType::U64 => build!(u64, |s| as_i128(s).and_then(|v| u64::try_from(v).ok())),
+        DType::Bool => build!(bool, |s| match s {
+            Scalar::B(b) => Some(b),
+            _ => None,
+        }),
+    }
+}
+
+fn as_f64(s: Scalar) -> Option<f64> {
+    match s {
+        Scalar::F(v) => Some(v),
+        Scalar::I(v) => Some(v as f64),
+        Scalar::U(v) => Some(v as f64),
+        Scalar::B(_) => None,
+    }
+}
+
+/// Integers, and floats with no fractional part (`3.0`), which some clients write for integers.
+fn as_i128(s: Scalar) -> Option<i128> {
+    match s {
+        Scalar::I(v) => Some(v.into()),
+        Scalar::U(v) => Some(v.into()),
+        Scalar::F(v) if v.fract() == 0.0 && v.abs() < 9.3e18 => Some(v as i128),
+        _ => None,
+    }
+}
+
+fn wrong_value(spec: &TensorSpec, s: Scalar) -> ApiError {
+    let what = match (spec.dtype, s) {
+        (DType::Bool, _) => "true or false".to_string(),
+        (DType::F16 | DType::F32 | DType::F64, _) => "numbers".to_string(),
+        (dt, _) => format!("integers in the range of {dt}"),
+    };
+    ApiError::BadRequest(format!(
+        "input '{}' is {} and takes {what}; got {s}",
+        spec.name, spec.dtype
+    ))
+}
+
+/// One output tensor, or one batch row of it, as nested JSON arrays.
+pub struct TensorJson<'a> {
+    pub tensor: &'a Tensor,
+    pub row: Option<usize>,
+}
+
+impl Serialize for TensorJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        macro_rules! ser {
+            ($t:ty) => {{
+                let view = self
+                    .tensor
+                    .to_plain_array_view::<$t>()
+                    .map_err(serde::ser::Error::custom)?;
+                match self.row {
+                    Some(r) => serialize_view(view.index_axis(Axis(0), r), s),
+                    None => serialize_view(view, s),
+                }
+            }};
+        }
+        match self.tensor.datum_type() {
+            DatumType::F32 => ser!(f32),
+            DatumType::F64 => ser!(f64),
+            DatumType::I8 => ser!(i8),
+            DatumType::I16 => ser!(i16),
+            DatumType::I32 => ser!(i32),
+            DatumType::I64 => ser!(i64),
+            DatumType::U8 => ser!(u8),
+            DatumType::U16 => ser!(u16),
+            DatumType::U32 => ser!(u32),
+            DatumType::U64 => ser!(u64),
+            DatumType::Bool => ser!(bool),
+            DatumType::F16 => {
+                let as_f32 = self
+                    .tensor
+                    .cast_to::<f32>()
+                    .map_err(serde::ser::Error::custom)?;
+                TensorJson {
+                    tensor: &as_f32,
+                    row: self.row,
+                }
+                .serialize(s)
+            }
+            other => Err(serde::ser::Error::custom(format!(
+                "outputs of type {other:?} cannot be written as JSON"
+            ))),
+        }
+    }
+}
+
+fn serialize_view<T: Serialize, S: Serializer>(
+    view: ArrayViewD<'_, T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    if view.ndim() == 0 {
+        return match view.iter().next() {
+            Some(v) => v.serialize(s),
+            None => s.serialize_unit(),
+        };
+    }
+    if view.ndim() == 1 {
+        // The innermost dimension: values directly, no sub-view per element.
+        let mut seq = s.serialize_seq(Some(view.len()))?;
+        for v in view.iter() {
+            seq.serialize_element(v)?;
+        }
+        return seq.end();
+    }
+    let mut seq = s.serialize_seq(Some(view.len_of(Axis(0))))?;
+    for sub in view.outer_iter() {
+        seq.serialize_element(&ViewJson(sub))?;
+    }
+    seq.end()
+}
+
+struct ViewJson<'a, T>(ArrayViewD<'a, T>);
+
+impl<T: Serialize> Serialize for ViewJson<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_view(self.0.view(), s)
+    }
+}
+
+/// Outputs as `{"predictions": [...]}`: a bare value per batch row for single-output models,
+/// else an object keyed by output name per row.
+pub fn predictions_json(
+    sig: &Signature,
+    outputs: &[TValue],
+    batch: usize,
+) -> Result<Vec<u8>, ApiError> {
+    for (spec, t) in sig.outputs.iter().zip(outputs) {
+        if t.shape().first() != Some(&batch) {
+            return Err(ApiError::BadRequest(format!(
+                "output '{}' has shape {:?}, whose first dimension is not the batch size {batch}, so it cannot be split into rows; use the columnar format ({{\"inputs\": ...}})",
+                spec.name,
+                t.shape()
+            )));
+        }
+    }
+    let rows = Rows {
+        sig,
+        outputs,
+        batch,
+    };
+    write_json(&Wrapped {
+        key: "predictions",
+        value: &rows,
+    })
+}
+
+/// Outputs as `{"outputs": ...}`: the whole tensor for single-output models, else keyed by name.
+pub fn outputs_json(sig: &Signature, outputs: &[TValue]) -> Result<Vec<u8>, ApiError> {
+    write_json(&Wrapped {
+        key: "outputs",
+        value: &Named {
+            sig,
+            outputs,
+            row: None,
+        },
+    })
+}
+
+fn write_json(value: &impl Serialize) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value)
+        .map_err(|e| ApiError::Internal(format!("cannot write the response: {e}")))
+}
+
+struct Wrapped<'a, T> {
+    key: &'static str,
+    value: &'a T,
+}
+
+impl<T: Serialize> Serialize for Wrapped<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(self.key, self.value)?;
+        map.end()
+    }
+}
+
+struct Rows<'a> {
+    sig: &'a Signature,
+    outputs: &'a [TValue],
+    batch: usize,
+}
+
+impl Serialize for Rows<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.batch))?;
+        for row in 0..self.batch {
+            seq.serialize_element(&Named {
+                sig: self.sig,
+                outputs: self.outputs,
+                row: Some(row),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// A single output bare, several as an object keyed by output name (as TF Serving does).
+struct Named<'a> {
+    sig: &'a Signature,
+    outputs: &'a [TValue],
+    row: Option<usize>,
+}
+
+impl Serialize for Named<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let [only] = self.outputs {
+            return TensorJson {
+                tensor: only,
+                row: self.row,
+            }
+            .serialize(s);
+        }
+        let mut map = s.serialize_map(Some(self.outputs.len()))?;
+        for (spec, t) in self.sig.outputs.iter().zip(self.outputs) {
+            map.serialize_entry(
+                &spec.name,
+                &TensorJson {
+                    tensor: t,
+                    row: self.row,
+                },
+            )?;
+        }
+        map.end()
+    }
+}

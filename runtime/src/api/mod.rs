@@ -1,0 +1,318 @@
+//! The REST API of TensorFlow Serving, over axum.
+//!
+//! axum cannot route `/{name}:predict` (a capture fills a whole path segment), so the segment
+//! `resnet:predict` is captured whole and split on `:` here.
+
+pub mod codec;
+pub mod request;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::model::signature::DEFAULT_SIGNATURE;
+use crate::state::{AppState, ModelState, ServedModel};
+use request::PredictRequest;
+
+/// Bodies above this size are decoded on a blocking thread, not on the async executor.
+const DECODE_INLINE_MAX: usize = 64 * 1024;
+
+/// The HTTP application; tests drive it in-process with `tower::ServiceExt::oneshot`.
+pub fn app(state: Arc<AppState>) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/models/{segment}", get(status_latest).post(call_latest))
+        .route("/v1/models/{name}/metadata", get(metadata_latest))
+        .route(
+            "/v1/models/{name}/versions/{segment}",
+            get(status_version).post(call_version),
+        )
+        .route(
+            "/v1/models/{name}/versions/{version}/metadata",
+            get(metadata_version),
+        )
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+type Body = Result<Bytes, BytesRejection>;
+
+async fn status_latest(
+    State(st): State<Arc<AppState>>,
+    Path(segment): Path<String>,
+) -> Result<Response, ApiError> {
+    if let Some((_, method)) = segment.split_once(':') {
+        return Err(ApiError::MethodNotAllowed(format!(
+            ":{method} takes POST, not GET"
+        )));
+    }
+    model_status(&st, &segment, None)
+}
+
+async fn status_version(
+    State(st): State<Arc<AppState>>,
+    Path((name, segment)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if let Some((_, method)) = segment.split_once(':') {
+        return Err(ApiError::MethodNotAllowed(format!(
+            ":{method} takes POST, not GET"
+        )));
+    }
+    model_status(&st, &name, Some(parse_version(&segment)?))
+}
+
+async fn metadata_latest(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    metadata(&st, &name, None)
+}
+
+async fn metadata_version(
+    State(st): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    metadata(&st, &name, Some(parse_version(&version)?))
+}
+
+async fn call_latest(
+    State(st): State<Arc<AppState>>,
+    Path(segment): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (name, method) = split_method(&segment)?;
+    call(&st, name, None, method, body).await
+}
+
+async fn call_version(
+    State(st): State<Arc<AppState>>,
+    Path((name, segment)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (version, method) = split_method(&segment)?;
+    call(&st, &name, Some(parse_version(version)?), method, body).await
+}
+
+fn split_method(segment: &str) -> Result<(&str, &str), ApiError> {
+    segment.split_once(':').ok_or_else(|| {
+        ApiError::MethodNotAllowed(format!(
+            "POST needs a method after the model: /v1/models/{segment}:predict; GET {segment} for its status"
+        ))
+    })
+}
+
+fn parse_version(v: &str) -> Result<u64, ApiError> {
+    v.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "version '{v}' is not a number; versions are folder numbers such as 1"
+        ))
+    })
+}
+
+/// The served model matching `name` (and `version`, when given), or why there is none.
+fn served_model(
+    st: &AppState,
+    name: &str,
+    version: Option<u64>,
+) -> Result<Arc<ServedModel>, ApiError> {
+    check_name(st, name, version)?;
+    match st.model_state() {
+        ModelState::Available(model) => {
+            check_version(st, &model, version)?;
+            Ok(model)
+        }
+        ModelState::Loading { version } => Err(ApiError::Unavailable(format!(
+            "model '{}' version {version} is still loading; retry shortly (GET /v1/models/{} shows its state)",
+            st.model_name, st.model_name
+        ))),
+        ModelState::Failed { message, .. } => {
+            Err(ApiError::Unavailable(format!("model '{}' failed to load: {message}", st.model_name)))
+        }
+    }
+}
+
+fn check_name(st: &AppState, name: &str, version: Option<u64>) -> Result<(), ApiError> {
+    if name == st.model_name {
+        return Ok(());
+    }
+    let request = match version {
+        Some(v) => format!("Specific({name}, {v})"),
+        None => format!("Latest({name})"),
+    };
+    Err(ApiError::NotFound(format!(
+        "Servable not found for request: {request}: this server serves model '{}'",
+        st.model_name
+    )))
+}
+
+fn check_version(st: &AppState, model: &ServedModel, version: Option<u64>) -> Result<(), ApiError> {
+    match version {
+        Some(v) if v != model.version => Err(ApiError::NotFound(format!(
+            "Servable not found for request: Specific({}, {v}): the version served is {}",
+            st.model_name, model.version
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn model_status(st: &AppState, name: &str, version: Option<u64>) -> Result<Response, ApiError> {
+    check_name(st, name, version)?;
+    let (served_version, state, code, message) = match st.model_state() {
+        ModelState::Available(model) => {
+            check_version(st, &model, version)?;
+            (Some(model.version), "AVAILABLE", "OK", String::new())
+        }
+        ModelState::Loading { version } => (Some(version), "LOADING", "OK", String::new()),
+        ModelState::Failed { version, message } => (version, "END", "UNKNOWN", message),
+    };
+    let version = served_version.or(version).unwrap_or(0);
+    Ok(Json(json!({
+        "model_version_status": [{
+            "version": version.to_string(),
+            "state": state,
+            "status": {"error_code": code, "error_message": message},
+        }]
+    }))
+    .into_response())
+}
+
+fn metadata(st: &AppState, name: &str, version: Option<u64>) -> Result<Response, ApiError> {
+    let model = served_model(st, name, version)?;
+    Ok(Json(json!({
+        "model_spec": {"name": st.model_name, "signature_name": "", "version": model.version.to_string()},
+        "metadata": {"signature_def": {
+            "signature_def": {DEFAULT_SIGNATURE: model.signature.signature_def()}
+        }},
+    }))
+    .into_response())
+}
+
+async fn call(
+    st: &AppState,
+    name: &str,
+    version: Option<u64>,
+    method: &str,
+    body: Body,
+) -> Result<Response, ApiError> {
+    match method {
+        "predict" => {}
+        "classify" | "regress" => {
+            return Err(ApiError::NotImplemented(format!(
+                ":{method} needs a TensorFlow {method} signature; ONNX models are served through :predict (POST /v1/models/{name}:predict)"
+            )))
+        }
+        other => {
+            return Err(ApiError::NotFound(format!("unknown method ':{other}'; ONNX models are served through :predict")))
+        }
+    }
+    let model = served_model(st, name, version)?;
+    let body = body.map_err(|rejection| body_error(rejection, st.limits.max_body_bytes))?;
+    let (inputs, format) = if body.len() > DECODE_INLINE_MAX {
+        let decoding = model.clone();
+        tokio::task::spawn_blocking(move || decode_predict(&decoding, &body))
+            .await
+            .map_err(|e| ApiError::Internal(format!("request decoding stopped: {e}")))??
+    } else {
+        decode_predict(&model, &body)?
+    };
+    let (outputs, _) = model.pool.run(inputs).await?;
+    let json = match format {
+        Format::Rows { batch } => codec::predictions_json(&model.signature, &outputs, batch)?,
+        Format::Columns => codec::outputs_json(&model.signature, &outputs)?,
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+/// Which of TF Serving's two request formats the client used; the response follows it.
+enum Format {
+    Rows { batch: usize },
+    Columns,
+}
+
+fn decode_predict(
+    model: &ServedModel,
+    body: &[u8],
+) -> Result<
+    (
+        tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>,
+        Format,
+    ),
+    ApiError,
+> {
+    let request: PredictRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON request: {e}")))?;
+    if let Some(sig) = request
+        .signature_name
+        .as_deref()
+        .filter(|s| !s.is_empty() && *s != DEFAULT_SIGNATURE)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "unknown signature_name '{sig}'; an ONNX model has one signature, '{DEFAULT_SIGNATURE}'"
+        )));
+    }
+    match (request.instances, request.inputs) {
+        (Some(instances), None) => {
+            let tensors = codec::tensors_from_instances(&model.signature, &instances)?;
+            Ok((
+                tensors,
+                Format::Rows {
+                    batch: instances.len(),
+                },
+            ))
+        }
+        (None, Some(inputs)) => Ok((
+            codec::tensors_from_inputs(&model.signature, &inputs)?,
+            Format::Columns,
+        )),
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "send either 'instances' (row format) or 'inputs' (columnar format), not both".into(),
+        )),
+        (None, None) => Err(ApiError::BadRequest(
+            "the request needs an 'instances' (row format) or an 'inputs' (columnar format) key"
+                .into(),
+        )),
+    }
+}
+
+fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!(
+            "the request body is larger than the server's limit of {limit} bytes (--max_body_bytes)"
+        ))
+    } else {
+        ApiError::BadRequest(format!(
+            "cannot read the request body: {}",
+            rejection.body_text()
+        ))
+    }
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route for {}; the API is GET /v1/models/<name>[/versions/<v>][/metadata] and POST /v1/models/<name>[/versions/<v>]:predict",
+        uri.path()
+    ))
+}
+
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// For `GET /v1/models/<name>` style checks from outside (the `healthcheck` subcommand).
+pub fn state_of(status: &Value) -> Option<&str> {
+    status
+        .get("model_version_status")?
+        .get(0)?
+        .get("state")?
+        .as_str()
+}

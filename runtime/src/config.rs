@@ -1,0 +1,142 @@
+//! Command line and environment: flags named like `tensorflow_model_server`'s, each also read
+//! from an environment variable (all names listed here, in one place).
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+/// Environment variables, one per flag. `MODEL_NAME` and `MODEL_BASE_PATH` are the ones the
+/// official TF Serving image reads; the rest carry our prefix so they cannot clash with a
+/// platform's own `PORT`.
+pub mod env {
+    pub const MODEL_NAME: &str = "MODEL_NAME";
+    pub const MODEL_BASE_PATH: &str = "MODEL_BASE_PATH";
+    pub const GRPC_PORT: &str = "ONNX_SERVING_PORT";
+    pub const REST_API_PORT: &str = "ONNX_SERVING_REST_API_PORT";
+    pub const REST_API_HOST: &str = "ONNX_SERVING_REST_API_HOST";
+    pub const REST_API_NUM_THREADS: &str = "ONNX_SERVING_REST_API_NUM_THREADS";
+    pub const INFERENCE_THREADS: &str = "ONNX_SERVING_INFERENCE_THREADS";
+    pub const INFERENCE_WORKERS: &str = "ONNX_SERVING_INFERENCE_WORKERS";
+    pub const MAX_BODY_BYTES: &str = "ONNX_SERVING_MAX_BODY_BYTES";
+    pub const QUEUE_CAPACITY: &str = "ONNX_SERVING_QUEUE_CAPACITY";
+    pub const HEALTHCHECK_URL: &str = "ONNX_SERVING_HEALTHCHECK_URL";
+    /// Log filter, `tracing` syntax (`info`, `runtime=debug`, ...).
+    pub const LOG: &str = "ONNX_SERVING_LOG";
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "runtime",
+    version,
+    about = "Serve an ONNX model over TensorFlow Serving's REST API",
+    long_about = "Serve an ONNX model over TensorFlow Serving's REST API.\n\n\
+        Models live at <model_base_path>/<model_name>/<version>/model.onnx; the highest numeric \
+        version is served. With no subcommand, `runtime` serves (as `runtime serve`).\n\n\
+        Example:\n  runtime --model_name=resnet --model_base_path=/models\n  \
+        curl -d '{\"instances\": [[1.0, 2.0]]}' localhost:8501/v1/models/resnet:predict",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve a model over HTTP (the default).
+    Serve(ServeArgs),
+    /// Load a model, optimize it and run it once on zeros; print its inputs and outputs.
+    CheckModel(CheckModelArgs),
+    /// Exit 0 when the local server answers and its model is AVAILABLE (for Docker HEALTHCHECK).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Port reserved for the gRPC API (not served yet; logged for TF Serving parity).
+    #[arg(long = "port", env = env::GRPC_PORT, default_value_t = 8500)]
+    pub port: u16,
+    /// Port of the REST API (0 picks a free one and logs it).
+    #[arg(long = "rest_api_port", alias = "rest-api-port", env = env::REST_API_PORT, default_value_t = 8501)]
+    pub rest_api_port: u16,
+    /// Address the REST API listens on.
+    #[arg(long = "rest_api_host", alias = "rest-api-host", env = env::REST_API_HOST, default_value = "0.0.0.0")]
+    pub rest_api_host: String,
+    /// Name clients use in /v1/models/<name>; the model is read from <model_base_path>/<name>/.
+    #[arg(long = "model_name", alias = "model-name", env = env::MODEL_NAME, default_value = "model")]
+    pub model_name: String,
+    /// Folder holding <model_name>/<version>/model.onnx. A folder that itself holds numbered
+    /// versions is served directly, as TF Serving's --model_base_path=/models/resnet is.
+    #[arg(long = "model_base_path", alias = "model-base-path", env = env::MODEL_BASE_PATH, default_value = "/models")]
+    pub model_base_path: PathBuf,
+    /// Threads answering HTTP (0: one per CPU core).
+    #[arg(long = "rest_api_num_threads", alias = "rest-api-num-threads", env = env::REST_API_NUM_THREADS, default_value_t = 0)]
+    pub rest_api_num_threads: usize,
+    /// Threads one model run may use for its matrix products (0: the physical cores available).
+    #[arg(long = "inference_threads", alias = "inference-threads", env = env::INFERENCE_THREADS, default_value_t = 0)]
+    pub inference_threads: usize,
+    /// Model runs that may proceed at the same time.
+    #[arg(long = "inference_workers", alias = "inference-workers", env = env::INFERENCE_WORKERS, default_value_t = 1)]
+    pub inference_workers: usize,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long = "max_body_bytes", alias = "max-body-bytes", env = env::MAX_BODY_BYTES, default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Requests that may wait for a worker; past that, 429.
+    #[arg(long = "queue_capacity", alias = "queue-capacity", env = env::QUEUE_CAPACITY, default_value_t = 64)]
+    pub queue_capacity: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckModelArgs {
+    /// An .onnx file, or a model folder laid out as <version>/model.onnx.
+    pub path: PathBuf,
+    /// Batch size of the test run, for models whose batch dimension is free.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HealthcheckArgs {
+    /// Model status URL [default: http://127.0.0.1:<rest_api_port>/v1/models/<model_name>].
+    #[arg(long, env = env::HEALTHCHECK_URL)]
+    pub url: Option<String>,
+    #[arg(long = "rest_api_port", env = env::REST_API_PORT, default_value_t = 8501, hide = true)]
+    pub rest_api_port: u16,
+    #[arg(long = "model_name", env = env::MODEL_NAME, default_value = "model", hide = true)]
+    pub model_name: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout: u64,
+}
+
+/// The folder holding the version sub-folders: `<base>/<name>`, or `<base>` itself when it
+/// already holds numbered versions (TF Serving's `--model_base_path=/models/resnet` style).
+pub fn model_dir(base: &Path, name: &str) -> PathBuf {
+    let nested = base.join(name);
+    if nested.is_dir() || !has_version_folders(base) {
+        nested
+    } else {
+        base.to_owned()
+    }
+}
+
+fn has_version_folders(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.path().is_dir()
+                && e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<u64>().is_ok())
+        })
+    })
+}
+
+/// Cores for compute: physical cores, capped by what this process may use (cgroup quota,
+/// affinity), since a container limited to 2 CPUs on a 64-core host must not start 64 threads.
+pub fn compute_cores() -> usize {
+    let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let physical = sysinfo::System::physical_core_count().unwrap_or(usable);
+    physical.clamp(1, usable)
+}

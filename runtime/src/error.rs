@@ -1,0 +1,68 @@
+//! API errors: every failure a client sees is `{"error": "..."}` with a status that says whose fault it is.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The client sent something the model cannot take: 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Unknown model, version or route: 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not with this HTTP method: 405.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// Request body over `--max_body_bytes`: 413.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The inference queue is full: 429, try again later.
+    #[error("{0}")]
+    Overloaded(String),
+    /// A TF Serving method that ONNX models do not serve: 501.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The model is not loaded (yet), or the server is shutting down: 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Our fault: 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(status = status.as_u16(), "{self}");
+        } else {
+            tracing::debug!(status = status.as_u16(), "{self}");
+        }
+        let mut response =
+            (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
+        if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,160 @@
+//! `runtime serve`: bind, load the model in the background, answer HTTP until SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::config::{compute_cores, model_dir, ServeArgs};
+use crate::infer::{set_intra_op_threads, InferencePool};
+use crate::model::{find_latest_version, load_onnx, zero_inputs, ModelVersion};
+use crate::state::{AppState, Limits, ModelState, ServedModel};
+
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    let dir = model_dir(&args.model_base_path, &args.model_name);
+    let found = find_latest_version(&dir)
+        .with_context(|| format!("cannot serve model '{}'", args.model_name))?;
+    let intra_op = if args.inference_threads == 0 {
+        compute_cores()
+    } else {
+        args.inference_threads
+    };
+    set_intra_op_threads(intra_op);
+
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+    };
+    let state = AppState::new(
+        args.model_name.clone(),
+        ModelState::Loading {
+            version: found.version,
+        },
+        limits,
+    );
+    let listener = TcpListener::bind((args.rest_api_host.as_str(), args.rest_api_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{}; is another server using the port? Pick another with --rest_api_port",
+                args.rest_api_host, args.rest_api_port
+            )
+        })?;
+    let addr = listener
+        .local_addr()
+        .context("listening socket has no address")?;
+
+    info!(
+        "Running ModelServer at 0.0.0.0:{} (gRPC is not served yet; the port is reserved) ...",
+        args.port
+    );
+    info!("Exporting HTTP/REST API at:{addr} ...");
+    info!(
+        "Model '{}' version {} from {} ({} inference worker(s), {} intra-op thread(s))",
+        args.model_name,
+        found.version,
+        found.path.display(),
+        args.inference_workers.max(1),
+        intra_op
+    );
+
+    let (failed_tx, failed_rx) = watch::channel(None::<String>);
+    let loader_state = state.clone();
+    let (workers, queue) = (args.inference_workers, args.queue_capacity);
+    tokio::task::spawn_blocking(move || match load_and_warm_up(&found, workers, queue) {
+        Ok(model) => {
+            info!(
+                "Successfully loaded servable version {{name: {} version: {}}} in {:.0} ms",
+                loader_state.model_name,
+                model.version,
+                model.load_time.as_secs_f64() * 1000.0
+            );
+            for spec in &model.signature.inputs {
+                info!("  input  {spec}");
+            }
+            for spec in &model.signature.outputs {
+                info!("  output {spec}");
+            }
+            loader_state.set_model_state(ModelState::Available(Arc::new(model)));
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            error!(
+                "Failed to load model '{}': {message}",
+                loader_state.model_name
+            );
+            loader_state.set_model_state(ModelState::Failed {
+                version: Some(found.version),
+                message: message.clone(),
+            });
+            let _ = failed_tx.send(Some(message));
+        }
+    });
+
+    axum::serve(listener, crate::app(state))
+        .with_graceful_shutdown(shutdown_signal(failed_rx.clone()))
+        .await
+        .context("HTTP server failed")?;
+    if let Some(message) = failed_rx.borrow().clone() {
+        anyhow::bail!("model '{}' could not be loaded: {message}", args.model_name);
+    }
+    info!("Server stopped");
+    Ok(())
+}
+
+/// Parses, optimizes and runs the model once on zeros, so the first request is not the slow one.
+fn load_and_warm_up(found: &ModelVersion, workers: usize, queue: usize) -> Result<ServedModel> {
+    let started = Instant::now();
+    let loaded = load_onnx(&found.path)?;
+    let inputs = zero_inputs(&loaded.signature, 1).context("cannot build warm-up inputs")?;
+    let warm = Instant::now();
+    loaded
+        .plan
+        .run(inputs)
+        .map_err(|e| anyhow::anyhow!("warm-up run on zeros failed: {e:#}"))?;
+    info!(
+        "Warm-up run took {:.1} ms",
+        warm.elapsed().as_secs_f64() * 1000.0
+    );
+    let pool = InferencePool::start(loaded.plan, workers, queue)
+        .context("cannot start inference threads")?;
+    Ok(ServedModel {
+        version: found.version,
+        path: found.path.clone(),
+        signature: loaded.signature,
+        pool,
+        load_time: started.elapsed(),
+    })
+}
+
+/// Resolves on SIGINT, SIGTERM (what `docker stop` sends) or a failed model load. axum then
+/// stops accepting connections and lets in-flight requests finish.
+async fn shutdown_signal(mut load_failed: watch::Receiver<Option<String>>) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    let failed = async {
+        // After a successful load the sender is dropped: that is no reason to stop.
+        if load_failed.wait_for(|m| m.is_some()).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => info!("SIGINT received: finishing in-flight requests"),
+        _ = terminate => info!("SIGTERM received: finishing in-flight requests"),
+        _ = failed => {},
+    }
+}

@@ -1,0 +1,75 @@
+//! What the server is serving, and in what state: shared by the HTTP handlers.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::infer::InferencePool;
+use crate::model::Signature;
+
+/// A model version loaded and ready.
+pub struct ServedModel {
+    pub version: u64,
+    pub path: PathBuf,
+    pub signature: Signature,
+    pub pool: InferencePool,
+    pub load_time: Duration,
+}
+
+/// TF Serving's servable states, as `GET /v1/models/<name>` reports them.
+#[derive(Clone)]
+pub enum ModelState {
+    /// Loading this version (parse, optimize, warm up).
+    Loading {
+        version: u64,
+    },
+    Available(Arc<ServedModel>),
+    /// Loading failed; the message says why.
+    Failed {
+        version: Option<u64>,
+        message: String,
+    },
+}
+
+/// Request limits the handlers enforce.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct AppState {
+    pub model_name: String,
+    pub limits: Limits,
+    state: RwLock<ModelState>,
+}
+
+impl AppState {
+    pub fn new(
+        model_name: impl Into<String>,
+        initial: ModelState,
+        limits: Limits,
+    ) -> Arc<AppState> {
+        Arc::new(AppState {
+            model_name: model_name.into(),
+            limits,
+            state: RwLock::new(initial),
+        })
+    }
+
+    pub fn model_state(&self) -> ModelState {
+        // A panic while holding the lock cannot leave a ModelState half-written: read through poison.
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_model_state(&self, new: ModelState) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = new;
+    }
+}

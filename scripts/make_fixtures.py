@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Regenerates the small ONNX test fixtures under runtime/tests/fixtures/.
+
+Each model is written in the serving layout (<base>/<name>/1/model.onnx) so the
+runtime can serve the folder as it is. Expected outputs for a few inputs are
+computed with numpy here and, when onnxruntime is installed, checked against it,
+then written to expected.json for the Rust tests.
+
+Usage: python3 scripts/make_fixtures.py   (needs: pip install onnx numpy [onnxruntime])
+"""
+import json
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "runtime", "tests", "fixtures")
+OPSET = [helper.make_opsetid("", 13)]
+
+
+def save(name, graph):
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="onnx-serving fixtures")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = os.path.join(ROOT, "models", name, "1", "model.onnx")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+def vi(name, elem, dims):
+    return helper.make_tensor_value_info(name, elem, dims)
+
+
+def linear():
+    # One input, one output, a named dynamic batch dimension: y = x @ W + b.
+    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0
+    b = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
+        "linear",
+        [vi("x", TensorProto.FLOAT, ["batch", 4])],
+        [vi("y", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
+    path = save("linear", graph)
+    x = np.array([[1, 2, 3, 4], [0.5, -0.5, 0.25, 0]], dtype=np.float32)
+    return path, {"x": x}, {"y": x @ w + b}
+
+
+def multi_io():
+    # Several named inputs and outputs; the batch dimension has neither value nor name.
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Mul", ["a", "b"], ["product"])],
+        "multi_io",
+        [vi("a", TensorProto.FLOAT, [None, 3]), vi("b", TensorProto.FLOAT, [None, 3])],
+        [vi("sum", TensorProto.FLOAT, [None, 3]), vi("product", TensorProto.FLOAT, [None, 3])],
+    )
+    path = save("multi_io", graph)
+    a = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32)
+    b = np.array([[0.5, 0.5, 0.5], [-1, 2, -3]], dtype=np.float32)
+    return path, {"a": a, "b": b}, {"sum": a + b, "product": a * b}
+
+
+def int64_ids():
+    # An int64 input, like token ids: next_ids = ids + 1, total = sum(float(ids)) per row.
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["ids", "one"], ["next_ids"]),
+            helper.make_node("Cast", ["ids"], ["ids_f"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceSum", ["ids_f", "axes"], ["total"], keepdims=0),
+        ],
+        "int64_ids",
+        [vi("ids", TensorProto.INT64, ["batch", 5])],
+        [vi("next_ids", TensorProto.INT64, ["batch", 5]), vi("total", TensorProto.FLOAT, ["batch"])],
+        [numpy_helper.from_array(np.array(1, dtype=np.int64), "one"),
+         numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
+    )
+    path = save("int64_ids", graph)
+    ids = np.array([[1, 2, 3, 4, 5], [10, 20, 30, 40, 9007199254740000]], dtype=np.int64)
+    return path, {"ids": ids}, {"next_ids": ids + 1, "total": ids.astype(np.float32).sum(axis=1)}
+
+
+def fixed_batch():
+    # Fully fixed shape [1, 2]: a batch of two must be refused with a clear message.
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "three"], ["y"])],
+        "fixed_batch",
+        [vi("x", TensorProto.FLOAT, [1, 2])],
+        [vi("y", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(np.array(3, dtype=np.float32), "three")],
+    )
+    path = save("fixed_batch", graph)
+    x = np.array([[1.5, -2]], dtype=np.float32)
+    return path, {"x": x}, {"y": x * 3}
+
+
+def dtypes():
+    # One input per remaining dtype the REST API accepts.
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["f64_in", "two"], ["f64_out"]),
+            helper.make_node("Add", ["i32_in", "one"], ["i32_out"]),
+            helper.make_node("Not", ["bool_in"], ["bool_out"]),
+            helper.make_node("Cast", ["u8_in"], ["u8_as_float"], to=TensorProto.FLOAT),
+        ],
+        "dtypes",
+        [vi("f64_in", TensorProto.DOUBLE, ["batch", 2]), vi("i32_in", TensorProto.INT32, ["batch", 2]),
+         vi("bool_in", TensorProto.BOOL, ["batch", 2]), vi("u8_in", TensorProto.UINT8, ["batch", 2])],
+        [vi("f64_out", TensorProto.DOUBLE, ["batch", 2]), vi("i32_out", TensorProto.INT32, ["batch", 2]),
+         vi("bool_out", TensorProto.BOOL, ["batch", 2]), vi("u8_as_float", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(np.array(2, dtype=np.float64), "two"),
+         numpy_helper.from_array(np.array(1, dtype=np.int32), "one")],
+    )
+    path = save("dtypes", graph)
+    ins = {
+        "f64_in": np.array([[0.1, 1e300]], dtype=np.float64),
+        "i32_in": np.array([[-5, 2147483646]], dtype=np.int32),
+        "bool_in": np.array([[True, False]]),
+        "u8_in": np.array([[0, 255]], dtype=np.uint8),
+    }
+    outs = {
+        "f64_out": ins["f64_in"] * 2,
+        "i32_out": ins["i32_in"] + 1,
+        "bool_out": np.logical_not(ins["bool_in"]),
+        "u8_as_float": ins["u8_in"].astype(np.float32),
+    }
+    return path, ins, outs
+
+
+def check_with_onnxruntime(path, inputs, outputs):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("  (onnxruntime not installed: numpy reference only)")
+        return
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(list(outputs), inputs)
+    for (name, want), have in zip(outputs.items(), got):
+        np.testing.assert_allclose(have, want, rtol=1e-6, err_msg=f"{path}:{name}")
+
+
+def main():
+    expected = {}
+    for make in (linear, multi_io, int64_ids, fixed_batch, dtypes):
+        path, inputs, outputs = make()
+        check_with_onnxruntime(path, inputs, outputs)
+        name = make.__name__
+        expected[name] = {
+            "inputs": {k: v.tolist() for k, v in inputs.items()},
+            "outputs": {k: v.tolist() for k, v in outputs.items()},
+        }
+        print(f"wrote {os.path.relpath(path)} ({os.path.getsize(path)} bytes)")
+    with open(os.path.join(ROOT, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1)
+        f.write("\n")
+    # A file that is not an ONNX model, for the error paths.
+    corrupt = os.path.join(ROOT, "models", "corrupt", "1", "model.onnx")
+    os.makedirs(os.path.dirname(corrupt), exist_ok=True)
+    with open(corrupt, "wb") as f:
+        f.write(b"this is not an onnx model\n")
+
+
+if __name__ == "__main__":
+    main()
