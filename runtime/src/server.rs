@@ -105,7 +105,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 /// Parses, optimizes and runs the model once on zeros, so the first request is not the slow one.
-fn load_and_warm_up(found: &ModelVersion, workers: usize, queue: usize) -> Result<ServedModel> {
+pub fn load_and_warm_up(found: &ModelVersion, workers: usize, queue: usize) -> Result<ServedModel> {
     let started = Instant::now();
     let loaded = load_onnx(&found.path)?;
     let inputs = zero_inputs(&loaded.signature, 1).context("cannot build warm-up inputs")?;

@@ -58,7 +58,7 @@ pub fn tensors_from_inputs(sig: &Signature, inputs: &JsonInput) -> Result<TVec<T
             if !spec.accepts_shape(&array.shape) {
                 return Err(shape_mismatch(spec, &array.shape));
             }
-            Ok(to_tensor(spec, &array.shape, &[&array])?.into_tvalue())
+            Ok(to_tensor(spec, &array.shape, &[array])?.into_tvalue())
         })
         .collect()
 }

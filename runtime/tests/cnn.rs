@@ -1,0 +1,104 @@
+//! A real CNN (SqueezeNet 1.0 from the `onnx` wheel, with seeded weights; see
+//! scripts/fetch_test_models.py) served through the API, checked against onnxruntime's output.
+
+mod common;
+
+use std::path::PathBuf;
+
+use axum::http::StatusCode;
+use common::*;
+use runtime::Limits;
+use serde_json::{json, Value};
+
+fn test_models() -> PathBuf {
+    std::env::var_os("ONNX_SERVING_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(".cache")
+                .join("models")
+        })
+}
+
+fn reference(dir: &std::path::Path) -> Value {
+    let path = dir.join("reference.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}. The CNN test models are made by `make test-models` (make test runs it first)",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).expect("reference.json is JSON")
+}
+
+/// Nests a flat list into the given shape.
+fn nest(flat: &[Value], shape: &[usize]) -> Value {
+    if shape.is_empty() {
+        return flat[0].clone();
+    }
+    let inner: usize = shape[1..].iter().product();
+    Value::Array(
+        (0..shape[0])
+            .map(|i| nest(&flat[i * inner..(i + 1) * inner], &shape[1..]))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn squeezenet_matches_onnxruntime() {
+    let dir = test_models().join("squeezenet");
+    let reference = reference(&dir);
+    let shape: Vec<usize> = serde_json::from_value(reference["input_shape"].clone()).unwrap();
+    let input = nest(reference["input"].as_array().unwrap(), &shape);
+    let app = app_from(&dir, "squeezenet", 1, 4, Limits::default());
+
+    // Row format: the one instance is the input without its batch dimension.
+    let body = json!({"instances": [input[0]]}).to_string();
+    let (status, got) = post(&app, "/v1/models/squeezenet:predict", &body).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let predictions = flat(&got["predictions"]);
+    let want: Vec<f64> = reference["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(predictions.len(), want.len());
+    let max_diff = predictions
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        max_diff < 1e-4,
+        "tract and onnxruntime differ by {max_diff}"
+    );
+    let argmax = predictions
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0;
+    assert_eq!(argmax as u64, reference["argmax"].as_u64().unwrap());
+
+    // Columnar format gives the same numbers.
+    let body = json!({"inputs": {reference["input_name"].as_str().unwrap(): input}}).to_string();
+    let (status, got) = post(&app, "/v1/models/squeezenet:predict", &body).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_close(&got["outputs"], &json!(want), 1e-4);
+
+    // A wrong image size is refused with the expected shape.
+    let (status, got) = post(
+        &app,
+        "/v1/models/squeezenet:predict",
+        r#"{"instances": [[[[0.5]]]]}"#,
+    )
+    .await;
+    assert_error(
+        status,
+        &got,
+        StatusCode::BAD_REQUEST,
+        &["[1, 3, 224, 224]", "[1, 1, 1, 1]"],
+    );
+}

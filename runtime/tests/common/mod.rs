@@ -1,0 +1,135 @@
+//! Shared by the runtime's integration tests: fixtures, in-process app, JSON helpers.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use runtime::model::find_latest_version;
+use runtime::server::load_and_warm_up;
+use runtime::{AppState, Limits, ModelState};
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+}
+
+pub fn models() -> PathBuf {
+    fixtures().join("models")
+}
+
+/// Expected inputs/outputs written by scripts/make_fixtures.py (numpy, checked with onnxruntime).
+pub fn expected(model: &str) -> Value {
+    let text = std::fs::read_to_string(fixtures().join("expected.json")).expect("expected.json");
+    let all: Value = serde_json::from_str(&text).expect("expected.json is JSON");
+    all[model].clone()
+}
+
+/// The app serving fixture `name`, loaded as the server loads it.
+pub fn app_for(name: &str) -> axum::Router {
+    app_with(name, 1, 64, Limits::default())
+}
+
+pub fn app_with(name: &str, workers: usize, queue: usize, limits: Limits) -> axum::Router {
+    app_from(&models().join(name), name, workers, queue, limits)
+}
+
+pub fn app_from(
+    dir: &std::path::Path,
+    name: &str,
+    workers: usize,
+    queue: usize,
+    limits: Limits,
+) -> axum::Router {
+    let found = find_latest_version(dir).expect("model folder");
+    let model = load_and_warm_up(&found, workers, queue).expect("model loads");
+    runtime::app(AppState::new(
+        name,
+        ModelState::Available(Arc::new(model)),
+        limits,
+    ))
+}
+
+pub async fn send(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: impl Into<Body>,
+) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body.into())
+        .expect("request");
+    let response = app
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible service");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{method} {uri}: {status} body is not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, json)
+}
+
+pub async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
+    send(app, "GET", uri, Body::empty()).await
+}
+
+pub async fn post(app: &axum::Router, uri: &str, body: &str) -> (StatusCode, Value) {
+    send(app, "POST", uri, body.to_string()).await
+}
+
+/// Asserts a `{"error": "..."}` body with exactly that one key, mentioning every `needle`.
+pub fn assert_error(status: StatusCode, body: &Value, want: StatusCode, needles: &[&str]) {
+    assert_eq!(status, want, "body: {body}");
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is not an object: {body}"));
+    assert_eq!(obj.len(), 1, "error body has other keys: {body}");
+    let message = obj["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("'error' is not a string: {body}"));
+    for needle in needles {
+        assert!(
+            message.contains(needle),
+            "error {message:?} does not mention {needle:?}"
+        );
+    }
+}
+
+/// Flattens nested JSON arrays of numbers.
+pub fn flat(v: &Value) -> Vec<f64> {
+    match v {
+        Value::Array(items) => items.iter().flat_map(flat).collect(),
+        Value::Number(n) => vec![n.as_f64().expect("number")],
+        Value::Bool(b) => vec![f64::from(u8::from(*b))],
+        other => panic!("not a number: {other}"),
+    }
+}
+
+pub fn assert_close(got: &Value, want: &Value, tol: f64) {
+    let (g, w) = (flat(got), flat(want));
+    assert_eq!(g.len(), w.len(), "got {got}, want {want}");
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * (1.0 + b.abs()),
+            "element {i}: got {a}, want {b} (got {got}, want {want})"
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! The real `runtime` binary on a free port, over real HTTP: start-up logs, predictions,
+//! healthcheck, graceful shutdown, and start-up failures.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_runtime");
+
+/// A running server; killed on drop so a failing test leaves no process behind.
+struct Server {
+    child: Child,
+    port: u16,
+    log: mpsc::Receiver<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(model: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["--rest_api_host", "127.0.0.1", "--rest_api_port", "0"])
+            .args(extra)
+            .env("MODEL_NAME", model)
+            .env("MODEL_BASE_PATH", models())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start runtime");
+        let (tx, log) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Server {
+            child,
+            port: 0,
+            log,
+        };
+        let line = server.wait_for_log("Exporting HTTP/REST API at:");
+        let addr = line
+            .split("Exporting HTTP/REST API at:")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        server.port = addr
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("port in log");
+        server.wait_for_log("Successfully loaded servable version");
+        server
+    }
+
+    fn wait_for_log(&mut self, needle: &str) -> String {
+        loop {
+            match self.log.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(e) => panic!("no log line containing {needle:?}: {e}"),
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// Minimal HTTP/1.0 client: (status, JSON body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")),
+    )
+}
+
+#[test]
+fn serves_predictions_over_http_with_tf_serving_logs() {
+    let server = Server::start("multi_io", &["--port", "8500"]);
+    let want = expected("multi_io");
+    let (status, body) = http(server.port, "GET", "/v1/models/multi_io", "");
+    assert_eq!(status, 200);
+    assert_eq!(body["model_version_status"][0]["state"], "AVAILABLE");
+    let request = json!({"inputs": want["inputs"]}).to_string();
+    let (status, body) = http(server.port, "POST", "/v1/models/multi_io:predict", &request);
+    assert_eq!(status, 200, "{body}");
+    assert_close(&body["outputs"]["sum"], &want["outputs"]["sum"], 1e-6);
+    assert_close(
+        &body["outputs"]["product"],
+        &want["outputs"]["product"],
+        1e-6,
+    );
+    let (status, body) = http(
+        server.port,
+        "POST",
+        "/v1/models/multi_io:predict",
+        "{not json",
+    );
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("malformed JSON"));
+
+    // The healthcheck subcommand, as Docker's HEALTHCHECK runs it.
+    let ok = Command::new(BIN)
+        .args(["healthcheck", "--url", &server.url("/v1/models/multi_io")])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = Command::new(BIN)
+        .args(["healthcheck", "--url", &server.url("/v1/models/other")])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("404"));
+}
+
+#[test]
+fn start_up_logs_name_the_ports_and_the_signature() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--rest_api_host",
+            "127.0.0.1",
+            "--rest_api_port",
+            "0",
+            "--port",
+            "8500",
+        ])
+        .args(["--model_name", "linear", "--model_base_path"])
+        .arg(models())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        seen.push(line.clone());
+        if line.contains("output y") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = seen.join("\n");
+    for needle in [
+        "Running ModelServer at 0.0.0.0:8500",
+        "Exporting HTTP/REST API at:127.0.0.1:",
+        "Successfully loaded servable version {name: linear version: 1}",
+        "input  x: DT_FLOAT [-1, 4]",
+        "output y: DT_FLOAT [-1, 3]",
+    ] {
+        assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
+    }
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits_zero() {
+    let server = Server::start("slow", &["--inference_threads", "1"]);
+    let port = server.port;
+    let request = json!({"instances": [[0.5]]}).to_string();
+    let in_flight =
+        std::thread::spawn(move || http(port, "POST", "/v1/models/slow:predict", &request));
+    std::thread::sleep(Duration::from_millis(30)); // the request is now running (a run takes ~100 ms)
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (status, body) = in_flight.join().unwrap();
+    assert_eq!(status, 200, "in-flight request was cut: {body}");
+    let mut server = server;
+    let exit = wait_exit(&mut server.child, Duration::from_secs(20));
+    assert_eq!(exit, Some(0), "runtime did not exit 0 after SIGTERM");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn missing_model_exits_non_zero_with_the_fix() {
+    let out = Command::new(BIN)
+        .args([
+            "--rest_api_port",
+            "0",
+            "--model_name",
+            "resnet",
+            "--model_base_path",
+        ])
+        .arg(models())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot serve model 'resnet'") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains("/models/resnet/1/model.onnx"),
+        "no example layout in: {err}"
+    );
+}
+
+#[test]
+fn corrupt_model_fails_to_load_and_exits_non_zero() {
+    let out = Command::new(BIN)
+        .args([
+            "--rest_api_host",
+            "127.0.0.1",
+            "--rest_api_port",
+            "0",
+            "--model_name",
+            "corrupt",
+            "--model_base_path",
+        ])
+        .arg(models())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("could not be loaded") && err.contains("tract could not parse"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tf_style_base_path_pointing_at_the_model_folder_works() {
+    // tensorflow_model_server --model_base_path=/models/resnet: the folder holding the versions.
+    let out = Command::new(BIN)
+        .args(["check-model"])
+        .arg(models().join("linear"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let server = Server::start(
+        "linear",
+        &[
+            "--model_base_path",
+            models().join("linear").to_str().unwrap(),
+        ],
+    );
+    let (status, body) = http(
+        server.port,
+        "POST",
+        "/v1/models/linear:predict",
+        r#"{"instances": [[0, 0, 0, 0]]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_close(&body["predictions"], &json!([[0.5, -1.0, 2.0]]), 1e-6);
+}
+
+#[test]
+fn check_model_reports_signature_or_the_reason_it_cannot_serve() {
+    let out = Command::new(BIN)
+        .args(["check-model"])
+        .arg(models().join("int64_ids"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "ids: DT_INT64 [-1, 5]",
+        "next_ids: DT_INT64 [-1, 5]",
+        "total: DT_FLOAT [-1]",
+        "Load + optimize:",
+        "OK",
+    ] {
+        assert!(
+            text.contains(needle),
+            "check-model output lacks {needle:?}:\n{text}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["check-model"])
+        .arg(models().join("corrupt"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot be served") && err.contains("tract could not parse"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["check-model", "/nonexistent/model.onnx"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[test]
+fn healthcheck_fails_when_nothing_listens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // now free
+    let out = Command::new(BIN)
+        .args([
+            "healthcheck",
+            "--timeout",
+            "1",
+            "--url",
+            &format!("http://127.0.0.1:{port}/v1/models/m"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no server answers"));
+}
