@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::model::signature::DEFAULT_SIGNATURE;
 use crate::state::{AppState, ModelState, ServedModel};
-use request::PredictRequest;
+use request::parse_predict_request;
 
 /// Bodies above this size are decoded on a blocking thread, not on the async executor.
 const DECODE_INLINE_MAX: usize = 64 * 1024;
@@ -249,7 +249,7 @@ fn decode_predict(
     ),
     ApiError,
 > {
-    let request: PredictRequest = serde_json::from_slice(body)
+    let request = parse_predict_request(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON request: {e}")))?;
     if let Some(sig) = request
         .signature_name

@@ -1,0 +1,51 @@
+# onnx-serving: thin wrappers over cargo, the builder and the model scripts.
+# `make help` lists the targets.
+
+CACHE      ?= $(CURDIR)/.cache
+VENV       ?= $(CACHE)/venv
+PY         := $(VENV)/bin/python
+MODELS     ?= $(CACHE)/models
+CARGO      ?= cargo
+export ONNX_SERVING_TEST_MODELS := $(MODELS)
+
+.PHONY: help setup build test test-models bench bench-models fmt lint clean demo
+
+help: ## this list
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+setup: ## install host packages (Debian 12, as root) and start dockerd
+	bash scripts/setup-host.sh
+
+build: ## release build of runtime and builder
+	$(CARGO) build --release --locked
+
+$(PY): scripts/requirements-models.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-models.txt
+	touch $(PY)
+
+test-models: $(PY) ## real CNNs + onnxruntime references for the tests (.cache/models)
+	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet
+
+bench-models: $(PY)
+	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet resnet50
+
+test: test-models ## all tests: unit, API, real binary, real CNN (and Docker e2e when a daemon runs)
+	$(CARGO) test --workspace --locked
+
+bench: bench-models ## serving overhead vs direct tract inference -> BENCHMARKS.md
+	$(CARGO) bench --locked -p runtime --bench serving -- --models $(MODELS) --write $(CURDIR)/BENCHMARKS.md
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+lint: ## rustfmt check + clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+demo: build test-models ## serve SqueezeNet with the release runtime and ask it for a prediction
+	bash scripts/demo.sh $(MODELS)
+
+clean: ## remove build outputs and caches
+	$(CARGO) clean
+	rm -rf $(CACHE)
