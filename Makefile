@@ -8,7 +8,7 @@ MODELS     ?= $(CACHE)/models
 CARGO      ?= cargo
 export ONNX_SERVING_TEST_MODELS := $(MODELS)
 
-.PHONY: help setup build test test-models bench bench-models fmt lint clean demo
+.PHONY: help setup build test test-models bench bench-models fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -18,6 +18,13 @@ setup: ## install host packages (Debian 12, as root) and start dockerd
 
 build: ## release build of runtime and builder
 	$(CARGO) build --release --locked
+
+base-image: ## local Debian 12 base image (debootstrap + docker import): no registry needed
+	bash scripts/make-base-image.sh
+
+images: build base-image ## the devel image (runtime compiled for this CPU) and the slim serving image
+	target/release/builder devel
+	target/release/builder serve-image
 
 $(PY): scripts/requirements-models.txt
 	python3 -m venv $(VENV)
@@ -30,7 +37,7 @@ test-models: $(PY) ## real CNNs + onnxruntime references for the tests (.cache/m
 bench-models: $(PY)
 	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet resnet50
 
-test: test-models ## all tests: unit, API, real binary, real CNN (and Docker e2e when a daemon runs)
+test: test-models ## all tests: unit, API, real binary, real CNN, Docker end to end
 	$(CARGO) test --workspace --locked
 
 bench: bench-models ## serving overhead vs direct tract inference -> BENCHMARKS.md

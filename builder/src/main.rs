@@ -1,1 +1,171 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use builder::commands::{self, DevelOptions, ServeImageOptions, DEFAULT_BASE_IMAGE};
+use builder::cpu::{host_report, TargetCpu};
+use clap::{Parser, Subcommand};
+
+/// Build CPU-optimized onnx-serving Docker images.
+///
+/// The flow of the TensorFlow Serving article, as one tool: `builder cpu` shows what this host's
+/// CPU offers; `builder devel` builds the devel image that compiles the model server for it;
+/// `builder serve-image` packs that server (and optionally a model) into a slim serving image.
+/// Then: docker run -p 8501:8501 -e MODEL_NAME=… -t $USER/onnx-serving
+#[derive(Parser)]
+#[command(name = "builder", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show the CPU, the instruction sets the OS enables, the x86-64 level, and the rustc flags
+    /// an optimized build uses that a portable one does not.
+    Cpu {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the devel image: a toolchain plus `runtime` compiled for the target CPU, offline,
+    /// from crates vendored on this host. Rebuilds after a source change reuse the dependency layer.
+    Devel {
+        /// Image tag [default: $USER/onnx-serving-devel, or …-devel-<target> for other targets].
+        #[arg(long)]
+        tag: Option<String>,
+        /// native (this CPU), portable (any x86-64), x86-64-v2|v3|v4, or a rustc CPU name.
+        #[arg(long, default_value = "native", value_parser = TargetCpu::parse)]
+        target_cpu: TargetCpu,
+        /// Image to build on. The default is made locally by `make base-image` (no registry);
+        /// with registry access, debian:bookworm works too.
+        #[arg(long, default_value = DEFAULT_BASE_IMAGE)]
+        base_image: String,
+        /// Network for RUN steps (installing the toolchain needs Debian's mirror): `host` works
+        /// where bridge networking has no route out; `default` for the daemon's default.
+        #[arg(long, default_value = "host")]
+        network: String,
+        /// Rebuild every layer.
+        #[arg(long)]
+        no_cache: bool,
+        /// Print every line of build output.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Build the slim serving image (FROM scratch: the static runtime only, non-root), with a
+    /// model baked in when --embed-model is given (validated by the runtime during the build).
+    ServeImage {
+        /// Devel image to take the runtime from [default: $USER/onnx-serving-devel].
+        #[arg(long)]
+        devel_image: Option<String>,
+        /// Image tag [default: the devel tag without "-devel", e.g. $USER/onnx-serving].
+        #[arg(long)]
+        tag: Option<String>,
+        /// ONNX file to bake in at /models/<name>/1/model.onnx (its signature.toml and labels.txt too).
+        #[arg(long)]
+        embed_model: Option<PathBuf>,
+        /// Model name for the embedded model [default: from its path, e.g. …/resnet/1/model.onnx → resnet].
+        #[arg(long, requires = "embed_model")]
+        model_name: Option<String>,
+        #[arg(long)]
+        no_cache: bool,
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// List the images builder made, with their CPU and model labels.
+    Images {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the images builder made.
+    Clean {
+        /// Also remove the base image made by `make base-image`.
+        #[arg(long)]
+        all: bool,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ONNX_SERVING_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Cmd::Cpu { json } => {
+            let report = host_report();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else {
+                print!("{}", report.render());
+            }
+        }
+        Cmd::Devel {
+            tag,
+            target_cpu,
+            base_image,
+            network,
+            no_cache,
+            verbose,
+        } => {
+            let network = (network != "default").then_some(network);
+            let opts = DevelOptions {
+                tag,
+                target_cpu,
+                base_image,
+                network,
+                no_cache,
+                verbose,
+            };
+            let (built, _) = rt.block_on(commands::devel(&opts))?;
+            println!("{}", built.tag);
+        }
+        Cmd::ServeImage {
+            devel_image,
+            tag,
+            embed_model,
+            model_name,
+            no_cache,
+            verbose,
+        } => {
+            let opts = ServeImageOptions {
+                devel_image,
+                tag,
+                embed_model,
+                model_name,
+                no_cache,
+                verbose,
+            };
+            let built = rt.block_on(commands::serve_image(&opts))?;
+            println!("{}", built.tag);
+        }
+        Cmd::Images { json } => print!("{}", rt.block_on(commands::images(json))?),
+        Cmd::Clean { all, dry_run } => {
+            for name in rt.block_on(commands::clean(all, dry_run))? {
+                println!(
+                    "{} {name}",
+                    if dry_run { "would remove" } else { "removed" }
+                );
+            }
+        }
+    }
+    Ok(())
+}

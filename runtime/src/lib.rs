@@ -3,6 +3,7 @@
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod healthcheck;
 pub mod infer;

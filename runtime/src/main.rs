@@ -7,6 +7,19 @@ use runtime::config::{env, Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // Before any work: an optimized binary on a CPU lacking its instructions must say so, not
+    // die of SIGILL halfway through loading a model.
+    let cpu = runtime::cpu::detect();
+    match runtime::cpu::startup_check(&cpu, &runtime::cpu::compiled_features()) {
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+        Ok(Some(note)) if matches!(cli.command, None | Some(Command::Serve(_))) => {
+            tracing::info!("{note}")
+        }
+        Ok(_) => {}
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

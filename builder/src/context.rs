@@ -1,0 +1,334 @@
+//! Docker build contexts, written with the `tar` crate: workspace sources, crates vendored on the
+//! host, generated files. Nothing under `target/`, `.git/` or `.cache/` goes in.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// Names never sent to the daemon, wherever they appear (a `.dockerignore` of our own).
+pub const EXCLUDED: &[&str] = &["target", ".git", ".cache", "node_modules", ".DS_Store"];
+
+/// Vendored crates only Windows builds use: sent as stubs (manifest + empty checksum list), which
+/// cargo accepts because it never compiles them here. Saves ~250 MB per build context.
+fn windows_only(crate_dir_name: &str) -> bool {
+    crate_dir_name.starts_with("windows") || crate_dir_name.starts_with("winapi")
+}
+
+pub struct BuildContext {
+    tar: tar::Builder<Vec<u8>>,
+}
+
+impl Default for BuildContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BuildContext {
+    pub fn new() -> BuildContext {
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.mode(tar::HeaderMode::Deterministic);
+        BuildContext { tar }
+    }
+
+    pub fn add_bytes(&mut self, dst: &str, data: &[u8]) -> Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        self.tar
+            .append_data(&mut header, dst, data)
+            .with_context(|| format!("cannot add {dst} to the build context"))
+    }
+
+    pub fn add_file(&mut self, src: &Path, dst: &str) -> Result<()> {
+        if !src.is_file() {
+            bail!("{} is not a file", src.display());
+        }
+        self.tar
+            .append_path_with_name(src, dst)
+            .with_context(|| format!("cannot add {} to the build context", src.display()))
+    }
+
+    /// Adds `src` recursively under `dst`, skipping [`EXCLUDED`] names.
+    pub fn add_dir(&mut self, src: &Path, dst: &str) -> Result<()> {
+        self.add_tree(src, dst, EXCLUDED)
+    }
+
+    fn add_tree(&mut self, src: &Path, dst: &str, excluded: &[&str]) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(src)
+            .with_context(|| format!("cannot read {}", src.display()))?
+            .collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if excluded.contains(&name.as_ref()) {
+                continue;
+            }
+            let path = entry.path();
+            let target = format!("{dst}/{name}");
+            if path.is_dir() {
+                self.add_tree(&path, &target, excluded)?;
+            } else if path.is_file() {
+                self.add_file(&path, &target)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a `cargo vendor` folder as `vendor/`, Windows-only crates as stubs.
+    pub fn add_vendor(&mut self, vendor: &Path) -> Result<()> {
+        let mut crates: Vec<_> = std::fs::read_dir(vendor)
+            .with_context(|| format!("cannot read {}", vendor.display()))?
+            .collect::<std::io::Result<_>>()?;
+        crates.sort_by_key(|e| e.file_name());
+        for entry in crates {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if windows_only(&name) {
+                let checksum: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(path.join(".cargo-checksum.json"))
+                        .context("vendored crate without checksum")?,
+                )?;
+                let stub = serde_json::json!({"files": {}, "package": checksum["package"]});
+                self.add_file(
+                    &path.join("Cargo.toml"),
+                    &format!("vendor/{name}/Cargo.toml"),
+                )?;
+                self.add_bytes(
+                    &format!("vendor/{name}/.cargo-checksum.json"),
+                    stub.to_string().as_bytes(),
+                )?;
+                self.add_bytes(&format!("vendor/{name}/src/lib.rs"), b"")?;
+            } else {
+                // Every file a crate ships is in its checksum list: nothing may be left out
+                // (cc, for one, has a source folder named `target`).
+                self.add_tree(&path, &format!("vendor/{name}"), &[])?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<Vec<u8>> {
+        self.tar
+            .into_inner()
+            .context("cannot finish the build context")
+    }
+}
+
+/// Cargo configuration used inside the devel image: crates come from `vendor/` only.
+pub const DOCKER_CARGO_CONFIG: &str = "[source.crates-io]\nreplace-with = \"vendored-sources\"\n\n[source.vendored-sources]\ndirectory = \"vendor\"\n\n[net]\noffline = true\n";
+
+/// Runs `cargo vendor` for the workspace into `dest`, unless `dest` already matches Cargo.lock.
+pub fn vendor_crates(workspace: &Path, dest: &Path) -> Result<()> {
+    let lock = std::fs::read(workspace.join("Cargo.lock"))
+        .context("Cargo.lock is missing: the workspace must be locked")?;
+    let stamp = dest.join(".onnx-serving-lock-sha256");
+    let digest = sha256_hex(&lock);
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == digest) {
+        return Ok(());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(workspace)
+        .args(["vendor", "--locked", "--versioned-dirs", "--quiet"])
+        .arg(dest)
+        .output()
+        .context("cannot run `cargo vendor`; is cargo installed (make setup)?")?;
+    if !out.status.success() {
+        bail!(
+            "`cargo vendor` failed (it needs crates.io, or a filled cargo cache): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    std::fs::write(&stamp, digest)?;
+    Ok(())
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The workspace root: `ONNX_SERVING_WORKSPACE`, else the nearest ancestor of the current
+/// folder holding `dockerfiles/Dockerfile.devel`.
+pub fn find_workspace() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("ONNX_SERVING_WORKSPACE") {
+        return Ok(PathBuf::from(dir));
+    }
+    let start = std::env::current_dir()?;
+    let mut dir = start.as_path();
+    loop {
+        if dir.join("dockerfiles").join("Dockerfile.devel").is_file()
+            && dir.join("Cargo.lock").is_file()
+        {
+            return Ok(dir.to_owned());
+        }
+        dir = match dir.parent() {
+            Some(parent) => parent,
+            None => bail!(
+                "no onnx-serving checkout above {}: run builder from the repository (or set ONNX_SERVING_WORKSPACE)",
+                start.display()
+            ),
+        };
+    }
+}
+
+/// The devel build context: manifests, vendored crates, runtime sources, the Dockerfile.
+pub fn devel_context(workspace: &Path, vendor: &Path) -> Result<Vec<u8>> {
+    let mut ctx = BuildContext::new();
+    ctx.add_file(
+        &workspace.join("dockerfiles/Dockerfile.devel"),
+        "dockerfiles/Dockerfile.devel",
+    )?;
+    ctx.add_bytes("docker-cargo-config.toml", DOCKER_CARGO_CONFIG.as_bytes())?;
+    for file in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "runtime/Cargo.toml",
+        "builder/Cargo.toml",
+        "tests/Cargo.toml",
+    ] {
+        ctx.add_file(&workspace.join(file), file)?;
+    }
+    ctx.add_dir(&workspace.join("runtime/src"), "runtime/src")?;
+    ctx.add_dir(&workspace.join("runtime/benches"), "runtime/benches")?;
+    ctx.add_vendor(vendor)?;
+    ctx.finish()
+}
+
+/// The serving build context: the Dockerfile and, when embedding, `models/<name>/1/`.
+pub fn serving_context(workspace: &Path, model: Option<(&str, &Path)>) -> Result<Vec<u8>> {
+    let mut ctx = BuildContext::new();
+    ctx.add_file(
+        &workspace.join("dockerfiles/Dockerfile.serving"),
+        "dockerfiles/Dockerfile.serving",
+    )?;
+    if let Some((name, file)) = model {
+        ctx.add_file(file, &format!("models/{name}/1/model.onnx"))?;
+        // The model's companion files (signature, labels) travel with it.
+        if let Some(dir) = file.parent() {
+            for extra in ["signature.toml", "labels.txt"] {
+                if dir.join(extra).is_file() {
+                    ctx.add_file(&dir.join(extra), &format!("models/{name}/1/{extra}"))?;
+                }
+            }
+        }
+    }
+    ctx.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(tar_bytes: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(tar_bytes);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn add_dir_skips_excluded_names() {
+        let dir = std::env::temp_dir().join(format!("onnx-serving-ctx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["src", "target/release", ".git", "src/nested/target"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::fs::write(dir.join("src/main.rs"), "fn main() {}").unwrap();
+        std::fs::write(dir.join("target/release/runtime"), "binary").unwrap();
+        std::fs::write(dir.join(".git/HEAD"), "ref").unwrap();
+        std::fs::write(dir.join("src/nested/target/x"), "x").unwrap();
+        std::fs::write(dir.join("Cargo.toml"), "[package]").unwrap();
+        let mut ctx = BuildContext::new();
+        ctx.add_dir(&dir, "ws").unwrap();
+        ctx.add_bytes("generated.toml", b"a = 1").unwrap();
+        let names = entries(&ctx.finish().unwrap());
+        assert_eq!(
+            names,
+            vec!["ws/Cargo.toml", "ws/src/main.rs", "generated.toml"]
+        );
+    }
+
+    #[test]
+    fn windows_crates_become_stubs() {
+        let dir = std::env::temp_dir().join(format!("onnx-serving-vendor-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for krate in ["windows-sys-0.61.2", "serde-1.0.0"] {
+            std::fs::create_dir_all(dir.join(krate).join("src/target")).unwrap();
+            std::fs::write(
+                dir.join(krate).join("src/target/llvm.rs"),
+                "// a source folder named target",
+            )
+            .unwrap();
+            std::fs::write(dir.join(krate).join("Cargo.toml"), "[package]").unwrap();
+            std::fs::write(dir.join(krate).join("src/lib.rs"), "// big").unwrap();
+            std::fs::write(
+                dir.join(krate).join(".cargo-checksum.json"),
+                r#"{"files":{"src/lib.rs":"ab"},"package":"cd"}"#,
+            )
+            .unwrap();
+        }
+        let mut ctx = BuildContext::new();
+        ctx.add_vendor(&dir).unwrap();
+        let bytes = ctx.finish().unwrap();
+        let names = entries(&bytes);
+        assert!(names.contains(&"vendor/serde-1.0.0/src/lib.rs".to_string()));
+        assert!(
+            names.contains(&"vendor/serde-1.0.0/src/target/llvm.rs".to_string()),
+            "{names:?}"
+        );
+        assert!(!names
+            .iter()
+            .any(|n| n.starts_with("vendor/windows-sys-0.61.2/src/target")));
+        assert!(names.contains(&"vendor/windows-sys-0.61.2/Cargo.toml".to_string()));
+        let mut archive = tar::Archive::new(&bytes[..]);
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().to_string();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            if path == "vendor/windows-sys-0.61.2/.cargo-checksum.json" {
+                assert_eq!(text, r#"{"files":{},"package":"cd"}"#);
+            }
+            if path == "vendor/windows-sys-0.61.2/src/lib.rs" {
+                assert!(text.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn devel_context_of_this_workspace_has_sources_not_builds() {
+        let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let vendor =
+            std::env::temp_dir().join(format!("onnx-serving-empty-vendor-{}", std::process::id()));
+        std::fs::create_dir_all(&vendor).unwrap();
+        let names = entries(&devel_context(&ws, &vendor).unwrap());
+        for want in [
+            "dockerfiles/Dockerfile.devel",
+            "Cargo.lock",
+            "runtime/src/main.rs",
+            "runtime/benches/serving.rs",
+            "docker-cargo-config.toml",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} missing");
+        }
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("target/") || n.contains("fixtures")),
+            "{names:?}"
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! The Docker daemon through bollard: connection with a useful error, streamed builds with
+//! progress, our labels, listing and removing what we made, and one-shot containers.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListImagesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Label on everything we create, so `builder images` / `builder clean` find it.
+pub const ROLE_LABEL: &str = "io.onnx-serving.role";
+
+pub async fn connect() -> Result<Docker> {
+    let docker = Docker::connect_with_local_defaults().map_err(|e| daemon_error(&e.to_string()))?;
+    docker
+        .ping()
+        .await
+        .map_err(|e| daemon_error(&e.to_string()))?;
+    Ok(docker)
+}
+
+fn daemon_error(cause: &str) -> anyhow::Error {
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let fix = if cause.contains("ermission denied") {
+        "add yourself to the docker group (sudo usermod -aG docker $USER, then log in again) or run as root"
+    } else {
+        "start it (systemctl start docker, or `make setup`, which starts dockerd), or point DOCKER_HOST at a running daemon"
+    };
+    anyhow!("cannot reach the Docker daemon at {host}: {cause}; {fix}")
+}
+
+pub async fn image_exists(docker: &Docker, name: &str) -> Result<bool> {
+    match docker.inspect_image(name).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect image {name}")),
+    }
+}
+
+pub async fn image_labels(docker: &Docker, name: &str) -> Result<HashMap<String, String>> {
+    let image = docker
+        .inspect_image(name)
+        .await
+        .with_context(|| format!("cannot inspect image {name}"))?;
+    Ok(image.config.and_then(|c| c.labels).unwrap_or_default())
+}
+
+pub struct BuildRequest<'a> {
+    pub dockerfile: &'a str,
+    pub tag: &'a str,
+    pub target: Option<&'a str>,
+    pub build_args: HashMap<String, String>,
+    pub labels: HashMap<String, String>,
+    /// `host` lets RUN steps reach the package mirrors where bridge networking has no route.
+    pub network: Option<&'a str>,
+    pub no_cache: bool,
+    pub verbose: bool,
+}
+
+/// Builds an image from a tar context, showing progress; returns the image id. A failed step
+/// arrives inside the stream: its last output lines are part of the error.
+pub async fn build(docker: &Docker, req: &BuildRequest<'_>, context: Vec<u8>) -> Result<String> {
+    let mut options = BuildImageOptionsBuilder::default()
+        .dockerfile(req.dockerfile)
+        .t(req.tag)
+        .rm(true)
+        .forcerm(true)
+        .nocache(req.no_cache)
+        .buildargs(&req.build_args)
+        .labels(&req.labels);
+    if let Some(network) = req.network {
+        options = options.networkmode(network);
+    }
+    if let Some(target) = req.target {
+        options = options.target(target);
+    }
+    let context_mb = context.len() as f64 / 1e6;
+    let progress = Progress::new(req.verbose);
+    progress.line(&format!(
+        "Sending build context ({context_mb:.1} MB) for {}",
+        req.tag
+    ));
+    let mut stream = docker.build_image(
+        options.build(),
+        None,
+        Some(bollard::body_full(context.into())),
+    );
+    let mut tail: Vec<String> = Vec::new();
+    let mut image_id = None;
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            _ = tokio::signal::ctrl_c() => {
+                progress.finish();
+                bail!("build of {} interrupted; the daemon stops it and removes its intermediate containers", req.tag);
+            }
+        };
+        let Some(item) = item else { break };
+        let info = match item {
+            Ok(info) => info,
+            Err(e) => {
+                progress.finish();
+                bail!(
+                    "building {} failed: {e}\n--- last build output ---\n{}",
+                    req.tag,
+                    tail.join("\n")
+                );
+            }
+        };
+        if let Some(detail) = info.error_detail.as_ref().and_then(|d| d.message.clone()) {
+            progress.finish();
+            bail!(
+                "building {} failed: {detail}\n--- last build output ---\n{}",
+                req.tag,
+                tail.join("\n")
+            );
+        }
+        if let Some(text) = info.stream.as_deref() {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                progress.line(line);
+                tail.push(line.to_string());
+                if tail.len() > 40 {
+                    tail.remove(0);
+                }
+            }
+        }
+        if let Some(id) = info.aux {
+            image_id = id.id.or(image_id);
+        }
+    }
+    progress.finish();
+    image_id.ok_or_else(|| {
+        anyhow!(
+            "the build of {} ended without an image:\n{}",
+            req.tag,
+            tail.join("\n")
+        )
+    })
+}
+
+/// A spinner with the current step, elapsed time and last output line on a terminal; plain step
+/// lines otherwise (CI logs). `verbose` prints every line.
+struct Progress {
+    bar: Option<ProgressBar>,
+    verbose: bool,
+    step: std::sync::Mutex<String>,
+}
+
+impl Progress {
+    fn new(verbose: bool) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {prefix:.bold} {wide_msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Progress {
+            bar,
+            verbose,
+            step: std::sync::Mutex::new(String::new()),
+        }
+    }
+
+    fn line(&self, line: &str) {
+        let is_step = line.starts_with("Step ") || line.starts_with("Sending build context");
+        if is_step {
+            if let Ok(mut step) = self.step.lock() {
+                *step = line.chars().take(70).collect();
+            }
+        }
+        match &self.bar {
+            Some(bar) => {
+                if self.verbose {
+                    bar.println(line);
+                }
+                if is_step {
+                    bar.set_prefix(self.step.lock().map(|s| s.clone()).unwrap_or_default());
+                    bar.set_message("");
+                } else {
+                    bar.set_message(line.trim().chars().take(100).collect::<String>());
+                }
+            }
+            None if self.verbose
+                || is_step
+                || line.trim_start().starts_with("Compiling runtime") =>
+            {
+                eprintln!("{line}")
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Our images: (id, tags, labels, size).
+pub async fn list_ours(docker: &Docker) -> Result<Vec<bollard::models::ImageSummary>> {
+    let filters = HashMap::from([("label".to_string(), vec![ROLE_LABEL.to_string()])]);
+    let options = ListImagesOptionsBuilder::default()
+        .all(false)
+        .filters(&filters)
+        .build();
+    docker
+        .list_images(Some(options))
+        .await
+        .context("cannot list images")
+}
+
+pub async fn remove_image(docker: &Docker, id: &str) -> Result<()> {
+    let options = RemoveImageOptionsBuilder::default()
+        .force(true)
+        .noprune(false)
+        .build();
+    docker
+        .remove_image(id, Some(options), None)
+        .await
+        .with_context(|| format!("cannot remove image {id}"))?;
+    Ok(())
+}
+
+/// Runs `cmd` in a fresh container of `image` to completion; returns (exit code, output).
+/// The container is removed whatever happens.
+pub async fn run_once(docker: &Docker, image: &str, cmd: &[&str]) -> Result<(i64, String)> {
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec![]),
+        cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+        labels: Some(HashMap::from([(
+            ROLE_LABEL.to_string(),
+            "temporary".to_string(),
+        )])),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+        .await
+        .with_context(|| format!("cannot create a container from {image}"))?;
+    let id = created.id;
+    let result = async {
+        docker
+            .start_container(
+                &id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await?;
+        let mut wait =
+            docker.wait_container(&id, Some(WaitContainerOptionsBuilder::default().build()));
+        let mut code = 0;
+        while let Some(item) = wait.next().await {
+            match item {
+                Ok(r) => code = r.status_code,
+                Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => code = c,
+                Err(e) => return Err(anyhow::Error::from(e)),
+            }
+        }
+        let mut logs = docker.logs(
+            &id,
+            Some(
+                LogsOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .build(),
+            ),
+        );
+        let mut out = String::new();
+        while let Some(chunk) = logs.next().await {
+            out.push_str(&chunk?.to_string());
+        }
+        Ok((code, out))
+    }
+    .await;
+    let _ = docker
+        .remove_container(
+            &id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await;
+    result
+}

@@ -1,0 +1,346 @@
+//! End to end on the real Docker daemon: build the devel image, build serving images with and
+//! without a model, run one with a published port, predict over HTTP, stop it, clean up.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, ListImagesOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use builder::commands::{self, DevelOptions, ServeImageOptions, DEFAULT_BASE_IMAGE};
+use builder::cpu::TargetCpu;
+use e2e::*;
+use serde_json::{json, Value};
+
+const DEVEL_TAG: &str = "onnx-serving-e2e/devel";
+
+/// The devel image, built once for all tests of this binary (a cold build compiles tract).
+fn devel_image() -> &'static Result<String, String> {
+    static DEVEL: OnceLock<Result<String, String>> = OnceLock::new();
+    DEVEL.get_or_init(|| {
+        let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let docker = builder::docker::connect()
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            if !builder::docker::image_exists(&docker, DEFAULT_BASE_IMAGE)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                let status = std::process::Command::new("bash")
+                    .arg(workspace().join("scripts/make-base-image.sh"))
+                    .status()
+                    .map_err(|e| e.to_string())?;
+                if !status.success() {
+                    return Err("make-base-image.sh failed".to_string());
+                }
+            }
+            let opts = DevelOptions {
+                tag: Some(DEVEL_TAG.into()),
+                target_cpu: TargetCpu::Native,
+                base_image: DEFAULT_BASE_IMAGE.into(),
+                network: Some("host".into()),
+                no_cache: false,
+                verbose: false,
+            };
+            let (built, _) = commands::devel(&opts).await.map_err(|e| format!("{e:#}"))?;
+            Ok(built.tag)
+        })
+    })
+}
+
+/// Removes the container when the test ends, passed or not.
+struct ContainerGuard<'a> {
+    docker: &'a Docker,
+    id: String,
+}
+
+impl Drop for ContainerGuard<'_> {
+    fn drop(&mut self) {
+        let (docker, id) = (self.docker.clone(), self.id.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Runtime::new() {
+                let options = RemoveContainerOptionsBuilder::default().force(true).build();
+                let _ = rt.block_on(docker.remove_container(&id, Some(options)));
+            }
+        })
+        .join();
+    }
+}
+
+async fn dangling_images(docker: &Docker) -> usize {
+    let filters = HashMap::from([("dangling".to_string(), vec!["true".to_string()])]);
+    let options = ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    docker
+        .list_images(Some(options))
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0)
+}
+
+async fn container_count(docker: &Docker) -> usize {
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serving_image_with_embedded_model_answers_predict() {
+    let Some(docker) = docker_or_skip("serving_image_with_embedded_model_answers_predict").await
+    else {
+        return;
+    };
+    let devel = tokio::task::spawn_blocking(devel_image)
+        .await
+        .unwrap()
+        .as_ref()
+        .expect("devel image builds")
+        .clone();
+
+    // The real CNN, baked in and validated by the runtime during the build.
+    let model_dir = test_models().join("squeezenet");
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir.join("reference.json")).expect("make test-models first"),
+    )
+    .unwrap();
+    let opts = ServeImageOptions {
+        devel_image: Some(devel.clone()),
+        tag: Some("onnx-serving-e2e/serving-squeezenet".into()),
+        embed_model: Some(model_dir.join("1/model.onnx")),
+        model_name: Some("squeezenet".into()),
+        no_cache: false,
+        verbose: false,
+    };
+    let built = commands::serve_image(&opts)
+        .await
+        .expect("serving image builds");
+
+    let image = docker.inspect_image(&built.tag).await.unwrap();
+    let labels = image
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("io.onnx-serving.role").map(String::as_str),
+        Some("serving")
+    );
+    assert_eq!(
+        labels.get("io.onnx-serving.model-name").map(String::as_str),
+        Some("squeezenet")
+    );
+    assert_eq!(
+        labels.get("io.onnx-serving.model-sha256").map(|s| s.len()),
+        Some(64)
+    );
+    assert!(
+        labels.contains_key("org.opencontainers.image.revision")
+            && labels.contains_key("io.onnx-serving.rustflags")
+    );
+    assert!(
+        labels
+            .get("io.onnx-serving.rustc")
+            .is_some_and(|v| v.starts_with("rustc 1.")),
+        "{labels:?}"
+    );
+    let config = image.config.unwrap();
+    assert_eq!(
+        config.user.as_deref(),
+        Some("65532:65532"),
+        "serving image runs as non-root"
+    );
+    assert!(config
+        .exposed_ports
+        .unwrap_or_default()
+        .iter()
+        .any(|p| p == "8501/tcp"));
+
+    // Run it with a published port, as `docker run -p …` does.
+    let body = ContainerCreateBody {
+        image: Some(built.tag.clone()),
+        exposed_ports: Some(vec!["8501/tcp".to_string()]),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(
+                "8501/tcp".to_string(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+        .await
+        .unwrap();
+    let guard = ContainerGuard {
+        docker: &docker,
+        id: created.id.clone(),
+    };
+    docker
+        .start_container(
+            &guard.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let inspected = docker
+        .inspect_container(&guard.id, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    let port: u16 = inspected
+        .network_settings
+        .and_then(|n| n.ports)
+        .and_then(|p| p.get("8501/tcp").cloned().flatten())
+        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
+        .and_then(|p| p.parse().ok())
+        .expect("published port");
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok((200, status)) = http(port, "GET", "/v1/models/squeezenet", "") {
+            if status["model_version_status"][0]["state"] == "AVAILABLE" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container never became AVAILABLE"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let shape: Vec<usize> = serde_json::from_value(reference["input_shape"].clone()).unwrap();
+    let flat = reference["input"].as_array().unwrap();
+    let (c, h, w) = (shape[1], shape[2], shape[3]);
+    let image: Vec<Vec<Vec<Value>>> = (0..c)
+        .map(|k| {
+            (0..h)
+                .map(|i| flat[(k * h + i) * w..(k * h + i + 1) * w].to_vec())
+                .collect()
+        })
+        .collect();
+    let request = json!({"instances": [image]}).to_string();
+    let (status, answer) = http(port, "POST", "/v1/models/squeezenet:predict", &request).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let got: Vec<f64> = flatten(&answer["predictions"]);
+    let want: Vec<f64> = reference["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len());
+    let max_diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        max_diff < 1e-4,
+        "served prediction differs from onnxruntime by {max_diff}"
+    );
+    let (status, err) = http(
+        port,
+        "POST",
+        "/v1/models/squeezenet:predict",
+        "{\"instances\": [[1]]}",
+    )
+    .unwrap();
+    assert_eq!(status, 400, "{err}");
+
+    // docker stop sends SIGTERM: the runtime drains and exits 0.
+    docker
+        .stop_container(
+            &guard.id,
+            Some(StopContainerOptionsBuilder::default().t(20).build()),
+        )
+        .await
+        .unwrap();
+    let stopped = docker
+        .inspect_container(&guard.id, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    assert_eq!(stopped.state.and_then(|s| s.exit_code), Some(0));
+    drop(guard);
+}
+
+fn flatten(v: &Value) -> Vec<f64> {
+    match v {
+        Value::Array(items) => items.iter().flat_map(flatten).collect(),
+        Value::Number(n) => vec![n.as_f64().unwrap()],
+        other => panic!("not a number: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_model_fails_the_build_and_leaves_nothing_behind() {
+    let Some(docker) =
+        docker_or_skip("corrupt_model_fails_the_build_and_leaves_nothing_behind").await
+    else {
+        return;
+    };
+    let devel = tokio::task::spawn_blocking(devel_image)
+        .await
+        .unwrap()
+        .as_ref()
+        .expect("devel image builds")
+        .clone();
+    let (dangling, containers) = (
+        dangling_images(&docker).await,
+        container_count(&docker).await,
+    );
+    let opts = ServeImageOptions {
+        devel_image: Some(devel),
+        tag: Some("onnx-serving-e2e/serving-corrupt".into()),
+        embed_model: Some(workspace().join("runtime/tests/fixtures/models/corrupt/1/model.onnx")),
+        model_name: Some("corrupt".into()),
+        no_cache: false,
+        verbose: false,
+    };
+    let err = format!(
+        "{:#}",
+        commands::serve_image(&opts)
+            .await
+            .expect_err("a corrupt model must fail the build")
+    );
+    assert!(
+        err.contains("tract could not parse"),
+        "the runtime's reason is not shown: {err}"
+    );
+    assert!(
+        !builder::docker::image_exists(&docker, "onnx-serving-e2e/serving-corrupt")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        container_count(&docker).await,
+        containers,
+        "the failed build left a container behind"
+    );
+    assert_eq!(
+        dangling_images(&docker).await,
+        dangling,
+        "the failed build left a <none> image behind"
+    );
+
+    let missing = ServeImageOptions {
+        embed_model: Some("/nonexistent/model.onnx".into()),
+        ..opts
+    };
+    let err = format!("{:#}", commands::serve_image(&missing).await.unwrap_err());
+    assert!(err.contains("no such file"), "{err}");
+}
