@@ -50,7 +50,7 @@ lint: ## rustfmt check + clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-demo: build test-models ## serve SqueezeNet with the release runtime and ask it for a prediction
+demo: build test-models base-image ## the main job: build both images, docker run SqueezeNet, predict
 	bash scripts/demo.sh $(MODELS)
 
 clean: ## remove build outputs and caches

@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
-# Serves SqueezeNet with the release runtime, asks it for a prediction over HTTP, and checks the
-# answer against onnxruntime's reference output. Usage: scripts/demo.sh MODELS_DIR [PORT]
+# The main job, as the TF Serving article runs it: build the devel image (runtime compiled for
+# this CPU) and the slim serving image, serve SqueezeNet from a bind mount with `docker run`,
+# and ask it for predictions over HTTP; the class must match onnxruntime's answer.
+# Usage: scripts/demo.sh MODELS_DIR [PORT]
 set -euo pipefail
 models=${1:?usage: demo.sh MODELS_DIR [PORT]}
 port=${2:-8501}
-bin=target/release/runtime
-log=$(mktemp)
+builder=target/release/builder
+name=onnx-serving-demo
 
-"$bin" --rest_api_port "$port" --model_name squeezenet --model_base_path "$models" >"$log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
+"$builder" cpu
+devel=$("$builder" devel)
+serving=$("$builder" serve-image --devel-image "$devel")
 
-for _ in $(seq 1 100); do
-  "$bin" healthcheck --rest_api_port "$port" --model_name squeezenet >/dev/null 2>&1 && break
-  kill -0 $server 2>/dev/null || { cat "$log"; echo "demo: the server exited" >&2; exit 1; }
-  sleep 0.2
+docker rm -f "$name" >/dev/null 2>&1 || true
+trap 'docker rm -f "$name" >/dev/null 2>&1 || true' EXIT
+set -x
+docker run -d --name "$name" -p "$port:8501" \
+  --mount "type=bind,source=$models/squeezenet,target=/models/squeezenet" \
+  -e MODEL_NAME=squeezenet -t "$serving"
+set +x
+
+for _ in $(seq 1 120); do
+  state=$(curl -s "localhost:$port/v1/models/squeezenet" | grep -o '"state":"[A-Z]*"' || true)
+  [ "$state" = '"state":"AVAILABLE"' ] && break
+  [ "$(docker inspect -f '{{.State.Running}}' "$name")" = true ] || { docker logs "$name"; exit 1; }
+  sleep 0.5
 done
-sed -n '1,12p' "$log"
+docker logs "$name" 2>&1 | sed -n '1,12p'
 
 python3 - "$models/squeezenet/reference.json" "$port" <<'PY'
 import json, sys, time, urllib.request
@@ -25,7 +36,7 @@ c, h, w = ref["input_shape"][1:]
 flat = ref["input"]
 image = [[flat[(k * h + i) * w:(k * h + i + 1) * w] for i in range(h)] for k in range(c)]
 body = json.dumps({"instances": [image]}).encode()
-url = f"http://127.0.0.1:{sys.argv[2]}/v1/models/squeezenet:predict"
+url = f"http://localhost:{sys.argv[2]}/v1/models/squeezenet:predict"
 times = []
 for _ in range(10):
     start = time.perf_counter()

@@ -1,7 +1,5 @@
 //! `builder cpu`: the host's CPU, what an optimized build will use, and the rustc flags for it.
 
-use std::collections::BTreeSet;
-
 use runtime::cpu::{self, CpuInfo, FEATURES};
 use serde_json::json;
 
@@ -75,10 +73,11 @@ pub fn build_plan(target: &TargetCpu, cpu: &CpuInfo) -> BuildPlan {
                 .filter(|f| f.rustc.is_some() && cpu.usable.contains(f.name))
                 .map(|f| f.name)
                 .collect();
-            let level_set: BTreeSet<&str> = cpu::level_features(level).into_iter().collect();
-            let extra: Vec<String> = FEATURES
+            // Every feature named, not only those beyond the level: rustc's x86-64-vN CPUs do
+            // not enable all of the psABI level (lahfsahf, for one).
+            let features: Vec<String> = FEATURES
                 .iter()
-                .filter(|f| cpu.usable.contains(f.name) && !level_set.contains(f.name))
+                .filter(|f| cpu.usable.contains(f.name))
                 .filter_map(|f| f.rustc.map(|r| format!("+{r}")))
                 .collect();
             let mut flags = if level > 1 {
@@ -86,8 +85,8 @@ pub fn build_plan(target: &TargetCpu, cpu: &CpuInfo) -> BuildPlan {
             } else {
                 String::new()
             };
-            if !extra.is_empty() {
-                flags = format!("{flags} -C target-feature={}", extra.join(","))
+            if !features.is_empty() {
+                flags = format!("{flags} -C target-feature={}", features.join(","))
                     .trim()
                     .to_string();
             }
@@ -218,6 +217,7 @@ fn or_unknown(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn cpu_with(level: u8, extra: &[&'static str]) -> CpuInfo {
         let mut usable: BTreeSet<&'static str> = cpu::level_features(level).into_iter().collect();
@@ -235,20 +235,28 @@ mod tests {
             &TargetCpu::Native,
             &cpu_with(4, &["AVX512VNNI", "AMX-TILE"]),
         );
-        assert_eq!(
-            plan.rustflags,
-            "-C target-cpu=x86-64-v4 -C target-feature=+avx512vnni -C target-feature=+crt-static"
+        let flags = &plan.rustflags;
+        assert!(
+            flags.starts_with("-C target-cpu=x86-64-v4 -C target-feature=+sse3,+ssse3,"),
+            "{flags}"
+        );
+        assert!(
+            flags.contains(",+lahfsahf,") && flags.contains(",+avx512vnni "),
+            "{flags}"
+        );
+        assert!(flags.ends_with(" -C target-feature=+crt-static"), "{flags}");
+        assert!(
+            !flags.contains("amx"),
+            "AMX is reported, never compiled for: {flags}"
         );
         assert!(plan.required.contains(&"AVX512VNNI") && plan.required.contains(&"AVX2"));
-        assert!(
-            !plan.required.contains(&"AMX-TILE"),
-            "AMX is reported, never compiled for"
-        );
+        assert!(!plan.required.contains(&"AMX-TILE"));
         assert_eq!(plan.level, 4);
         let plan = build_plan(&TargetCpu::Native, &cpu_with(3, &[]));
-        assert_eq!(
-            plan.rustflags,
-            "-C target-cpu=x86-64-v3 -C target-feature=+crt-static"
+        assert!(
+            plan.rustflags.contains("+fma") && !plan.rustflags.contains("avx512"),
+            "{}",
+            plan.rustflags
         );
     }
 

@@ -98,46 +98,56 @@ pub async fn build(docker: &Docker, req: &BuildRequest<'_>, context: Vec<u8>) ->
         Some(bollard::body_full(context.into())),
     );
     let mut tail: Vec<String> = Vec::new();
+    let mut layers: Vec<String> = Vec::new();
     let mut image_id = None;
     loop {
         let item = tokio::select! {
             item = stream.next() => item,
             _ = tokio::signal::ctrl_c() => {
                 progress.finish();
+                drop(stream);
+                remove_dangling(docker, &layers).await;
                 bail!("build of {} interrupted; the daemon stops it and removes its intermediate containers", req.tag);
             }
         };
         let Some(item) = item else { break };
-        let info = match item {
-            Ok(info) => info,
-            Err(e) => {
-                progress.finish();
-                bail!(
-                    "building {} failed: {e}\n--- last build output ---\n{}",
-                    req.tag,
-                    tail.join("\n")
-                );
-            }
+        let failure = match item {
+            Err(e) => Some(e.to_string()),
+            Ok(info) => match info.error_detail.and_then(|d| d.message) {
+                Some(message) => Some(message),
+                None => {
+                    for line in info
+                        .stream
+                        .as_deref()
+                        .unwrap_or_default()
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                    {
+                        progress.line(line);
+                        if let Some(id) = layer_id(line) {
+                            layers.push(id.to_string());
+                        }
+                        tail.push(line.to_string());
+                        if tail.len() > 40 {
+                            tail.remove(0);
+                        }
+                    }
+                    if let Some(id) = info.aux {
+                        image_id = id.id.or(image_id);
+                    }
+                    None
+                }
+            },
         };
-        if let Some(detail) = info.error_detail.as_ref().and_then(|d| d.message.clone()) {
+        if let Some(message) = failure {
             progress.finish();
+            drop(stream);
+            remove_dangling(docker, &layers).await;
             bail!(
-                "building {} failed: {detail}\n--- last build output ---\n{}",
+                "building {} failed: {message}\n--- last build output ---\n{}",
                 req.tag,
                 tail.join("\n")
             );
-        }
-        if let Some(text) = info.stream.as_deref() {
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                progress.line(line);
-                tail.push(line.to_string());
-                if tail.len() > 40 {
-                    tail.remove(0);
-                }
-            }
-        }
-        if let Some(id) = info.aux {
-            image_id = id.id.or(image_id);
         }
     }
     progress.finish();
@@ -148,6 +158,31 @@ pub async fn build(docker: &Docker, req: &BuildRequest<'_>, context: Vec<u8>) ->
             tail.join("\n")
         )
     })
+}
+
+/// ` ---> 80458530c59b`: the layer a classic-builder step produced.
+fn layer_id(line: &str) -> Option<&str> {
+    line.strip_prefix(" ---> ")
+        .filter(|id| id.len() == 12 && id.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// After a failed build the classic builder keeps the last step's layer as an untagged `<none>`
+/// image. Remove the untagged layers this build went through; a non-forced remove refuses any
+/// layer that another image still depends on, so shared cache stays.
+async fn remove_dangling(docker: &Docker, layers: &[String]) {
+    let options = RemoveImageOptionsBuilder::default()
+        .force(false)
+        .noprune(false)
+        .build();
+    for id in layers.iter().rev() {
+        let untagged = docker
+            .inspect_image(id)
+            .await
+            .is_ok_and(|i| i.repo_tags.unwrap_or_default().is_empty());
+        if untagged {
+            let _ = docker.remove_image(id, Some(options.clone()), None).await;
+        }
+    }
 }
 
 /// A spinner with the current step, elapsed time and last output line on a terminal; plain step

@@ -11,7 +11,7 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
-use builder::commands::{self, DevelOptions, ServeImageOptions, DEFAULT_BASE_IMAGE};
+use builder::commands::{self, DevelOptions, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
 use builder::cpu::TargetCpu;
 use e2e::*;
 use serde_json::{json, Value};
@@ -42,6 +42,7 @@ fn devel_image() -> &'static Result<String, String> {
             let opts = DevelOptions {
                 tag: Some(DEVEL_TAG.into()),
                 target_cpu: TargetCpu::Native,
+                lto: Lto::Thin,
                 base_image: DEFAULT_BASE_IMAGE.into(),
                 network: Some("host".into()),
                 no_cache: false,
