@@ -4,18 +4,22 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::config::CheckModelArgs;
+use crate::config::{model_dir, CheckModelArgs};
 use crate::model::{find_latest_version, load_onnx, zero_inputs};
 
 pub fn check_model(args: &CheckModelArgs) -> Result<()> {
-    let path = if args.path.is_dir() {
-        find_latest_version(&args.path)?.path
-    } else if args.path.is_file() {
-        args.path.clone()
+    let given = match &args.path {
+        Some(path) => path.clone(),
+        None => model_dir(&args.model_base_path, &args.model_name),
+    };
+    let path = if given.is_dir() {
+        find_latest_version(&given)?.path
+    } else if given.is_file() {
+        given
     } else {
         anyhow::bail!(
             "{} does not exist: give an .onnx file or a model folder",
-            args.path.display()
+            given.display()
         );
     };
     let loaded =

@@ -90,8 +90,15 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct CheckModelArgs {
-    /// An .onnx file, or a model folder laid out as <version>/model.onnx.
-    pub path: PathBuf,
+    /// An .onnx file, or a model folder laid out as <version>/model.onnx
+    /// [default: the model `runtime serve` would load, from MODEL_BASE_PATH and MODEL_NAME].
+    pub path: Option<PathBuf>,
+    /// Model name used when PATH is not given.
+    #[arg(long = "model_name", alias = "model-name", env = env::MODEL_NAME, default_value = "model")]
+    pub model_name: String,
+    /// Base path used when PATH is not given.
+    #[arg(long = "model_base_path", alias = "model-base-path", env = env::MODEL_BASE_PATH, default_value = "/models")]
+    pub model_base_path: PathBuf,
     /// Batch size of the test run, for models whose batch dimension is free.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,

@@ -65,6 +65,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let (workers, queue) = (args.inference_workers, args.queue_capacity);
     tokio::task::spawn_blocking(move || match load_and_warm_up(&found, workers, queue) {
         Ok(model) => {
+            // Publish the model before saying so: clients (and tests) act on this log line.
+            let model = Arc::new(model);
+            loader_state.set_model_state(ModelState::Available(model.clone()));
             info!(
                 "Successfully loaded servable version {{name: {} version: {}}} in {:.0} ms",
                 loader_state.model_name,
@@ -77,7 +80,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             for spec in &model.signature.outputs {
                 info!("  output {spec}");
             }
-            loader_state.set_model_state(ModelState::Available(Arc::new(model)));
         }
         Err(e) => {
             let message = format!("{e:#}");

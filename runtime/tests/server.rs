@@ -343,6 +343,45 @@ fn check_model_reports_signature_or_the_reason_it_cannot_serve() {
 }
 
 #[test]
+fn check_model_without_a_path_checks_the_model_serve_would_load() {
+    // The serving image's build step runs `runtime check-model` with only MODEL_NAME and
+    // MODEL_BASE_PATH set, exactly as `runtime serve` would find the model.
+    let out = Command::new(BIN)
+        .arg("check-model")
+        .env("MODEL_NAME", "int64_ids")
+        .env("MODEL_BASE_PATH", models())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ids: DT_INT64 [-1, 5]"));
+    let out = Command::new(BIN)
+        .arg("check-model")
+        .env("MODEL_NAME", "corrupt")
+        .env("MODEL_BASE_PATH", models())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tract could not parse"), "{err}");
+    let out = Command::new(BIN)
+        .arg("check-model")
+        .env("MODEL_NAME", "absent")
+        .env("MODEL_BASE_PATH", models())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("absent") && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
 fn healthcheck_fails_when_nothing_listens() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

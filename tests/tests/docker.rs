@@ -18,6 +18,10 @@ use serde_json::{json, Value};
 
 const DEVEL_TAG: &str = "onnx-serving-e2e/devel";
 
+/// One test at a time talks to the daemon: the corrupt-model test counts images and containers,
+/// which another test's build would change under it.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The devel image, built once for all tests of this binary (a cold build compiles tract).
 fn devel_image() -> &'static Result<String, String> {
     static DEVEL: OnceLock<Result<String, String>> = OnceLock::new();
@@ -98,6 +102,7 @@ async fn container_count(docker: &Docker) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serving_image_with_embedded_model_answers_predict() {
+    let _serial = SERIAL.lock().await;
     let Some(docker) = docker_or_skip("serving_image_with_embedded_model_answers_predict").await
     else {
         return;
@@ -289,6 +294,7 @@ fn flatten(v: &Value) -> Vec<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn corrupt_model_fails_the_build_and_leaves_nothing_behind() {
+    let _serial = SERIAL.lock().await;
     let Some(docker) =
         docker_or_skip("corrupt_model_fails_the_build_and_leaves_nothing_behind").await
     else {
