@@ -8,7 +8,7 @@ MODELS     ?= $(CACHE)/models
 CARGO      ?= cargo
 export ONNX_SERVING_TEST_MODELS := $(MODELS)
 
-.PHONY: help setup build test test-models bench bench-models fmt lint clean demo base-image images
+.PHONY: help setup build test test-models bench bench-models bench-images fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -42,6 +42,9 @@ test: test-models ## all tests: unit, API, real binary, real CNN, Docker end to 
 
 bench: bench-models ## serving overhead vs direct tract inference -> BENCHMARKS.md
 	$(CARGO) bench --locked -p runtime --bench serving -- --models $(MODELS) --write $(CURDIR)/BENCHMARKS.md
+
+bench-images: build test-models base-image ## cold/warm devel build, serving image size, cold start -> BENCHMARKS.md
+	$(PY) scripts/bench_images.py $(MODELS) --write $(CURDIR)/BENCHMARKS.md
 
 fmt: ## format the code
 	$(CARGO) fmt --all

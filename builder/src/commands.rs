@@ -204,7 +204,7 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
     if let Some((name, _, digest)) = &model {
         labels.insert(format!("{LABEL_PREFIX}model-name"), name.clone());
         labels.insert(format!("{LABEL_PREFIX}model-sha256"), digest.clone());
-        build_args.insert("MODEL_NAME".to_string(), name.clone());
+        build_args.insert("EMBED_MODEL_NAME".to_string(), name.clone());
     }
     let ctx = context::serving_context(
         &workspace,

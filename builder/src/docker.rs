@@ -116,13 +116,8 @@ pub async fn build(docker: &Docker, req: &BuildRequest<'_>, context: Vec<u8>) ->
             Ok(info) => match info.error_detail.and_then(|d| d.message) {
                 Some(message) => Some(message),
                 None => {
-                    for line in info
-                        .stream
-                        .as_deref()
-                        .unwrap_or_default()
-                        .lines()
-                        .filter(|l| !l.trim().is_empty())
-                    {
+                    let text = strip_ansi(info.stream.as_deref().unwrap_or_default());
+                    for line in text.lines().filter(|l| !l.trim().is_empty()) {
                         progress.line(line);
                         if let Some(id) = layer_id(line) {
                             layers.push(id.to_string());
@@ -158,6 +153,27 @@ pub async fn build(docker: &Docker, req: &BuildRequest<'_>, context: Vec<u8>) ->
             tail.join("\n")
         )
     })
+}
+
+/// The classic builder colours a step's stderr (`ESC[91m` … `ESC[0m`); keep only the text.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC '[' parameters, ended by a letter.
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// ` ---> 80458530c59b`: the layer a classic-builder step produced.
@@ -336,4 +352,20 @@ pub async fn run_once(docker: &Docker, image: &str, cmd: &[&str]) -> Result<(i64
         )
         .await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_output_loses_its_colour_codes_only() {
+        assert_eq!(
+            strip_ansi("\u{1b}[91merror: \u{1b}[0m\n\u{1b}[91m/models/x does not exist\n\u{1b}[0m"),
+            "error: \n/models/x does not exist\n"
+        );
+        assert_eq!(strip_ansi("Step 1/3 : FROM scratch"), "Step 1/3 : FROM scratch");
+        assert_eq!(layer_id(" ---> 80458530c59b"), Some("80458530c59b"));
+        assert_eq!(layer_id(" ---> Running in 80458530c59b"), None);
+    }
 }
