@@ -8,7 +8,7 @@ MODELS     ?= $(CACHE)/models
 CARGO      ?= cargo
 export ONNX_SERVING_TEST_MODELS := $(MODELS)
 
-.PHONY: help setup build test test-models bench bench-models bench-images fmt lint clean demo base-image images
+.PHONY: help setup build builder test test-models bench bench-models bench-images fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -19,10 +19,13 @@ setup: ## install host packages (Debian 12, as root) and start dockerd
 build: ## release build of runtime and builder
 	$(CARGO) build --release --locked
 
+builder: ## release build of the builder alone (it does not compile tract)
+	$(CARGO) build --release --locked -p builder
+
 base-image: ## local Debian 12 base image (debootstrap + docker import): no registry needed
 	bash scripts/make-base-image.sh
 
-images: build base-image ## the devel image (runtime compiled for this CPU) and the slim serving image
+images: builder base-image ## the devel image (runtime compiled for this CPU) and the slim serving image
 	target/release/builder devel
 	target/release/builder serve-image
 
@@ -43,7 +46,7 @@ test: test-models ## all tests: unit, API, real binary, real CNN, Docker end to 
 bench: bench-models ## serving overhead vs direct tract inference -> BENCHMARKS.md
 	$(CARGO) bench --locked -p runtime --bench serving -- --models $(MODELS) --write $(CURDIR)/BENCHMARKS.md
 
-bench-images: build test-models base-image ## cold/warm devel build, serving image size, cold start -> BENCHMARKS.md
+bench-images: builder test-models base-image ## cold/warm devel build, serving image size, cold start -> BENCHMARKS.md
 	$(PY) scripts/bench_images.py $(MODELS) --write $(CURDIR)/BENCHMARKS.md
 
 fmt: ## format the code
@@ -53,7 +56,7 @@ lint: ## rustfmt check + clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-demo: build test-models base-image ## the main job: build both images, docker run SqueezeNet, predict
+demo: builder test-models base-image ## the main job: build both images, docker run SqueezeNet, predict
 	bash scripts/demo.sh $(MODELS)
 
 clean: ## remove build outputs and caches

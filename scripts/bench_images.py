@@ -115,18 +115,21 @@ def main():
     ap.add_argument("--model", default="squeezenet")
     ap.add_argument("--write", type=Path)
     ap.add_argument("--skip-cold", action="store_true", help="reuse the cached dependency layer")
+    ap.add_argument("--lto", help="passed to `builder devel --lto` (default: the builder's)")
+    ap.add_argument("--devel-tag", default=DEVEL)
     args = ap.parse_args()
     if not BUILDER.exists():
-        sys.exit(f"{BUILDER} is missing: run `make build` first")
+        sys.exit(f"{BUILDER} is missing: run `make builder` first")
 
     cpu = subprocess.run([BUILDER, "cpu", "--json"], check=True, capture_output=True, text=True)
     cpu = json.loads(cpu.stdout)
     rows = []
+    devel = [BUILDER, "devel", "--tag", args.devel_tag] + (["--lto", args.lto] if args.lto else [])
     if not args.skip_cold:
-        secs, _ = run([BUILDER, "devel", "--tag", DEVEL, "--no-cache"])
+        secs, _ = run(devel + ["--no-cache"])
         rows.append(("Cold devel build (`builder devel --no-cache`)", f"{secs:.0f} s", "< 12 min"))
     else:
-        run([BUILDER, "devel", "--tag", DEVEL])
+        run(devel)
 
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp)
@@ -134,17 +137,17 @@ def main():
         with open(copy / "runtime" / "src" / "lib.rs", "a") as f:
             f.write(f"// bench edit {time.time()}\n")
         env = dict(os.environ, ONNX_SERVING_WORKSPACE=str(copy))
-        secs, _ = run([BUILDER, "devel", "--tag", DEVEL], env=env)
+        secs, _ = run(devel, env=env)
         rows.append(("Warm rebuild, one runtime source file edited", f"{secs:.0f} s", "< 60 s"))
 
-    run([BUILDER, "serve-image", "--devel-image", DEVEL, "--tag", SERVING])
+    run([BUILDER, "serve-image", "--devel-image", args.devel_tag, "--tag", SERVING])
     size = int(subprocess.run(
         ["docker", "image", "inspect", "-f", "{{.Size}}", SERVING],
         check=True, capture_output=True, text=True,
     ).stdout)
     rows.append(("Serving image size, no model", f"{size / 1e6:.1f} MB", "<= 20 MB"))
     lto = subprocess.run(
-        ["docker", "image", "inspect", "-f", '{{index .Config.Labels "io.onnx-serving.lto"}}', DEVEL],
+        ["docker", "image", "inspect", "-f", '{{index .Config.Labels "io.onnx-serving.lto"}}', args.devel_tag],
         check=True, capture_output=True, text=True,
     ).stdout.strip()
 

@@ -59,7 +59,8 @@ pub fn serving_tag_for(devel_tag: &str) -> String {
     }
 }
 
-/// Link-time optimization of the devel build: `thin` rebuilds fast, `fat` links for minutes.
+/// Link-time optimization of the devel build: `off` rebuilds fast; `thin` and `fat` relink
+/// every crate (tract included) after any source change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lto {
     Off,
@@ -111,7 +112,7 @@ pub async fn devel(opts: &DevelOptions) -> Result<(Built, BuildPlan)> {
             opts.base_image
         );
     }
-    let plan = build_plan(&opts.target_cpu, &runtime::cpu::detect());
+    let plan = build_plan(&opts.target_cpu, &crate::hostcpu::detect());
     let tag = opts
         .tag
         .clone()

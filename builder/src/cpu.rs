@@ -1,6 +1,6 @@
 //! `builder cpu`: the host's CPU, what an optimized build will use, and the rustc flags for it.
 
-use runtime::cpu::{self, CpuInfo, FEATURES};
+use crate::hostcpu::{self as cpu, CpuInfo, FEATURES};
 use serde_json::json;
 
 /// What to compile `runtime` for.

@@ -364,7 +364,10 @@ mod tests {
             strip_ansi("\u{1b}[91merror: \u{1b}[0m\n\u{1b}[91m/models/x does not exist\n\u{1b}[0m"),
             "error: \n/models/x does not exist\n"
         );
-        assert_eq!(strip_ansi("Step 1/3 : FROM scratch"), "Step 1/3 : FROM scratch");
+        assert_eq!(
+            strip_ansi("Step 1/3 : FROM scratch"),
+            "Step 1/3 : FROM scratch"
+        );
         assert_eq!(layer_id(" ---> 80458530c59b"), Some("80458530c59b"));
         assert_eq!(layer_id(" ---> Running in 80458530c59b"), None);
     }

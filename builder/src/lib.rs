@@ -4,3 +4,9 @@ pub mod commands;
 pub mod context;
 pub mod cpu;
 pub mod docker;
+
+/// The runtime's CPU detection, compiled into the builder from the same source file: one
+/// definition of the instruction-set table for both binaries, without making the builder
+/// depend on (and compile) tract.
+#[path = "../../runtime/src/cpu.rs"]
+pub mod hostcpu;

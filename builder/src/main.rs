@@ -37,9 +37,11 @@ enum Cmd {
         /// native (this CPU), portable (any x86-64), x86-64-v2|v3|v4, or a rustc CPU name.
         #[arg(long, default_value = "native", value_parser = TargetCpu::parse)]
         target_cpu: TargetCpu,
-        /// Link-time optimization: thin rebuilds in about a minute after a source change; fat
-        /// (one codegen unit) links for minutes for the last percent of speed.
-        #[arg(long, value_enum, default_value_t = Lto::Thin)]
+        /// Link-time optimization. off (default): a source change rebuilds in well under a
+        /// minute. thin: cross-crate LTO, relinks all of tract for minutes on every source change
+        /// and gives a larger binary here. fat (one codegen unit): the slowest build, for a final
+        /// release image. Figures in BENCHMARKS.md.
+        #[arg(long, value_enum, default_value_t = Lto::Off)]
         lto: Lto,
         /// Image to build on. The default is made locally by `make base-image` (no registry);
         /// with registry access, debian:bookworm works too.
@@ -94,12 +96,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ONNX_SERVING_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -174,4 +171,20 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = match std::env::var("ONNX_SERVING_LOG") {
+        Ok(value) => value.parse().unwrap_or_else(|e| {
+            eprintln!("ONNX_SERVING_LOG={value:?} is not a log filter ({e}); using warn");
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN)
+        }),
+        Err(_) => tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN),
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .init();
 }
