@@ -268,6 +268,19 @@ async fn serving_image_with_embedded_model_answers_predict() {
     .unwrap();
     assert_eq!(status, 400, "{err}");
 
+    // The runtime compiled for this CPU logs TF Serving's lines and has nothing to say about
+    // unused instructions (a portable build would list them).
+    let logs = container_logs(&docker, &guard.id).await;
+    assert!(
+        logs.contains("Exporting HTTP/REST API at:0.0.0.0:8501")
+            && logs.contains("Successfully loaded servable version {name: squeezenet version: 1}"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("not compiled to use"),
+        "an optimized build should use every instruction set this CPU has:\n{logs}"
+    );
+
     // docker stop sends SIGTERM: the runtime drains and exits 0.
     docker
         .stop_container(
@@ -282,6 +295,20 @@ async fn serving_image_with_embedded_model_answers_predict() {
         .unwrap();
     assert_eq!(stopped.state.and_then(|s| s.exit_code), Some(0));
     drop(guard);
+}
+
+async fn container_logs(docker: &Docker, id: &str) -> String {
+    use futures_util::StreamExt;
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut stream = docker.logs(id, Some(options));
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        text.push_str(&chunk.to_string());
+    }
+    text
 }
 
 fn flatten(v: &Value) -> Vec<f64> {
