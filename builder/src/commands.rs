@@ -99,7 +99,8 @@ pub struct Built {
 pub async fn devel(opts: &DevelOptions) -> Result<(Built, BuildPlan)> {
     let workspace = find_workspace()?;
     let docker = docker::connect().await?;
-    if !docker::image_exists(&docker, &opts.base_image).await? {
+    let base_is_local = docker::image_exists(&docker, &opts.base_image).await?;
+    if !base_is_local {
         if opts.base_image == DEFAULT_BASE_IMAGE {
             bail!(
                 "the base image {DEFAULT_BASE_IMAGE} does not exist. Make it without any registry: `make base-image` \
@@ -150,7 +151,17 @@ pub async fn devel(opts: &DevelOptions) -> Result<(Built, BuildPlan)> {
         no_cache: opts.no_cache,
         verbose: opts.verbose,
     };
-    let id = docker::build(&docker, &request, ctx).await?;
+    let id = match docker::build(&docker, &request, ctx).await {
+        Ok(id) => id,
+        Err(e) if !base_is_local => {
+            return Err(e.context(format!(
+                "the base image {} is not local and could not be used: without a registry, make \
+                 the local one with `make base-image` (and drop --base-image), or `docker load` it first",
+                opts.base_image
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     let seconds = started.elapsed().as_secs_f64();
     eprintln!("Built {tag} ({}) in {seconds:.0} s", short(&id));
     Ok((Built { tag, id, seconds }, plan))
