@@ -276,16 +276,18 @@ impl Parser<'_> {
         };
         let text = &rest[..len];
         let unsigned = text.strip_prefix(b"-").unwrap_or(text);
-        let mut is_float = false;
-        let mut valid = unsigned.first().is_some_and(u8::is_ascii_digit)
-            && !(unsigned[0] == b'0' && unsigned.get(1).is_some_and(u8::is_ascii_digit));
-        for (k, &c) in unsigned.iter().enumerate() {
-            if matches!(c, b'.' | b'e' | b'E') {
-                is_float = true;
-                // A digit must follow '.', and precede 'e'.
-                valid &= c != b'.' || unsigned.get(k + 1).is_some_and(u8::is_ascii_digit);
-            }
-        }
+        // fast-float stops at a second '.' or at a '.' after the exponent, so only the first
+        // '.', 'e' or 'E' needs a look (and the scan stops there: "0.12345678359270096").
+        let marker = unsigned
+            .iter()
+            .position(|c| matches!(c, b'.' | b'e' | b'E'));
+        let is_float = marker.is_some();
+        let valid = unsigned.first().is_some_and(u8::is_ascii_digit)
+            && !(unsigned[0] == b'0' && unsigned.get(1).is_some_and(u8::is_ascii_digit))
+            // A digit must follow '.' ("1." and "1.e5" are not JSON).
+            && marker.is_none_or(|k| {
+                unsigned[k] != b'.' || unsigned.get(k + 1).is_some_and(u8::is_ascii_digit)
+            });
         if !valid || matches!(rest.get(len), Some(b'e' | b'E' | b'.')) {
             self.pos += len;
             return Err(format!(
