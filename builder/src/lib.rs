@@ -10,3 +10,7 @@ pub mod docker;
 /// depend on (and compile) tract.
 #[path = "../../runtime/src/cpu.rs"]
 pub mod hostcpu;
+
+/// The runtime's log filter, from the same source file.
+#[path = "../../runtime/src/logging.rs"]
+pub mod logging;

@@ -176,13 +176,7 @@ fn run(cli: Cli) -> Result<()> {
 fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = match std::env::var("ONNX_SERVING_LOG") {
-        Ok(value) => value.parse().unwrap_or_else(|e| {
-            eprintln!("ONNX_SERVING_LOG={value:?} is not a log filter ({e}); using warn");
-            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN)
-        }),
-        Err(_) => tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN),
-    };
+    let filter = builder::logging::log_filter("ONNX_SERVING_LOG", tracing::Level::WARN);
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(filter)

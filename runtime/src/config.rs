@@ -147,16 +147,3 @@ pub fn compute_cores() -> usize {
     let physical = sysinfo::System::physical_core_count().unwrap_or(usable);
     physical.clamp(1, usable)
 }
-
-/// The log filter from the environment variable `var` ("info", "warn,runtime=debug"), or
-/// `default` when unset. A value that does not parse is reported and the default used.
-pub fn log_filter(var: &str, default: tracing::Level) -> tracing_subscriber::filter::Targets {
-    let fallback = tracing_subscriber::filter::Targets::new().with_default(default);
-    match std::env::var(var) {
-        Ok(value) if !value.trim().is_empty() => value.parse().unwrap_or_else(|e| {
-            eprintln!("{var}={value:?} is not a log filter ({e}); using {default}");
-            fallback
-        }),
-        _ => fallback,
-    }
-}

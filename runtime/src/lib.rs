@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod error;
 pub mod healthcheck;
 pub mod infer;
+pub mod logging;
 pub mod model;
 pub mod server;
 pub mod state;

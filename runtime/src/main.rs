@@ -55,8 +55,7 @@ fn serve(args: runtime::config::ServeArgs) -> Result<()> {
 fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    // `Targets` ("info", "warn,runtime=debug") rather than EnvFilter: no regex engine in the binary.
-    let filter = runtime::config::log_filter(env::LOG, tracing::Level::INFO);
+    let filter = runtime::logging::log_filter(env::LOG, tracing::Level::INFO);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::registry()
         .with(

@@ -342,37 +342,32 @@ fn check_model_reports_signature_or_the_reason_it_cannot_serve() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
 
+/// `runtime check-model` with no PATH, the model named only through the environment.
+fn check_model_from_env(name: &str) -> std::process::Output {
+    Command::new(BIN)
+        .arg("check-model")
+        .env("MODEL_NAME", name)
+        .env("MODEL_BASE_PATH", models())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_model_without_a_path_checks_the_model_serve_would_load() {
     // The serving image's build step runs `runtime check-model` with only MODEL_NAME and
     // MODEL_BASE_PATH set, exactly as `runtime serve` would find the model.
-    let out = Command::new(BIN)
-        .arg("check-model")
-        .env("MODEL_NAME", "int64_ids")
-        .env("MODEL_BASE_PATH", models())
-        .output()
-        .unwrap();
+    let out = check_model_from_env("int64_ids");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ids: DT_INT64 [-1, 5]"));
-    let out = Command::new(BIN)
-        .arg("check-model")
-        .env("MODEL_NAME", "corrupt")
-        .env("MODEL_BASE_PATH", models())
-        .output()
-        .unwrap();
+    let out = check_model_from_env("corrupt");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tract could not parse"), "{err}");
-    let out = Command::new(BIN)
-        .arg("check-model")
-        .env("MODEL_NAME", "absent")
-        .env("MODEL_BASE_PATH", models())
-        .output()
-        .unwrap();
+    let out = check_model_from_env("absent");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
