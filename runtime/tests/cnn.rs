@@ -6,6 +6,7 @@ mod common;
 use std::path::PathBuf;
 
 use axum::http::StatusCode;
+use base64::Engine;
 use common::*;
 use runtime::Limits;
 use serde_json::{json, Value};
@@ -101,4 +102,47 @@ async fn squeezenet_matches_onnxruntime() {
         StatusCode::BAD_REQUEST,
         &["[1, 3, 224, 224]", "[1, 1, 1, 1]"],
     );
+}
+
+/// The walk-through's real model (`make example-model`): pretrained EfficientNet-Lite0 with its
+/// signature.toml, served as `resnet`; the cat photo must come back as a cat, by either path.
+#[tokio::test]
+async fn efficientnet_sees_the_cat() {
+    let base = test_models();
+    let dir = base.join("efficientnet");
+    let reference = reference(&dir);
+    let app = app_from(&dir, "resnet", 1, 4, Limits::default());
+    let cat = std::fs::read(base.join("cat.jpg")).expect("cat.jpg from make example-model");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&cat);
+
+    // The article's client: JPEG bytes in, predictions[0]['classes'] out.
+    let body = json!({"instances": [{"b64": b64}]}).to_string();
+    let (status, got) = post(&app, "/v1/models/resnet:predict", &body).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let p = &got["predictions"][0];
+    let class = p["classes"].as_i64().expect("classes");
+    assert!((281..=285).contains(&class), "not a cat: {class} {}", p["top_k_labels"]);
+    assert_eq!(class, reference["top5_classes"][0].as_i64().unwrap());
+    // Same photo, PNG through Pillow + onnxruntime: same top class, close probability.
+    let want = reference["top5_probabilities"][0].as_f64().unwrap();
+    let prob = p["top_k_probabilities"][0].as_f64().unwrap();
+    assert!((prob - want).abs() < 0.05, "p {prob} vs onnxruntime {want}");
+    assert!(p["top_k_labels"][0].as_str().unwrap().contains("cat"));
+
+    // Today's client: the PNG decoded to an HWC tensor of 0-1 floats at its own size.
+    let png = std::fs::read(base.join("cat.png")).expect("cat.png");
+    let img = image::load_from_memory(&png).expect("png").to_rgb8();
+    let rows: Vec<Value> = img
+        .rows()
+        .map(|row| {
+            Value::Array(
+                row.map(|px| json!(px.0.map(|v| f64::from(v) / 255.0)))
+                    .collect(),
+            )
+        })
+        .collect();
+    let body = json!({"instances": [rows]}).to_string();
+    let (status, got) = post(&app, "/v1/models/resnet:predict", &body).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["predictions"][0]["classes"].as_i64(), Some(class));
 }

@@ -190,6 +190,10 @@ fn to_tensor(spec: &TensorSpec, shape: &[usize], rows: &[&NdArray]) -> Result<Te
             Scalar::B(b) => Some(b),
             _ => None,
         }),
+        DType::String => Err(ApiError::BadRequest(format!(
+            "input '{}' takes strings, which this server does not accept as tensors",
+            spec.name
+        ))),
     }
 }
 
@@ -256,6 +260,7 @@ impl Serialize for TensorJson<'_> {
             DatumType::U32 => ser!(u32),
             DatumType::U64 => ser!(u64),
             DatumType::Bool => ser!(bool),
+            DatumType::String => ser!(String),
             DatumType::F16 => {
                 let as_f32 = self
                     .tensor

@@ -4,6 +4,7 @@
 //! `resnet:predict` is captured whole and split on `:` here.
 
 pub mod codec;
+pub mod images;
 pub mod request;
 
 use std::sync::Arc;
@@ -191,7 +192,7 @@ fn metadata(st: &AppState, name: &str, version: Option<u64>) -> Result<Response,
     Ok(Json(json!({
         "model_spec": {"name": st.model_name, "signature_name": "", "version": model.version.to_string()},
         "metadata": {"signature_def": {
-            "signature_def": {DEFAULT_SIGNATURE: model.signature.signature_def()}
+            "signature_def": {DEFAULT_SIGNATURE: model.api_signature().signature_def()}
         }},
     }))
     .into_response())
@@ -217,7 +218,8 @@ async fn call(
     }
     let model = served_model(st, name, version)?;
     let body = body.map_err(|rejection| body_error(rejection, st.limits.max_body_bytes))?;
-    let (inputs, format) = if body.len() > DECODE_INLINE_MAX {
+    // Image decoding takes milliseconds: never on the async executor.
+    let (inputs, format) = if body.len() > DECODE_INLINE_MAX || model.serving.is_some() {
         let decoding = model.clone();
         tokio::task::spawn_blocking(move || decode_predict(&decoding, &body))
             .await
@@ -225,10 +227,16 @@ async fn call(
     } else {
         decode_predict(&model, &body)?
     };
-    let (outputs, _) = model.pool.run(inputs).await?;
+    let (mut outputs, _) = model.pool.run(inputs).await?;
+    if let Some(post) = model.serving.as_ref().and_then(|s| s.output.as_ref()) {
+        outputs = post
+            .postprocess(&outputs[post.model_output])
+            .map_err(ApiError::Internal)?;
+    }
+    let sig = model.api_signature();
     let json = match format {
-        Format::Rows { batch } => codec::predictions_json(&model.signature, &outputs, batch)?,
-        Format::Columns => codec::outputs_json(&model.signature, &outputs)?,
+        Format::Rows { batch } => codec::predictions_json(sig, &outputs, batch)?,
+        Format::Columns => codec::outputs_json(sig, &outputs)?,
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
@@ -260,6 +268,26 @@ fn decode_predict(
             "unknown signature_name '{sig}'; an ONNX model has one signature, '{DEFAULT_SIGNATURE}'"
         )));
     }
+    if let Some(serving) = &model.serving {
+        return match (&request.instances, &request.inputs) {
+            (Some(instances), None) => Ok((
+                std::iter::once(images::from_instances(
+                    serving,
+                    &model.signature,
+                    instances,
+                )?)
+                .collect(),
+                Format::Rows {
+                    batch: instances.len(),
+                },
+            )),
+            (None, Some(inputs)) => Ok((
+                std::iter::once(images::from_inputs(serving, &model.signature, inputs)?).collect(),
+                Format::Columns,
+            )),
+            _ => Err(format_error(request.instances.is_some())),
+        };
+    }
     match (request.instances, request.inputs) {
         (Some(instances), None) => {
             let tensors = codec::tensors_from_instances(&model.signature, &instances)?;
@@ -274,14 +302,16 @@ fn decode_predict(
             codec::tensors_from_inputs(&model.signature, &inputs)?,
             Format::Columns,
         )),
-        (Some(_), Some(_)) => Err(ApiError::BadRequest(
-            "send either 'instances' (row format) or 'inputs' (columnar format), not both".into(),
-        )),
-        (None, None) => Err(ApiError::BadRequest(
-            "the request needs an 'instances' (row format) or an 'inputs' (columnar format) key"
-                .into(),
-        )),
+        (both, _) => Err(format_error(both.is_some())),
     }
+}
+
+fn format_error(both: bool) -> ApiError {
+    ApiError::BadRequest(if both {
+        "send either 'instances' (row format) or 'inputs' (columnar format), not both".into()
+    } else {
+        "the request needs an 'instances' (row format) or an 'inputs' (columnar format) key".into()
+    })
 }
 
 fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {

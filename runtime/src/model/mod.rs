@@ -2,12 +2,14 @@
 
 pub mod layout;
 pub mod load;
+pub mod serving;
 pub mod signature;
 
 use std::path::PathBuf;
 
 pub use layout::{find_latest_version, ModelVersion};
 pub use load::{load_onnx, zero_inputs, LoadedModel, Plan};
+pub use serving::ServingSignature;
 pub use signature::{DType, Dim, Signature, TensorSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,8 @@ pub enum ModelError {
         path: PathBuf,
         message: String,
     },
+    #[error("{path}: {message}")]
+    Signature { path: PathBuf, message: String },
     #[error("unsupported model: {0}")]
     Unsupported(String),
 }

@@ -21,6 +21,8 @@ pub enum DType {
     U32,
     U64,
     Bool,
+    /// Binary or text values (`{"b64": ...}` inputs, label outputs).
+    String,
 }
 
 impl DType {
@@ -38,6 +40,7 @@ impl DType {
             DatumType::U32 => DType::U32,
             DatumType::U64 => DType::U64,
             DatumType::Bool => DType::Bool,
+            DatumType::String => DType::String,
             _ => return None,
         })
     }
@@ -56,6 +59,7 @@ impl DType {
             DType::U32 => DatumType::U32,
             DType::U64 => DatumType::U64,
             DType::Bool => DatumType::Bool,
+            DType::String => DatumType::String,
         }
     }
 
@@ -74,6 +78,7 @@ impl DType {
             DType::U32 => "DT_UINT32",
             DType::U64 => "DT_UINT64",
             DType::Bool => "DT_BOOL",
+            DType::String => "DT_STRING",
         }
     }
 
@@ -92,6 +97,7 @@ impl DType {
             DType::U32 => "uint32",
             DType::U64 => "uint64",
             DType::Bool => "bool",
+            DType::String => "string",
         }
     }
 }

@@ -1,0 +1,197 @@
+//! Requests to a model with an image signature (`signature.toml`): each instance is an image,
+//! `{"b64": "<JPEG or PNG>"}` or an HWC tensor of 0-1 floats, turned into the model's input.
+
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use tract_onnx::prelude::*;
+
+use super::request::{JsonInput, NdArray, Scalar};
+use crate::error::ApiError;
+use crate::model::serving::{FloatImage, ImageSource, ServingSignature};
+use crate::model::Signature;
+
+/// Standard base64, padding optional (clients differ on it).
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Row format: one image per instance.
+pub fn from_instances(
+    sig: &ServingSignature,
+    model: &Signature,
+    instances: &[JsonInput],
+) -> Result<TValue, ApiError> {
+    if instances.is_empty() {
+        return Err(ApiError::BadRequest(
+            "'instances' is empty: send at least one image".into(),
+        ));
+    }
+    let mut images = Vec::with_capacity(instances.len());
+    for (i, instance) in instances.iter().enumerate() {
+        let at = |e: String| ApiError::BadRequest(format!("instances[{i}]: {e}"));
+        let value = named_value(sig, instance).map_err(at)?;
+        match value {
+            JsonInput::Tensor(t) if t.shape.len() == 4 => {
+                return Err(at(format!(
+                    "a 4-D tensor {:?} is a batch, but each instance is one image: send [height, width, 3] per instance, or the batch as {{\"inputs\": ...}}",
+                    t.shape
+                )))
+            }
+            _ => images.push(value),
+        }
+    }
+    build(sig, model, &images, |i, e| {
+        ApiError::BadRequest(format!("instances[{i}]: {e}"))
+    })
+}
+
+/// Columnar format: `inputs` is one `{"b64"}` image, or a `[batch, height, width, 3]` tensor.
+pub fn from_inputs(
+    sig: &ServingSignature,
+    model: &Signature,
+    inputs: &JsonInput,
+) -> Result<TValue, ApiError> {
+    let value = named_value(sig, inputs).map_err(ApiError::BadRequest)?;
+    let split;
+    let images: Vec<&JsonInput> = match value {
+        JsonInput::Tensor(t) if t.shape.len() == 4 => {
+            split = split_batch(t);
+            split.iter().collect()
+        }
+        other => vec![other],
+    };
+    build(sig, model, &images, |i, e| {
+        ApiError::BadRequest(if images.len() > 1 {
+            format!("inputs[{i}]: {e}")
+        } else {
+            e
+        })
+    })
+}
+
+/// `{"image_bytes": ...}` (or the model's own input name) unwrapped; a bare value as is.
+fn named_value<'a>(sig: &ServingSignature, value: &'a JsonInput) -> Result<&'a JsonInput, String> {
+    let name = &sig.input.name;
+    match value {
+        JsonInput::Named(named) => match named.as_slice() {
+            [(key, v)] if key == name => Ok(v),
+            [(key, _)] => Err(format!("unknown input '{key}'; the model takes '{name}'")),
+            _ => Err(format!(
+                "the model takes one input, '{name}': send {{\"{name}\": {{\"b64\": ...}}}} or the image alone"
+            )),
+        },
+        other => Ok(other),
+    }
+}
+
+fn split_batch(t: &NdArray) -> Vec<JsonInput> {
+    let n = t.shape[0];
+    let per = t.data.len() / n.max(1);
+    (0..n)
+        .map(|i| {
+            JsonInput::Tensor(NdArray {
+                shape: t.shape[1..].to_vec(),
+                data: t.data[i * per..(i + 1) * per].to_vec(),
+            })
+        })
+        .collect()
+}
+
+fn build(
+    sig: &ServingSignature,
+    model: &Signature,
+    images: &[&JsonInput],
+    err: impl Fn(usize, String) -> ApiError,
+) -> Result<TValue, ApiError> {
+    let input = &sig.input;
+    let shape = input.model_shape(images.len());
+    let spec = &model.inputs[input.model_input];
+    if !spec.accepts_shape(&shape) {
+        return Err(ApiError::BadRequest(format!(
+            "the model takes {} image(s) per request (input '{}' is {}), got {}",
+            spec.shape[0].fixed().unwrap_or(1),
+            spec.name,
+            spec.shape_string(),
+            images.len()
+        )));
+    }
+    let mut data = Vec::with_capacity(shape.iter().product());
+    for (i, image) in images.iter().enumerate() {
+        let bytes;
+        let source = match image {
+            JsonInput::B64(text) => {
+                bytes = decode_b64(text).map_err(|e| err(i, e))?;
+                ImageSource::Encoded(&bytes)
+            }
+            JsonInput::Tensor(t) => ImageSource::Pixels(pixels(t).map_err(|e| err(i, e))?),
+            JsonInput::Named(_) => {
+                return Err(err(
+                    i,
+                    "expected an image ({\"b64\": \"...\"} or a [height, width, 3] tensor), not an object".into(),
+                ))
+            }
+        };
+        input.preprocess(source, &mut data).map_err(|e| err(i, e))?;
+    }
+    Tensor::from_shape(&shape, &data)
+        .map(IntoTValue::into_tvalue)
+        .map_err(|e| ApiError::Internal(format!("cannot build the image batch: {e}")))
+}
+
+fn decode_b64(text: &str) -> Result<Vec<u8>, String> {
+    // Python's base64.encodebytes wraps lines: drop whitespace before decoding.
+    let cleaned;
+    let text = if text.bytes().any(|b| b.is_ascii_whitespace()) {
+        cleaned = text
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect::<String>();
+        cleaned.as_str()
+    } else {
+        text
+    };
+    if text.is_empty() {
+        return Err("the b64 value is empty: it should hold a JPEG or PNG image".into());
+    }
+    B64.decode(text)
+        .map_err(|e| format!("the b64 value is not valid base64 ({e})"))
+}
+
+/// An HWC tensor of 0-1 floats (what `np.array(image) / 255.0` gives).
+fn pixels(t: &NdArray) -> Result<FloatImage, String> {
+    let [h, w, c] = t.shape[..] else {
+        return Err(format!(
+            "an image tensor is [height, width, 3] with values 0-1 (or send {{\"b64\": \"<JPEG or PNG>\"}}); got shape {:?}",
+            t.shape
+        ));
+    };
+    if c != 3 || h == 0 || w == 0 {
+        return Err(format!(
+            "an image tensor is [height, width, 3] (RGB) with values 0-1; got shape {:?}",
+            t.shape
+        ));
+    }
+    let mut data = Vec::with_capacity(t.data.len());
+    for s in &t.data {
+        let v = match *s {
+            Scalar::F(v) => v,
+            Scalar::I(v) => v as f64,
+            Scalar::U(v) => v as f64,
+            Scalar::B(_) => return Err("image tensor values must be numbers from 0 to 1".into()),
+        };
+        if !(0.0..=1.0).contains(&v) {
+            return Err(format!(
+                "image tensor values must be 0-1 (pixel / 255); got {v}"
+            ));
+        }
+        data.push(v as f32);
+    }
+    Ok(FloatImage {
+        width: w as u32,
+        height: h as u32,
+        data,
+    })
+}
