@@ -10,7 +10,7 @@ EXAMPLE_DIR ?= /tmp/models
 CARGO      ?= cargo
 export ONNX_SERVING_TEST_MODELS := $(MODELS)
 
-.PHONY: help setup build builder test test-models example-model bench bench-models bench-images fmt lint clean demo base-image images
+.PHONY: help setup build builder test test-models example-model example bench bench-models bench-images fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -64,7 +64,10 @@ lint: ## rustfmt check + clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-demo: builder test-models base-image ## the main job: build both images, docker run SqueezeNet, predict
+example: builder base-image example-model ## the README walk-through: portable vs optimized image, embedded model, the cat photo
+	bash scripts/example.sh $(EXAMPLE_DIR)
+
+demo: builder test-models base-image ## the main job: build both images, docker run the pretrained classifier, send the cat photo
 	bash scripts/demo.sh $(MODELS)
 
 clean: ## remove build outputs and caches

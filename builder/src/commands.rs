@@ -41,6 +41,14 @@ pub fn default_devel_tag(target: &TargetCpu) -> String {
     }
 }
 
+/// `me/onnx-serving` + `resnet` → `me/onnx-serving-resnet` (a `:tag` stays at the end).
+fn with_model_suffix(serving_tag: &str, model: &str) -> String {
+    match serving_tag.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => format!("{name}-{model}:{tag}"),
+        _ => format!("{serving_tag}-{model}"),
+    }
+}
+
 /// The serving tag that goes with a devel tag: `…/onnx-serving-devel[-x]` → `…/onnx-serving[-x]`.
 pub fn serving_tag_for(devel_tag: &str) -> String {
     let (name, tag) = match devel_tag.rsplit_once(':') {
@@ -190,7 +198,11 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
     if !docker::image_exists(&docker, &devel).await? {
         bail!("the devel image {devel} does not exist: build it first with `builder devel` (or name another with --devel-image)");
     }
-    let tag = opts.tag.clone().unwrap_or_else(|| serving_tag_for(&devel));
+    // An image with a model baked in does not replace the generic one of the same devel image.
+    let tag = opts.tag.clone().unwrap_or_else(|| match &model {
+        Some((name, _, _)) => with_model_suffix(&serving_tag_for(&devel), name),
+        None => serving_tag_for(&devel),
+    });
 
     let mut labels = common_labels(&workspace, "serving", "onnx-serving");
     for (k, v) in docker::image_labels(&docker, &devel).await? {
@@ -490,6 +502,18 @@ mod tests {
             "reg:5000/me/onnx-serving:v2"
         );
         assert_eq!(serving_tag_for("mine"), "mine-serving");
+    }
+
+    #[test]
+    fn embedded_model_images_get_their_own_tag() {
+        assert_eq!(
+            with_model_suffix("me/onnx-serving", "resnet"),
+            "me/onnx-serving-resnet"
+        );
+        assert_eq!(
+            with_model_suffix("localhost:5000/me/onnx-serving:v1", "resnet"),
+            "localhost:5000/me/onnx-serving-resnet:v1"
+        );
     }
 
     #[test]

@@ -196,6 +196,7 @@ pub fn devel_context(workspace: &Path, vendor: &Path) -> Result<Vec<u8>> {
         "runtime/Cargo.toml",
         "builder/Cargo.toml",
         "tests/Cargo.toml",
+        "examples/Cargo.toml",
     ] {
         ctx.add_file(&workspace.join(file), file)?;
     }

@@ -64,7 +64,8 @@ enum Cmd {
         /// Devel image to take the runtime from [default: $USER/onnx-serving-devel].
         #[arg(long)]
         devel_image: Option<String>,
-        /// Image tag [default: the devel tag without "-devel", e.g. $USER/onnx-serving].
+        /// Image tag [default: the devel tag without "-devel", e.g. $USER/onnx-serving; with
+        /// --embed-model, the model name appended: $USER/onnx-serving-resnet].
         #[arg(long)]
         tag: Option<String>,
         /// ONNX file to bake in at /models/<name>/1/model.onnx (its signature.toml and labels.txt too).

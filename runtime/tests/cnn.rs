@@ -121,7 +121,11 @@ async fn efficientnet_sees_the_cat() {
     assert_eq!(status, StatusCode::OK, "{got}");
     let p = &got["predictions"][0];
     let class = p["classes"].as_i64().expect("classes");
-    assert!((281..=285).contains(&class), "not a cat: {class} {}", p["top_k_labels"]);
+    assert!(
+        (281..=285).contains(&class),
+        "not a cat: {class} {}",
+        p["top_k_labels"]
+    );
     assert_eq!(class, reference["top5_classes"][0].as_i64().unwrap());
     // Same photo, PNG through Pillow + onnxruntime: same top class, close probability.
     let want = reference["top5_probabilities"][0].as_f64().unwrap();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListImagesOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -173,61 +173,8 @@ async fn serving_image_with_embedded_model_answers_predict() {
         .any(|p| p == "8501/tcp"));
 
     // Run it with a published port, as `docker run -p …` does.
-    let body = ContainerCreateBody {
-        image: Some(built.tag.clone()),
-        exposed_ports: Some(vec!["8501/tcp".to_string()]),
-        host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                "8501/tcp".to_string(),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )])),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let created = docker
-        .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
-        .await
-        .unwrap();
-    let guard = ContainerGuard {
-        docker: &docker,
-        id: created.id.clone(),
-    };
-    docker
-        .start_container(
-            &guard.id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await
-        .unwrap();
-    let inspected = docker
-        .inspect_container(&guard.id, None::<InspectContainerOptions>)
-        .await
-        .unwrap();
-    let port: u16 = inspected
-        .network_settings
-        .and_then(|n| n.ports)
-        .and_then(|p| p.get("8501/tcp").cloned().flatten())
-        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
-        .and_then(|p| p.parse().ok())
-        .expect("published port");
-
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok((200, status)) = http(port, "GET", "/v1/models/squeezenet", "") {
-            if status["model_version_status"][0]["state"] == "AVAILABLE" {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the container never became AVAILABLE"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let (guard, port) = run_published(&docker, &built.tag, None, &[]).await;
+    wait_available(port, "squeezenet", &docker, &guard.id).await;
 
     let shape: Vec<usize> = serde_json::from_value(reference["input_shape"].clone()).unwrap();
     let flat = reference["input"].as_array().unwrap();
@@ -294,6 +241,161 @@ async fn serving_image_with_embedded_model_answers_predict() {
         .await
         .unwrap();
     assert_eq!(stopped.state.and_then(|s| s.exit_code), Some(0));
+    drop(guard);
+}
+
+/// Starts `image` with 8501 published on a free localhost port (`docker run -p`), optionally a
+/// read-only bind mount (`--mount type=bind,source=…,target=…`) and environment (`-e`).
+async fn run_published<'a>(
+    docker: &'a Docker,
+    image: &str,
+    bind: Option<(&std::path::Path, &str)>,
+    env: &[&str],
+) -> (ContainerGuard<'a>, u16) {
+    let mounts = bind.map(|(source, target)| {
+        vec![Mount {
+            typ: Some(MountType::BIND),
+            source: Some(source.to_string_lossy().into_owned()),
+            target: Some(target.into()),
+            read_only: Some(true),
+            ..Default::default()
+        }]
+    });
+    let body = ContainerCreateBody {
+        image: Some(image.into()),
+        env: Some(env.iter().map(|e| e.to_string()).collect()),
+        exposed_ports: Some(vec!["8501/tcp".to_string()]),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(
+                "8501/tcp".to_string(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            mounts,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+        .await
+        .unwrap();
+    let guard = ContainerGuard {
+        docker,
+        id: created.id.clone(),
+    };
+    docker
+        .start_container(
+            &guard.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let inspected = docker
+        .inspect_container(&guard.id, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    let port: u16 = inspected
+        .network_settings
+        .and_then(|n| n.ports)
+        .and_then(|p| p.get("8501/tcp").cloned().flatten())
+        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
+        .and_then(|p| p.parse().ok())
+        .expect("published port");
+    (guard, port)
+}
+
+/// Polls the model's status until AVAILABLE; fails with the container's logs after 90 s.
+async fn wait_available(port: u16, model: &str, docker: &Docker, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok((200, status)) = http(port, "GET", &format!("/v1/models/{model}"), "") {
+            if status["model_version_status"][0]["state"] == "AVAILABLE" {
+                return;
+            }
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "model '{model}' never became AVAILABLE:\n{}",
+                container_logs(docker, id).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The article's run: the serving image without a model, the walk-through's pretrained
+/// EfficientNet-Lite0 (make example-model) bind-mounted as `resnet`, the cat photo posted as
+/// base64 JPEG to /v1/models/resnet:predict: the answer must be a cat class.
+#[tokio::test(flavor = "multi_thread")]
+async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
+    let _serial = SERIAL.lock().await;
+    let Some(docker) = docker_or_skip("pretrained_model_from_a_bind_mount_sees_the_cat").await
+    else {
+        return;
+    };
+    let devel = tokio::task::spawn_blocking(devel_image)
+        .await
+        .unwrap()
+        .as_ref()
+        .expect("devel image builds")
+        .clone();
+    let models = test_models();
+    let model_dir = models.join("efficientnet");
+    let cat = std::fs::read(models.join("cat.jpg")).expect("cat.jpg: run make test-models");
+    let opts = ServeImageOptions {
+        devel_image: Some(devel),
+        tag: Some("onnx-serving-e2e/serving".into()),
+        embed_model: None,
+        model_name: None,
+        no_cache: false,
+        verbose: false,
+    };
+    let built = commands::serve_image(&opts)
+        .await
+        .expect("serving image builds");
+    let (guard, port) = run_published(
+        &docker,
+        &built.tag,
+        Some((&model_dir, "/models/resnet")),
+        &["MODEL_NAME=resnet"],
+    )
+    .await;
+    wait_available(port, "resnet", &docker, &guard.id).await;
+
+    let (status, meta) = http(port, "GET", "/v1/models/resnet/metadata", "").unwrap();
+    assert_eq!(status, 200, "{meta}");
+    let sig = &meta["metadata"]["signature_def"]["signature_def"]["serving_default"];
+    assert_eq!(sig["inputs"]["image_bytes"]["dtype"], "DT_STRING", "{sig}");
+
+    let b64 = base64(&cat);
+    let request = json!({"instances": [{"b64": b64}]}).to_string();
+    let (status, answer) = http(port, "POST", "/v1/models/resnet:predict", &request).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let p = &answer["predictions"][0];
+    let class = p["classes"].as_i64().expect("classes");
+    assert!(
+        (281..=285).contains(&class),
+        "the cat came out as class {class} ({})",
+        p["top_k_labels"]
+    );
+    assert!(
+        p["top_k_labels"][0].as_str().unwrap_or("").contains("cat"),
+        "{p}"
+    );
+
+    // A damaged upload is the client's mistake: 400 with a reason, and the server stays up.
+    let bad = json!({"instances": [{"b64": base64(&cat[..cat.len() / 2])}]});
+    let (status, err) = http(port, "POST", "/v1/models/resnet:predict", &bad.to_string()).unwrap();
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"].as_str().unwrap_or("").contains("truncated"),
+        "{err}"
+    );
+    let (status, _) = http(port, "POST", "/v1/models/resnet:predict", &request).unwrap();
+    assert_eq!(status, 200);
     drop(guard);
 }
 

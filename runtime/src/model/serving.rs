@@ -298,9 +298,11 @@ fn image_input(f: InputFile, model: &Signature) -> Result<ImageInput, String> {
     let resize = match f.resize.as_deref().unwrap_or("shorter_side") {
         "shorter_side" => Resize::ShorterSide,
         "stretch" => Resize::Stretch,
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "resize = \"{other}\": use \"shorter_side\" (scale, then centre-crop) or \"stretch\""
-        )),
+        ))
+        }
     };
     let filter = match f.filter.as_deref().unwrap_or("bilinear") {
         "nearest" => FilterType::Nearest,

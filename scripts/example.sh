@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The README's walk-through, unattended (`make example`): the TF Serving article's experiment with
+# a real pretrained classifier. Portable image, then the image optimized for this CPU, then an
+# image with the model baked in; each serves the cat photo, which must come out as a cat class.
+# Usage: scripts/example.sh EXAMPLE_DIR [PORT]     (EXAMPLE_DIR from `make example-model`)
+set -euo pipefail
+dir=${1:?usage: example.sh EXAMPLE_DIR [PORT]}
+port=${2:-8501}
+builder=target/release/builder
+name=onnx_serving_resnet
+url="http://localhost:$port/v1/models/resnet:predict"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+cleanup() { docker rm -f "$name" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+# Waits for AVAILABLE, then runs the article's client; prints its line, returns the latency.
+serve_and_predict() {
+  for _ in $(seq 1 240); do
+    curl -sf "localhost:$port/v1/models/resnet" | grep -q '"AVAILABLE"' && break
+    [ "$(docker inspect -f '{{.State.Running}}' "$name")" = true ] || { docker logs "$name"; exit 1; }
+    sleep 0.5
+  done
+  line=$(python3 examples/resnet_client.py --server "$url" --image "$dir/cat.jpg")
+  echo "$line" >&2
+  class=$(sed -n 's/^Prediction class: \([0-9]*\),.*/\1/p' <<<"$line")
+  if [ -z "$class" ] || [ "$class" -lt 281 ] || [ "$class" -gt 285 ]; then
+    echo "example: the cat photo came out as class '${class}', not a cat class (281-285)" >&2
+    exit 1
+  fi
+  sed -n 's/.*avg latency: \([0-9.]*\) ms/\1/p' <<<"$line"
+}
+
+step "builder cpu: what this CPU offers"
+"$builder" cpu
+
+step "portable image (the article's generic tensorflow/serving)"
+portable_devel=$("$builder" devel --target-cpu portable)
+portable=$("$builder" serve-image --devel-image "$portable_devel")
+cleanup
+(set -x; docker run -d -p "$port:8501" --name "$name" \
+  --mount "type=bind,source=$dir/efficientnet,target=/models/resnet" \
+  -e MODEL_NAME=resnet -t "$portable")
+generic_ms=$(serve_and_predict)
+docker logs "$name" 2>&1 | grep -m1 "not compiled to use" || true
+
+step "optimized image: runtime compiled for this CPU"
+devel=$("$builder" devel)
+optimized=$("$builder" serve-image --devel-image "$devel")
+cleanup
+(set -x; docker run -d -p "$port:8501" --name "$name" \
+  --mount "type=bind,source=$dir/efficientnet,target=/models/resnet" \
+  -e MODEL_NAME=resnet -t "$optimized")
+optimized_ms=$(serve_and_predict)
+if docker logs "$name" 2>&1 | grep -q "not compiled to use"; then
+  echo "example: the optimized runtime still reports unused instructions" >&2
+  exit 1
+fi
+
+step "self-contained image: the model baked in"
+embedded=$("$builder" serve-image --devel-image "$devel" \
+  --embed-model "$dir/efficientnet/1/model.onnx" --model-name resnet)
+cleanup
+(set -x; docker run -d -p "$port:8501" --name "$name" -t "$embedded")
+embedded_ms=$(serve_and_predict)
+
+step "summary"
+python3 - "$generic_ms" "$optimized_ms" "$embedded_ms" "$portable" "$optimized" "$embedded" <<'PY'
+import sys
+g, o, e = map(float, sys.argv[1:4])
+print(f"portable  {sys.argv[4]:<36} {g:7.1f} ms")
+print(f"optimized {sys.argv[5]:<36} {o:7.1f} ms  ({g / o:.2f}x)")
+print(f"embedded  {sys.argv[6]:<36} {e:7.1f} ms")
+PY
