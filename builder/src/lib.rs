@@ -1,5 +1,6 @@
 //! onnx-serving's image builder: CPU detection, build contexts, and Docker builds through bollard.
 
+pub mod bench;
 pub mod commands;
 pub mod context;
 pub mod cpu;

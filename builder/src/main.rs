@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use builder::bench::{bench, BenchOptions};
 use builder::commands::{self, DevelOptions, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
 use builder::cpu::{host_report, TargetCpu};
 use clap::{Parser, Subcommand};
@@ -78,6 +79,47 @@ enum Cmd {
         no_cache: bool,
         #[arg(long, short)]
         verbose: bool,
+    },
+    /// The article's experiment: serve the same model from a portable image and from one
+    /// compiled for this CPU, send both the same requests (interleaved round by round, so the
+    /// machine's noise hits both alike), and compare latency, throughput, size and cold start.
+    /// Images are (re)built from the current sources first; Docker's layer cache makes that
+    /// quick when nothing changed.
+    ///
+    /// Example: builder bench --model /tmp/models/efficientnet --image /tmp/models/cat.jpg
+    #[command(verbatim_doc_comment)]
+    Bench {
+        /// Model folder holding numbered versions (<folder>/1/model.onnx), bind-mounted into both.
+        #[arg(long, default_value = "/tmp/models/efficientnet")]
+        model: PathBuf,
+        /// Photo sent as {"b64": ...} (models with a signature.toml) [default: cat.jpg beside
+        /// the model folder, as `make example-model` leaves it].
+        #[arg(long, conflicts_with = "request")]
+        image: Option<PathBuf>,
+        /// A :predict JSON body to send instead of a photo.
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// Timed requests per image.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        requests: usize,
+        /// Requests in flight at once (each round sends this many to one image, then the other).
+        #[arg(long, short = 'c', default_value_t = 1)]
+        concurrency: usize,
+        /// Untimed requests per image first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Use the existing images as they are instead of building them from the current sources.
+        #[arg(long)]
+        no_build: bool,
+        /// Base image for the devel builds.
+        #[arg(long, default_value = DEFAULT_BASE_IMAGE)]
+        base_image: String,
+        /// Network for the devel builds' RUN steps (see `builder devel --help`).
+        #[arg(long, default_value = "host")]
+        network: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// List the images builder made, with their CPU and model labels.
     Images {
@@ -160,6 +202,39 @@ fn run(cli: Cli) -> Result<()> {
             };
             let built = rt.block_on(commands::serve_image(&opts))?;
             println!("{}", built.tag);
+        }
+        Cmd::Bench {
+            model,
+            image,
+            request,
+            requests,
+            concurrency,
+            warmup,
+            no_build,
+            base_image,
+            network,
+            json,
+        } => {
+            if requests == 0 || concurrency == 0 {
+                anyhow::bail!("--requests and --concurrency must be at least 1");
+            }
+            let opts = BenchOptions {
+                model,
+                image,
+                request,
+                requests,
+                concurrency,
+                warmup,
+                no_build,
+                base_image,
+                network: (network != "default").then_some(network),
+            };
+            let report = rt.block_on(bench(&opts))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else {
+                print!("{}", report.render());
+            }
         }
         Cmd::Images { json } => print!("{}", rt.block_on(commands::images(json))?),
         Cmd::Clean { all, dry_run } => {

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let cpu = runtime::cpu::detect();
     match runtime::cpu::startup_check(&cpu, &runtime::cpu::compiled_features()) {
         Err(message) => {
-            eprintln!("error: {message}");
+            report_error(&message);
             return ExitCode::FAILURE;
         }
         Ok(Some(note)) if matches!(cli.command, None | Some(Command::Serve(_))) => {
@@ -23,10 +23,18 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report_error(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error as one write: `eprintln!` writes a formatted message piece by piece, and Docker's
+/// classic builder may report a failed step before the later pieces reach the build output,
+/// where `builder serve-image` shows them.
+fn report_error(message: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("error: {message}\n").as_bytes());
 }
 
 fn run(cli: Cli) -> Result<()> {
