@@ -119,7 +119,8 @@ async fn bench_model(dir: &Path, name: &str, n: usize) -> Result<String> {
     let input = random_input(&signature)?;
     let body = instances_body(&input)?;
     let path = format!("/v1/models/{name}:predict");
-    let plan = direct.plan.clone();
+    // The plan the server runs single requests on.
+    let plan = direct.plan.for_batch(Some(1)).clone();
     let inputs: TVec<TValue> = tvec!(input.into_tvalue());
     let warm = zero_inputs(&direct.signature, 1)?;
     plan.run(warm)?;

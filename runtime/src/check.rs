@@ -56,6 +56,7 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
     let started = Instant::now();
     let outputs = loaded
         .plan
+        .for_batch(Some(args.batch.max(1)))
         .run(inputs)
         .map_err(|e| anyhow::anyhow!("{} failed its test run on zeros: {e:#}", path.display()))?;
     let shapes: Vec<String> = outputs.iter().map(|t| format!("{:?}", t.shape())).collect();

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tract_onnx::prelude::*;
 
 use crate::error::ApiError;
-use crate::model::Plan;
+use crate::model::{Plan, Plans};
 
 struct Job {
     inputs: TVec<TValue>,
@@ -29,17 +29,17 @@ pub struct InferencePool {
 impl InferencePool {
     /// Starts `workers` threads, each with its own reusable tract state.
     pub fn start(
-        plan: Plan,
+        plans: Plans,
         workers: usize,
         queue_capacity: usize,
     ) -> std::io::Result<InferencePool> {
         let (tx, rx) = bounded::<Job>(queue_capacity.max(1));
         for i in 0..workers.max(1) {
             let rx = rx.clone();
-            let plan = plan.clone();
+            let plans = plans.clone();
             thread::Builder::new()
                 .name(format!("inference-{i}"))
-                .spawn(move || worker(plan, rx))?;
+                .spawn(move || worker(plans, rx))?;
         }
         Ok(InferencePool {
             tx,
@@ -74,24 +74,50 @@ impl InferencePool {
     }
 }
 
-fn worker(plan: Plan, rx: Receiver<Job>) {
-    let mut state = plan.spawn().ok();
+/// A plan with its reusable run state (buffers kept between runs).
+struct Runner {
+    plan: Plan,
+    state: Option<TypedSimpleState>,
+}
+
+impl Runner {
+    fn new(plan: &Plan) -> Runner {
+        Runner {
+            plan: plan.clone(),
+            state: plan.spawn().ok(),
+        }
+    }
+
+    fn run(&mut self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let result = match self.state.as_mut() {
+            Some(state) => state.run(inputs),
+            None => self.plan.run(inputs),
+        };
+        if result.is_err() {
+            // A failed run may leave buffers half-written: start the next one from a fresh state.
+            self.state = self.plan.spawn().ok();
+        }
+        result
+    }
+}
+
+fn worker(plans: Plans, rx: Receiver<Job>) {
+    let mut any = Runner::new(&plans.any);
+    let mut batch1 = plans.batch1.as_ref().map(Runner::new);
     while let Ok(job) = rx.recv() {
         if job.reply.is_closed() {
             continue; // the client went away while the job waited
         }
         let started = Instant::now();
-        let result = match state.as_mut() {
-            Some(state) => state.run(job.inputs),
-            None => plan.run(job.inputs),
+        let single = job.inputs.first().and_then(|t| t.shape().first()) == Some(&1);
+        let runner = match batch1.as_mut() {
+            Some(r) if single => r,
+            _ => &mut any,
         };
-        let result = result
+        let result = runner
+            .run(job.inputs)
             .map(|out| (out, started.elapsed()))
             .map_err(|e| format!("{e:#}"));
-        if result.is_err() {
-            // A failed run may leave buffers half-written: start the next one from a fresh state.
-            state = plan.spawn().ok();
-        }
         let _ = job.reply.send(result);
     }
 }

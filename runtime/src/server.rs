@@ -125,8 +125,10 @@ pub fn load_and_warm_up(found: &ModelVersion, workers: usize, queue: usize) -> R
     };
     let inputs = zero_inputs(&loaded.signature, 1).context("cannot build warm-up inputs")?;
     let warm = Instant::now();
+    // Batch 1 is what single requests run on: warm that plan.
     loaded
         .plan
+        .for_batch(Some(1))
         .run(inputs)
         .map_err(|e| anyhow::anyhow!("warm-up run on zeros failed: {e:#}"))?;
     info!(
