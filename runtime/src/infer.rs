@@ -109,17 +109,59 @@ fn worker(plans: Plans, rx: Receiver<Job>) {
             continue; // the client went away while the job waited
         }
         let started = Instant::now();
-        let single = job.inputs.first().and_then(|t| t.shape().first()) == Some(&1);
-        let runner = match batch1.as_mut() {
-            Some(r) if single => r,
-            _ => &mut any,
+        let batch = common_batch(&job.inputs);
+        let result = match (batch1.as_mut(), batch) {
+            (Some(one), Some(1)) => one.run(job.inputs),
+            (Some(one), Some(n)) if n > 1 => {
+                run_split(one, &job.inputs, n).or_else(|_| any.run(job.inputs))
+            }
+            _ => any.run(job.inputs),
         };
-        let result = runner
-            .run(job.inputs)
+        let result = result
             .map(|out| (out, started.elapsed()))
             .map_err(|e| format!("{e:#}"));
         let _ = job.reply.send(result);
     }
+}
+
+/// The first dimension shared by every input, if they all have one.
+fn common_batch(inputs: &[TValue]) -> Option<usize> {
+    let n = *inputs.first()?.shape().first()?;
+    inputs
+        .iter()
+        .all(|t| t.shape().first() == Some(&n))
+        .then_some(n)
+}
+
+/// Runs a batch instance by instance on the batch-1 plan and concatenates the outputs.
+///
+/// tract runs a batch slower than its instances one by one: EfficientNet-Lite0, batch 2 on the
+/// free-batch plan 553 ms vs 2 x 50 ms; even a plan made for batch 4 takes 392 ms vs 4 x 51 ms
+/// (BENCHMARKS.md). Outputs without the batch as first dimension fall back to the general plan.
+fn run_split(one: &mut Runner, inputs: &[TValue], n: usize) -> TractResult<TVec<TValue>> {
+    let mut per_output: Vec<Vec<Tensor>> = Vec::new();
+    for i in 0..n {
+        let slice: TVec<TValue> = inputs
+            .iter()
+            .map(|t| t.slice(0, i, i + 1).map(IntoTValue::into_tvalue))
+            .collect::<TractResult<_>>()?;
+        let outputs = one.run(slice)?;
+        if per_output.is_empty() {
+            per_output = vec![Vec::with_capacity(n); outputs.len()];
+        }
+        for (k, out) in outputs.into_iter().enumerate() {
+            anyhow::ensure!(
+                out.shape().first() == Some(&1),
+                "output {k} has shape {:?}, without a batch dimension to split along",
+                out.shape()
+            );
+            per_output[k].push(out.into_tensor());
+        }
+    }
+    per_output
+        .iter()
+        .map(|parts| Tensor::stack_tensors(0, parts).map(IntoTValue::into_tvalue))
+        .collect()
 }
 
 /// Sets how many threads tract's matrix products may use (its multithreaded executor).

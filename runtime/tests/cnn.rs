@@ -149,4 +149,14 @@ async fn efficientnet_sees_the_cat() {
     let (status, got) = post(&app, "/v1/models/resnet:predict", &body).await;
     assert_eq!(status, StatusCode::OK, "{got}");
     assert_eq!(got["predictions"][0]["classes"].as_i64(), Some(class));
+
+    // Several photos in one request (run instance by instance on the batch-1 plan): the same
+    // answer for each.
+    let body = json!({"instances": [{"b64": b64}, {"b64": b64}, {"b64": b64}]}).to_string();
+    let (status, got) = post(&app, "/v1/models/resnet:predict", &body).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    for row in got["predictions"].as_array().expect("predictions") {
+        assert_eq!(row["classes"].as_i64(), Some(class));
+        assert!((row["top_k_probabilities"][0].as_f64().unwrap() - prob).abs() < 1e-6);
+    }
 }
