@@ -28,7 +28,7 @@ for _ in $(seq 1 240); do
   [ "$(docker inspect -f '{{.State.Running}}' "$name")" = true ] || { docker logs "$name"; exit 1; }
   sleep 0.5
 done
-docker logs "$name" 2>&1 | sed -n '1,20p'
+docker logs "$name" 2>&1 | sed -e 's/\x1b\[[0-9;]*m//g' -n -e '1,20p'
 
 line=$(python3 examples/resnet_client.py --server "http://localhost:$port/v1/models/resnet:predict" \
   --image "$models/cat.jpg")

@@ -77,8 +77,9 @@ pub struct ServeArgs {
     /// Threads one model run may use for its matrix products (0: the physical cores available).
     #[arg(long = "inference_threads", alias = "inference-threads", env = env::INFERENCE_THREADS, default_value_t = 0)]
     pub inference_threads: usize,
-    /// Model runs that may proceed at the same time.
-    #[arg(long = "inference_workers", alias = "inference-workers", env = env::INFERENCE_WORKERS, default_value_t = 1)]
+    /// Model runs that may proceed at the same time (0: one per physical core; they share the
+    /// intra-op thread pool, so a lone request still gets every core for its matrix products).
+    #[arg(long = "inference_workers", alias = "inference-workers", env = env::INFERENCE_WORKERS, default_value_t = 0)]
     pub inference_workers: usize,
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[arg(long = "max_body_bytes", alias = "max-body-bytes", env = env::MAX_BODY_BYTES, default_value_t = 64 * 1024 * 1024)]

@@ -23,6 +23,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         args.inference_threads
     };
     set_intra_op_threads(intra_op);
+    let workers = if args.inference_workers == 0 {
+        compute_cores()
+    } else {
+        args.inference_workers
+    };
 
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
@@ -56,13 +61,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         args.model_name,
         found.version,
         found.path.display(),
-        args.inference_workers.max(1),
+        workers,
         intra_op
     );
 
     let (failed_tx, failed_rx) = watch::channel(None::<String>);
     let loader_state = state.clone();
-    let (workers, queue) = (args.inference_workers, args.queue_capacity);
+    let queue = args.queue_capacity;
     tokio::task::spawn_blocking(move || match load_and_warm_up(&found, workers, queue) {
         Ok(model) => {
             // Publish the model before saying so: clients (and tests) act on this log line.
