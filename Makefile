@@ -10,7 +10,7 @@ EXAMPLE_DIR ?= /tmp/models
 CARGO      ?= cargo
 export ONNX_SERVING_TEST_MODELS := $(MODELS)
 
-.PHONY: help setup build builder test test-models example-model example bench bench-models bench-images fmt lint clean demo base-image images
+.PHONY: help setup build builder test test-models example-model example bench-ort bench bench-models bench-images fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -56,6 +56,9 @@ bench: bench-models ## serving overhead vs direct tract inference -> BENCHMARKS.
 
 bench-images: builder test-models base-image ## cold/warm devel build, serving image size, cold start -> BENCHMARKS.md
 	$(PY) scripts/bench_images.py $(MODELS) --write $(CURDIR)/BENCHMARKS.md
+
+bench-ort: images example-model ## our optimized image vs an onnxruntime server, same model and request (benchmark tooling only)
+	$(PY) scripts/bench_vs_ort.py $(EXAMPLE_DIR)/efficientnet $(EXAMPLE_DIR)/cat.jpg
 
 fmt: ## format the code
 	$(CARGO) fmt --all
