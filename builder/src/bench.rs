@@ -3,24 +3,20 @@
 //! the machine's noise hits both alike; the table compares latency, throughput, image size and
 //! cold start.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::InspectContainerOptions;
 use bollard::Docker;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use crate::commands::{self, DevelOptions, Lto, ServeImageOptions};
 use crate::cpu::TargetCpu;
-use crate::docker::{self, ROLE_LABEL};
+use crate::docker;
 
 pub struct BenchOptions {
     /// Model folder holding numbered versions (e.g. /tmp/models/efficientnet).
@@ -280,12 +276,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     for id in &containers {
-        let _ = docker
-            .remove_container(
-                id,
-                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-            )
-            .await;
+        docker::remove_container(&docker, id).await;
     }
     let mut results = outcome?;
     let optimized = results.pop().context("no optimized result")?;
@@ -306,59 +297,24 @@ async fn start(
     model: &Path,
     body: &str,
 ) -> Result<(String, u16, f64)> {
-    let create = ContainerCreateBody {
-        image: Some(image.into()),
-        env: Some(vec!["MODEL_NAME=bench".into()]),
-        labels: Some(HashMap::from([(ROLE_LABEL.into(), "temporary".into())])),
-        exposed_ports: Some(vec!["8501/tcp".into()]),
-        host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                "8501/tcp".to_string(),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )])),
-            mounts: Some(vec![Mount {
-                typ: Some(MountType::BIND),
-                source: Some(model.to_string_lossy().into_owned()),
-                target: Some("/models/bench".into()),
-                read_only: Some(true),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let id = docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().build()),
-            create,
-        )
-        .await
-        .with_context(|| format!("cannot create a container from {image}"))?
-        .id;
     let started = Instant::now();
-    docker
-        .start_container(
-            &id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await
-        .with_context(|| format!("cannot start {image}"))?;
-    let port = docker
-        .inspect_container(&id, None::<InspectContainerOptions>)
-        .await?
-        .network_settings
-        .and_then(|n| n.ports)
-        .and_then(|p| p.get("8501/tcp").cloned().flatten())
-        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
-        .and_then(|p| p.parse().ok())
-        .context("the container has no published port")?;
+    let (id, port) = docker::run_serving(
+        docker,
+        image,
+        Some((model, "/models/bench")),
+        &["MODEL_NAME=bench"],
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Ok((200, _)) = post(port, body) {
-            return Ok((id, port, started.elapsed().as_secs_f64() * 1000.0));
+        match post(port, body) {
+            Ok((200, _)) => return Ok((id, port, started.elapsed().as_secs_f64() * 1000.0)),
+            // Still loading (503) or not listening yet: wait. Anything else is the answer.
+            Ok((503, _)) | Err(_) => {}
+            Ok((status, answer)) => {
+                docker::remove_container(docker, &id).await;
+                bail!("{image} refused the benchmark request with {status}: {answer}");
+            }
         }
         let running = docker
             .inspect_container(&id, None::<InspectContainerOptions>)
@@ -369,8 +325,10 @@ async fn start(
             .unwrap_or(false);
         if !running || Instant::now() > deadline {
             let (_, answer) = post(port, body).unwrap_or((0, Value::Null));
+            let logs = docker::container_logs(docker, &id).await;
+            docker::remove_container(docker, &id).await;
             bail!(
-                "{image} did not answer the request{}: {answer}",
+                "{image} did not answer the request{}: {answer}\n--- container log ---\n{logs}",
                 if running {
                     " within 120 s"
                 } else {

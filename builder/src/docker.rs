@@ -6,11 +6,11 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListImagesOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, InspectContainerOptions,
+    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -288,6 +288,99 @@ pub async fn remove_image(docker: &Docker, id: &str) -> Result<()> {
         .await
         .with_context(|| format!("cannot remove image {id}"))?;
     Ok(())
+}
+
+/// Starts a serving container of `image` as `docker run -p 127.0.0.1::8501 [--mount
+/// type=bind,source=…,target=…,readonly] [-e …]` does, labelled temporary; returns its id and the
+/// host port 8501 got. The caller removes it (`remove_container`).
+pub async fn run_serving(
+    docker: &Docker,
+    image: &str,
+    bind: Option<(&std::path::Path, &str)>,
+    env: &[&str],
+) -> Result<(String, u16)> {
+    let mounts = bind.map(|(source, target)| {
+        vec![Mount {
+            typ: Some(MountType::BIND),
+            source: Some(source.to_string_lossy().into_owned()),
+            target: Some(target.into()),
+            read_only: Some(true),
+            ..Default::default()
+        }]
+    });
+    let body = ContainerCreateBody {
+        image: Some(image.into()),
+        env: Some(env.iter().map(|e| e.to_string()).collect()),
+        labels: Some(HashMap::from([(ROLE_LABEL.into(), "temporary".into())])),
+        exposed_ports: Some(vec!["8501/tcp".into()]),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(
+                "8501/tcp".to_string(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            mounts,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = docker
+        .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+        .await
+        .with_context(|| format!("cannot create a container from {image}"))?
+        .id;
+    let started = async {
+        docker
+            .start_container(
+                &id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .with_context(|| format!("cannot start a container of {image}"))?;
+        docker
+            .inspect_container(&id, None::<InspectContainerOptions>)
+            .await?
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|p| p.get("8501/tcp").cloned().flatten())
+            .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
+            .and_then(|p| p.parse().ok())
+            .context("the container has no published port 8501")
+    }
+    .await;
+    match started {
+        Ok(port) => Ok((id, port)),
+        Err(e) => {
+            remove_container(docker, &id).await;
+            Err(e)
+        }
+    }
+}
+
+/// A container's stdout and stderr so far (empty if it cannot be read).
+pub async fn container_logs(docker: &Docker, id: &str) -> String {
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(id, Some(options));
+    let mut out = String::new();
+    while let Some(Ok(chunk)) = logs.next().await {
+        out.push_str(&chunk.to_string());
+    }
+    out
+}
+
+/// Removes a container, running or not; errors are ignored (it may be gone already).
+pub async fn remove_container(docker: &Docker, id: &str) {
+    let _ = docker
+        .remove_container(
+            id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await;
 }
 
 /// Runs `cmd` in a fresh container of `image` to completion; returns (exit code, output).

@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, ListImagesOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    InspectContainerOptions, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use builder::commands::{self, DevelOptions, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
@@ -58,6 +57,19 @@ fn devel_image() -> &'static Result<String, String> {
     })
 }
 
+/// One test at a time, the daemon (or a skip when there is none) and the devel image.
+async fn prepare(test: &str) -> Option<(tokio::sync::MutexGuard<'static, ()>, Docker, String)> {
+    let serial = SERIAL.lock().await;
+    let docker = docker_or_skip(test).await?;
+    let devel = tokio::task::spawn_blocking(devel_image)
+        .await
+        .expect("the devel build thread")
+        .as_ref()
+        .expect("devel image builds")
+        .clone();
+    Some((serial, docker, devel))
+}
+
 /// Removes the container when the test ends, passed or not.
 struct ContainerGuard<'a> {
     docker: &'a Docker,
@@ -102,17 +114,11 @@ async fn container_count(docker: &Docker) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serving_image_with_embedded_model_answers_predict() {
-    let _serial = SERIAL.lock().await;
-    let Some(docker) = docker_or_skip("serving_image_with_embedded_model_answers_predict").await
+    let Some((_serial, docker, devel)) =
+        prepare("serving_image_with_embedded_model_answers_predict").await
     else {
         return;
     };
-    let devel = tokio::task::spawn_blocking(devel_image)
-        .await
-        .unwrap()
-        .as_ref()
-        .expect("devel image builds")
-        .clone();
 
     // The real CNN, baked in and validated by the runtime during the build.
     let model_dir = test_models().join("squeezenet");
@@ -217,7 +223,7 @@ async fn serving_image_with_embedded_model_answers_predict() {
 
     // The runtime compiled for this CPU logs TF Serving's lines and has nothing to say about
     // unused instructions (a portable build would list them).
-    let logs = container_logs(&docker, &guard.id).await;
+    let logs = builder::docker::container_logs(&docker, &guard.id).await;
     assert!(
         logs.contains("Exporting HTTP/REST API at:0.0.0.0:8501")
             && logs.contains("Successfully loaded servable version {name: squeezenet version: 1}"),
@@ -244,67 +250,17 @@ async fn serving_image_with_embedded_model_answers_predict() {
     drop(guard);
 }
 
-/// Starts `image` with 8501 published on a free localhost port (`docker run -p`), optionally a
-/// read-only bind mount (`--mount type=bind,source=…,target=…`) and environment (`-e`).
+/// `docker run -p 127.0.0.1::8501 [--mount …] [-e …] image`, removed when the guard drops.
 async fn run_published<'a>(
     docker: &'a Docker,
     image: &str,
     bind: Option<(&std::path::Path, &str)>,
     env: &[&str],
 ) -> (ContainerGuard<'a>, u16) {
-    let mounts = bind.map(|(source, target)| {
-        vec![Mount {
-            typ: Some(MountType::BIND),
-            source: Some(source.to_string_lossy().into_owned()),
-            target: Some(target.into()),
-            read_only: Some(true),
-            ..Default::default()
-        }]
-    });
-    let body = ContainerCreateBody {
-        image: Some(image.into()),
-        env: Some(env.iter().map(|e| e.to_string()).collect()),
-        exposed_ports: Some(vec!["8501/tcp".to_string()]),
-        host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                "8501/tcp".to_string(),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )])),
-            mounts,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let created = docker
-        .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+    let (id, port) = builder::docker::run_serving(docker, image, bind, env)
         .await
-        .unwrap();
-    let guard = ContainerGuard {
-        docker,
-        id: created.id.clone(),
-    };
-    docker
-        .start_container(
-            &guard.id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await
-        .unwrap();
-    let inspected = docker
-        .inspect_container(&guard.id, None::<InspectContainerOptions>)
-        .await
-        .unwrap();
-    let port: u16 = inspected
-        .network_settings
-        .and_then(|n| n.ports)
-        .and_then(|p| p.get("8501/tcp").cloned().flatten())
-        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
-        .and_then(|p| p.parse().ok())
-        .expect("published port");
-    (guard, port)
+        .expect("the serving container starts");
+    (ContainerGuard { docker, id }, port)
 }
 
 /// Polls the model's status until AVAILABLE; fails with the container's logs after 90 s.
@@ -319,7 +275,7 @@ async fn wait_available(port: u16, model: &str, docker: &Docker, id: &str) {
         if Instant::now() > deadline {
             panic!(
                 "model '{model}' never became AVAILABLE:\n{}",
-                container_logs(docker, id).await
+                builder::docker::container_logs(docker, id).await
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -331,17 +287,11 @@ async fn wait_available(port: u16, model: &str, docker: &Docker, id: &str) {
 /// base64 JPEG to /v1/models/resnet:predict: the answer must be a cat class.
 #[tokio::test(flavor = "multi_thread")]
 async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
-    let _serial = SERIAL.lock().await;
-    let Some(docker) = docker_or_skip("pretrained_model_from_a_bind_mount_sees_the_cat").await
+    let Some((_serial, docker, devel)) =
+        prepare("pretrained_model_from_a_bind_mount_sees_the_cat").await
     else {
         return;
     };
-    let devel = tokio::task::spawn_blocking(devel_image)
-        .await
-        .unwrap()
-        .as_ref()
-        .expect("devel image builds")
-        .clone();
     let models = test_models();
     let model_dir = models.join("efficientnet");
     let cat = std::fs::read(models.join("cat.jpg")).expect("cat.jpg: run make test-models");
@@ -399,20 +349,6 @@ async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
     drop(guard);
 }
 
-async fn container_logs(docker: &Docker, id: &str) -> String {
-    use futures_util::StreamExt;
-    let options = bollard::query_parameters::LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .build();
-    let mut stream = docker.logs(id, Some(options));
-    let mut text = String::new();
-    while let Some(Ok(chunk)) = stream.next().await {
-        text.push_str(&chunk.to_string());
-    }
-    text
-}
-
 fn flatten(v: &Value) -> Vec<f64> {
     match v {
         Value::Array(items) => items.iter().flat_map(flatten).collect(),
@@ -423,18 +359,11 @@ fn flatten(v: &Value) -> Vec<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn corrupt_model_fails_the_build_and_leaves_nothing_behind() {
-    let _serial = SERIAL.lock().await;
-    let Some(docker) =
-        docker_or_skip("corrupt_model_fails_the_build_and_leaves_nothing_behind").await
+    let Some((_serial, docker, devel)) =
+        prepare("corrupt_model_fails_the_build_and_leaves_nothing_behind").await
     else {
         return;
     };
-    let devel = tokio::task::spawn_blocking(devel_image)
-        .await
-        .unwrap()
-        .as_ref()
-        .expect("devel image builds")
-        .clone();
     let (dangling, containers) = (
         dangling_images(&docker).await,
         container_count(&docker).await,
