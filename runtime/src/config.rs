@@ -31,7 +31,10 @@ pub mod env {
     about = "Serve an ONNX model over TensorFlow Serving's REST API",
     long_about = "Serve an ONNX model over TensorFlow Serving's REST API.\n\n\
         Models live at <model_base_path>/<model_name>/<version>/model.onnx; the highest numeric \
-        version is served. With no subcommand, `runtime` serves (as `runtime serve`).\n\n\
+        version is served. An optional signature.toml beside model.onnx makes an image \
+        classifier take {\"b64\": JPEG or PNG} and answer classes and probabilities, as TF \
+        Serving's ResNet did (see the README). With no subcommand, `runtime` serves (as \
+        `runtime serve`).\n\n\
         Example:\n  runtime --model_name=resnet --model_base_path=/models\n  \
         curl -d '{\"instances\": [[1.0, 2.0]]}' localhost:8501/v1/models/resnet:predict",
     args_conflicts_with_subcommands = true
