@@ -166,6 +166,10 @@ async fn bad_images_get_400_with_a_reason() {
             &["unknown input 'photo'", "image_bytes"],
         ),
         (json!({"instances": []}).to_string(), &["empty"]),
+        (
+            json!({"instances": vec![json!({"b64": b64(&image("red.jpg"))}); 65]}).to_string(),
+            &["65 images", "at most 64"],
+        ),
     ];
     for (body, needles) in cases {
         let (status, got) = post(&app, uri, &body).await;

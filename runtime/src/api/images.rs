@@ -18,6 +18,10 @@ const B64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// Images one request may carry: each becomes a model-sized float tensor (0.6 MB at 224x224),
+/// and small JPEGs could otherwise turn a 64 MB body into gigabytes.
+pub const MAX_IMAGES_PER_REQUEST: usize = 64;
+
 /// Row format: one image per instance.
 pub fn from_instances(
     sig: &ServingSignature,
@@ -106,6 +110,12 @@ fn build(
     images: &[&JsonInput],
     err: impl Fn(usize, String) -> ApiError,
 ) -> Result<TValue, ApiError> {
+    if images.len() > MAX_IMAGES_PER_REQUEST {
+        return Err(ApiError::BadRequest(format!(
+            "{} images in one request; the server takes at most {MAX_IMAGES_PER_REQUEST}: split the batch",
+            images.len()
+        )));
+    }
     let input = &sig.input;
     let shape = input.model_shape(images.len());
     let spec = &model.inputs[input.model_input];
