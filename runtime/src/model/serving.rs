@@ -33,7 +33,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
-use image::{ImageBuffer, ImageFormat, ImageReader, Pixel, Rgb};
+use image::{DynamicImage, ImageBuffer, ImageDecoder, ImageFormat, ImageReader, Pixel, Rgb};
 use serde::Deserialize;
 use tract_onnx::prelude::*;
 
@@ -570,8 +570,7 @@ pub fn decode(bytes: &[u8]) -> Result<image::RgbImage, String> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("cannot read the image: {e}"))?;
-    let format = reader.format();
-    match format {
+    let name = match reader.format() {
         Some(ImageFormat::Jpeg) => {
             // A JPEG cut short still decodes (the missing rows come out grey): insist on the
             // end-of-image marker after the last scan.
@@ -580,18 +579,19 @@ pub fn decode(bytes: &[u8]) -> Result<image::RgbImage, String> {
             if sos.is_none() || eoi.is_none_or(|e| sos.is_some_and(|s| e < s)) {
                 return Err("the JPEG image is truncated (it has no end-of-image marker after its last scan)".into());
             }
+            "JPEG"
         }
-        Some(ImageFormat::Png) => {}
+        Some(ImageFormat::Png) => "PNG",
         _ => return Err(
             "the b64 value is not a JPEG or PNG image (those are the formats this server decodes)"
                 .into(),
         ),
-    }
-    let (w, h) = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read the image: {e}"))?
-        .into_dimensions()
-        .map_err(|e| format!("cannot read the image header: {e}"))?;
+    };
+    // One decoder: its header gives the size, checked before any pixel is decoded.
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| format!("cannot read the {name} image header: {e}"))?;
+    let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(format!("the image is {w}x{h}: it has no pixels"));
     }
@@ -606,16 +606,11 @@ pub fn decode(bytes: &[u8]) -> Result<image::RgbImage, String> {
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8);
-    let mut reader = reader;
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| {
-        let name = match format {
-            Some(ImageFormat::Png) => "PNG",
-            _ => "JPEG",
-        };
-        format!("the {name} image cannot be decoded: {e}")
-    })?;
-    Ok(img.to_rgb8())
+    let cannot = |e: image::ImageError| format!("the {name} image cannot be decoded: {e}");
+    decoder.set_limits(limits).map_err(cannot)?;
+    Ok(DynamicImage::from_decoder(decoder)
+        .map_err(cannot)?
+        .to_rgb8())
 }
 
 impl ClassOutput {
@@ -658,38 +653,22 @@ impl ClassOutput {
                 .cloned()
                 .unwrap_or_default()
         };
-        let tensor = |shape: &[usize], t: TractResult<Tensor>| {
-            t.and_then(|t| t.into_shape(shape))
+        let ids = |cs: &[usize]| tensor1(&cs.iter().map(|&c| id(c)).collect::<Vec<_>>());
+        let names = |cs: &[usize]| tensor1(&cs.iter().map(|&c| label(c)).collect::<Vec<_>>());
+        let tensor = |shape: &[usize], t: Tensor| {
+            t.into_shape(shape)
                 .map(IntoTValue::into_tvalue)
                 .map_err(|e| format!("cannot build an output: {e}"))
         };
         self.emit
             .iter()
             .map(|e| match e {
-                Emit::Classes => tensor(
-                    &[batch],
-                    Ok(tensor1(&classes.iter().map(|&c| id(c)).collect::<Vec<_>>())),
-                ),
-                Emit::Labels => tensor(
-                    &[batch],
-                    Ok(tensor1(
-                        &classes.iter().map(|&c| label(c)).collect::<Vec<_>>(),
-                    )),
-                ),
-                Emit::Probabilities => tensor(&[batch, self.classes], Ok(tensor1(&probs))),
-                Emit::TopKClasses => tensor(
-                    &[batch, k],
-                    Ok(tensor1(
-                        &top_classes.iter().map(|&c| id(c)).collect::<Vec<_>>(),
-                    )),
-                ),
-                Emit::TopKProbabilities => tensor(&[batch, k], Ok(tensor1(&top_probs))),
-                Emit::TopKLabels => tensor(
-                    &[batch, k],
-                    Ok(tensor1(
-                        &top_classes.iter().map(|&c| label(c)).collect::<Vec<_>>(),
-                    )),
-                ),
+                Emit::Classes => tensor(&[batch], ids(&classes)),
+                Emit::Labels => tensor(&[batch], names(&classes)),
+                Emit::Probabilities => tensor(&[batch, self.classes], tensor1(&probs)),
+                Emit::TopKClasses => tensor(&[batch, k], ids(&top_classes)),
+                Emit::TopKProbabilities => tensor(&[batch, k], tensor1(&top_probs)),
+                Emit::TopKLabels => tensor(&[batch, k], names(&top_classes)),
             })
             .collect()
     }
