@@ -37,12 +37,7 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
     for spec in &loaded.signature.outputs {
         println!("  {spec}");
     }
-    if let Some(serving) = path
-        .parent()
-        .map(|dir| ServingSignature::load(dir, &loaded.signature))
-        .transpose()?
-        .flatten()
-    {
+    if let Some(serving) = ServingSignature::load(&path, &loaded.signature)? {
         println!("Serving signature ({}):", serving.file.display());
         for spec in &serving.public.inputs {
             println!("  input  {spec}");

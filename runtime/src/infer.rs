@@ -112,9 +112,7 @@ fn worker(plans: Plans, rx: Receiver<Job>) {
         let batch = common_batch(&job.inputs);
         let result = match (batch1.as_mut(), batch) {
             (Some(one), Some(1)) => one.run(job.inputs),
-            (Some(one), Some(n)) if n > 1 => {
-                run_split(one, &job.inputs, n).or_else(|_| any.run(job.inputs))
-            }
+            (Some(one), Some(n)) if n > 1 && plans.split_batches => run_split(one, &job.inputs, n),
             _ => any.run(job.inputs),
         };
         let result = result
@@ -137,7 +135,8 @@ fn common_batch(inputs: &[TValue]) -> Option<usize> {
 ///
 /// tract runs a batch slower than its instances one by one: EfficientNet-Lite0, batch 2 on the
 /// free-batch plan 553 ms vs 2 x 50 ms; even a plan made for batch 4 takes 392 ms vs 4 x 51 ms
-/// (BENCHMARKS.md). Outputs without the batch as first dimension fall back to the general plan.
+/// (BENCHMARKS.md). Only for plans whose outputs all keep the batch first (`Plans::split_batches`,
+/// decided at load).
 fn run_split(one: &mut Runner, inputs: &[TValue], n: usize) -> TractResult<TVec<TValue>> {
     let mut per_output: Vec<Vec<Tensor>> = Vec::new();
     for i in 0..n {
@@ -150,11 +149,6 @@ fn run_split(one: &mut Runner, inputs: &[TValue], n: usize) -> TractResult<TVec<
             per_output = vec![Vec::with_capacity(n); outputs.len()];
         }
         for (k, out) in outputs.into_iter().enumerate() {
-            anyhow::ensure!(
-                out.shape().first() == Some(&1),
-                "output {k} has shape {:?}, without a batch dimension to split along",
-                out.shape()
-            );
             per_output[k].push(out.into_tensor());
         }
     }

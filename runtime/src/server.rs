@@ -17,17 +17,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let dir = model_dir(&args.model_base_path, &args.model_name);
     let found = find_latest_version(&dir)
         .with_context(|| format!("cannot serve model '{}'", args.model_name))?;
-    let intra_op = if args.inference_threads == 0 {
-        compute_cores()
-    } else {
-        args.inference_threads
-    };
+    // 0 means "one per physical core" for both.
+    let or_cores = |n: usize| if n == 0 { compute_cores() } else { n };
+    let intra_op = or_cores(args.inference_threads);
     set_intra_op_threads(intra_op);
-    let workers = if args.inference_workers == 0 {
-        compute_cores()
-    } else {
-        args.inference_workers
-    };
+    let workers = or_cores(args.inference_workers);
 
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
@@ -124,10 +118,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 pub fn load_and_warm_up(found: &ModelVersion, workers: usize, queue: usize) -> Result<ServedModel> {
     let started = Instant::now();
     let loaded = load_onnx(&found.path)?;
-    let serving = match found.path.parent() {
-        Some(dir) => ServingSignature::load(dir, &loaded.signature)?.map(Arc::new),
-        None => None,
-    };
+    let serving = ServingSignature::load(&found.path, &loaded.signature)?.map(Arc::new);
     let inputs = zero_inputs(&loaded.signature, 1).context("cannot build warm-up inputs")?;
     let warm = Instant::now();
     // Batch 1 is what single requests run on: warm that plan.

@@ -23,6 +23,9 @@ pub type Plan = Arc<TypedRunnableModel>;
 pub struct Plans {
     pub any: Plan,
     pub batch1: Option<Plan>,
+    /// Whether a batch may run instance by instance on `batch1` (every output keeps the batch
+    /// as its first dimension), which tract does faster than the batch at once.
+    pub split_batches: bool,
 }
 
 impl Plans {
@@ -76,45 +79,30 @@ pub fn load_onnx(path: &Path) -> Result<LoadedModel, ModelError> {
         })
         .collect();
 
+    // Each input closed over its free dimensions; beside it, the same input with a free batch
+    // set to 1, for the batch-1 plan.
+    let batch: TDim = model.symbols.sym("batch").into();
+    let mut batch1_facts = Vec::with_capacity(input_names.len());
     for (ix, name) in input_names.iter().enumerate() {
         let fact = model.input_fact(ix).map_err(tract_err("parse"))?.clone();
         let fixed = close_input_fact(&model, name, fact)?;
+        let mut one = fixed.clone();
+        if one.shape.dim(0).and_then(|d| d.concretize()) == Some(batch.clone()) {
+            one.shape.set_dim(0, 1.into());
+            batch1_facts.push((ix, one));
+        }
         model
             .set_input_fact(ix, fixed)
             .map_err(tract_err("parse"))?;
     }
-
-    // The batch-1 specialization, from the same parsed graph.
-    let batch = model.symbols.sym("batch");
-    let batch1 = if input_names.is_empty() {
+    let batch1 = if batch1_facts.is_empty() {
         None
     } else {
         let mut one = model.clone();
-        let mut any_free = false;
-        for ix in 0..input_names.len() {
-            let fact = one.input_fact(ix).map_err(tract_err("parse"))?.clone();
-            let dims: Option<TVec<TDim>> = fact
-                .shape
-                .dims()
-                .enumerate()
-                .map(|(k, d)| {
-                    let d = d.concretize()?;
-                    Some(if k == 0 && d == TDim::Sym(batch.clone()) {
-                        any_free = true;
-                        TDim::Val(1)
-                    } else {
-                        d
-                    })
-                })
-                .collect();
-            let (Some(dims), Some(dt)) = (dims, fact.datum_type.concretize()) else {
-                any_free = false;
-                break;
-            };
-            one.set_input_fact(ix, InferenceFact::dt_shape(dt, dims))
-                .map_err(tract_err("parse"))?;
+        for (ix, fact) in batch1_facts {
+            one.set_input_fact(ix, fact).map_err(tract_err("parse"))?;
         }
-        any_free.then_some(one)
+        Some(one)
     };
 
     let typed = model.into_typed().map_err(tract_err("type"))?;
@@ -137,18 +125,32 @@ pub fn load_onnx(path: &Path) -> Result<LoadedModel, ModelError> {
         .map_err(tract_err("optimize"))?
         .into_runnable()
         .map_err(tract_err("plan"))?;
-    let batch1 = match batch1 {
-        Some(one) => Some(
+    let batch1 = batch1
+        .map(|one| {
             one.into_optimized()
                 .map_err(tract_err("optimize (batch 1)"))?
                 .into_runnable()
-                .map_err(tract_err("plan (batch 1)"))?,
-        ),
-        None => None,
-    };
+                .map_err(tract_err("plan (batch 1)"))
+        })
+        .transpose()?;
+    // A batch can run instance by instance only if every output keeps the batch first.
+    let split_batches = batch1.as_ref().is_some_and(|one| {
+        let model = one.model();
+        model.output_outlets().is_ok_and(|outlets| {
+            outlets.iter().all(|&o| {
+                model
+                    .outlet_fact(o)
+                    .is_ok_and(|f| f.shape.first() == Some(&TDim::Val(1)))
+            })
+        })
+    });
     Ok(LoadedModel {
         signature,
-        plan: Plans { any, batch1 },
+        plan: Plans {
+            any,
+            batch1,
+            split_batches,
+        },
         load_time: started.elapsed(),
     })
 }
@@ -265,6 +267,7 @@ mod tests {
         let b = loaded.plan.any.run(tvec![x.into_tvalue()]).unwrap();
         assert_eq!(a[0], b[0]);
         assert!(std::ptr::eq(loaded.plan.for_batch(Some(1)), one));
+        assert!(loaded.plan.split_batches);
         assert!(std::ptr::eq(
             loaded.plan.for_batch(Some(2)),
             &loaded.plan.any
@@ -275,5 +278,6 @@ mod tests {
     fn a_fixed_batch_needs_no_second_plan() {
         let loaded = load_onnx(&fixture("fixed_batch")).unwrap();
         assert!(loaded.plan.batch1.is_none());
+        assert!(!loaded.plan.split_batches);
     }
 }

@@ -158,9 +158,13 @@ pub struct ServingSignature {
 }
 
 impl ServingSignature {
-    /// Reads `signature.toml` from `dir` if there is one, checked against the model's signature.
-    pub fn load(dir: &Path, model: &Signature) -> Result<Option<ServingSignature>, ModelError> {
-        let file = dir.join(SIGNATURE_FILE);
+    /// Reads the `signature.toml` beside the ONNX file `model_path`, if there is one, checked
+    /// against the model's signature.
+    pub fn load(
+        model_path: &Path,
+        model: &Signature,
+    ) -> Result<Option<ServingSignature>, ModelError> {
+        let file = model_path.with_file_name(SIGNATURE_FILE);
         let text = match std::fs::read_to_string(&file) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
