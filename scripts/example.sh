@@ -15,6 +15,14 @@ step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 cleanup() { docker rm -f "$name" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
+# The article's docker run: the model folder bind-mounted as /models/resnet.
+run_mounted() {
+  cleanup
+  (set -x; docker run -d -p "$port:8501" --name "$name" \
+    --mount "type=bind,source=$dir/efficientnet,target=/models/resnet" \
+    -e MODEL_NAME=resnet -t "$1")
+}
+
 # Waits for AVAILABLE, then runs the article's client; prints its line, returns the latency.
 serve_and_predict() {
   for _ in $(seq 1 240); do
@@ -38,20 +46,14 @@ step "builder cpu: what this CPU offers"
 step "portable image (the article's generic tensorflow/serving)"
 portable_devel=$("$builder" devel --target-cpu portable)
 portable=$("$builder" serve-image --devel-image "$portable_devel")
-cleanup
-(set -x; docker run -d -p "$port:8501" --name "$name" \
-  --mount "type=bind,source=$dir/efficientnet,target=/models/resnet" \
-  -e MODEL_NAME=resnet -t "$portable")
+run_mounted "$portable"
 generic_ms=$(serve_and_predict)
 docker logs "$name" 2>&1 | grep -m1 "not compiled to use" || true
 
 step "optimized image: runtime compiled for this CPU"
 devel=$("$builder" devel)
 optimized=$("$builder" serve-image --devel-image "$devel")
-cleanup
-(set -x; docker run -d -p "$port:8501" --name "$name" \
-  --mount "type=bind,source=$dir/efficientnet,target=/models/resnet" \
-  -e MODEL_NAME=resnet -t "$optimized")
+run_mounted "$optimized"
 optimized_ms=$(serve_and_predict)
 if docker logs "$name" 2>&1 | grep -q "not compiled to use"; then
   echo "example: the optimized runtime still reports unused instructions" >&2
