@@ -208,7 +208,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
             let devel_opts = DevelOptions {
                 tag: Some(devel.clone()),
                 target_cpu: target,
-                lto: Lto::Off,
+                lto: Lto::default(),
                 base_image: opts.base_image.clone(),
                 network: opts.network.clone(),
                 no_cache: false,

@@ -67,10 +67,14 @@ pub fn serving_tag_for(devel_tag: &str) -> String {
     }
 }
 
-/// Link-time optimization of the devel build: `off` rebuilds fast; `thin` and `fat` relink
-/// every crate (tract included) after any source change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Link-time optimization of the devel build. `local` (cargo's `lto = false`: each crate's
+/// codegen units optimized together) serves as fast as `thin` and rebuilds a source change in
+/// seconds; `off` (none at all) serves ~1.3x slower; `thin` and `fat` relink every crate (tract
+/// included) after any source change. Figures in BENCHMARKS.md.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lto {
+    #[default]
+    Local,
     Off,
     Thin,
     Fat,
@@ -80,6 +84,7 @@ impl Lto {
     /// (cargo's `lto` value, codegen units)
     fn profile(self) -> (&'static str, &'static str) {
         match self {
+            Lto::Local => ("false", "16"),
             Lto::Off => ("off", "16"),
             Lto::Thin => ("thin", "16"),
             Lto::Fat => ("fat", "1"),

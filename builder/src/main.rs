@@ -38,11 +38,12 @@ enum Cmd {
         /// native (this CPU), portable (any x86-64), x86-64-v2|v3|v4, or a rustc CPU name.
         #[arg(long, default_value = "native", value_parser = TargetCpu::parse)]
         target_cpu: TargetCpu,
-        /// Link-time optimization. off (default): a source change rebuilds in well under a
-        /// minute. thin: cross-crate LTO, relinks all of tract for minutes on every source change
-        /// and gives a larger binary here. fat (one codegen unit): the slowest build, for a final
-        /// release image. Figures in BENCHMARKS.md.
-        #[arg(long, value_enum, default_value_t = Lto::Off)]
+        /// Link-time optimization. local (default; cargo's `lto = false`): each crate optimized
+        /// across its codegen units; serves as fast as thin here and a source change rebuilds in
+        /// well under a minute. off: none at all, ~1.3x slower serving (for comparison). thin:
+        /// cross-crate, relinks all of tract for minutes on every source change. fat (one codegen
+        /// unit): the slowest build. Figures in BENCHMARKS.md.
+        #[arg(long, value_enum, default_value_t = Lto::Local)]
         lto: Lto,
         /// Image to build on. The default is made locally by `make base-image` (no registry);
         /// with registry access, debian:bookworm works too.

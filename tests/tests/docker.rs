@@ -45,7 +45,7 @@ fn devel_image() -> &'static Result<String, String> {
             let opts = DevelOptions {
                 tag: Some(DEVEL_TAG.into()),
                 target_cpu: TargetCpu::Native,
-                lto: Lto::Off,
+                lto: Lto::default(),
                 base_image: DEFAULT_BASE_IMAGE.into(),
                 network: Some("host".into()),
                 no_cache: false,
