@@ -58,7 +58,7 @@ bench-images: builder test-models base-image ## cold/warm devel build, serving i
 	$(PY) scripts/bench_images.py $(MODELS) --write $(CURDIR)/BENCHMARKS.md
 
 bench-ort: images example-model ## our optimized image vs an onnxruntime server, same model and request (benchmark tooling only)
-	$(PY) scripts/bench_vs_ort.py $(EXAMPLE_DIR)/efficientnet $(EXAMPLE_DIR)/cat.jpg
+	$(PY) scripts/bench_servers.py $(EXAMPLE_DIR)/efficientnet $(EXAMPLE_DIR)/cat.jpg
 
 fmt: ## format the code
 	$(CARGO) fmt --all

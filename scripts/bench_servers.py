@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
-"""Our serving image against an onnxruntime server (scripts/ort_server.py), same model, same request.
+"""Serving contenders side by side: the same model, the same request, interleaved.
 
-Starts the image (default: $USER/onnx-serving, the one optimized for this CPU) with the model
-bind-mounted and the onnxruntime server beside it, then sends the article's request (the photo as
-b64 JPEG) to both, in rounds of C concurrent requests, one server then the other, the order
-alternating, so the machine's noise hits both alike. Prints p50 latency and throughput per
-concurrency and the ratios. Benchmark tooling only: onnxruntime is never a product dependency.
+Contenders (each started with the model served as `resnet`, the article's name):
+  --image TAG        one of our serving images (docker run, model bind-mounted)
+  --binary PATH      a `runtime` binary on this host (a build-setting experiment)
+  --ort              scripts/ort_server.py: the same API answered by onnxruntime (benchmark
+                     tooling only; onnxruntime is never a product dependency)
+With none given: $USER/onnx-serving and --ort (what `make bench-ort` runs).
+--args "..." is passed to every runtime of ours (e.g. "--enable_batching --max_batch_size 4").
 
-Usage: bench_vs_ort.py MODEL_DIR PHOTO [--image TAG] [-n 40] [--concurrency 1,4] [--ort-threads N]
+Sends the article's request (the photo as b64 JPEG) in rounds of C concurrent requests, one
+contender after the other, the order rotating each round, so the machine's noise hits all alike.
+Prints p50/p90 latency and throughput per concurrency, with ratios to the first contender.
+
+Usage: bench_servers.py MODEL_DIR PHOTO [contenders] [-n 40] [--concurrency 1,4] [--ort-threads N]
 """
 import argparse
 import base64
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -28,27 +35,28 @@ def post(port, body):
         return json.loads(r.read())
 
 
-def wait(port, what, proc=None):
-    for _ in range(600):
+def wait(c):
+    for _ in range(900):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/resnet", timeout=2) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{c['port']}/v1/models/resnet", timeout=2) as r:
                 if b"AVAILABLE" in r.read():
                     return
         except OSError:
             pass
-        if proc is not None and proc.poll() is not None:
-            sys.exit(f"bench_vs_ort: {what} exited")
+        if c.get("proc") is not None and c["proc"].poll() is not None:
+            sys.exit(f"bench_servers: {c['label']} exited")
         time.sleep(0.2)
-    sys.exit(f"bench_vs_ort: {what} never became AVAILABLE")
+    sys.exit(f"bench_servers: {c['label']} never became AVAILABLE")
 
 
-def rounds(ports, body, n, conc):
-    lat = {p: [] for p in ports}
-    busy = {p: 0.0 for p in ports}
-    classes = {}
+def rounds(contenders, body, n, conc):
+    lat = [[] for _ in contenders]
+    busy = [0.0 for _ in contenders]
+    classes = [None for _ in contenders]
     for r in range((n + conc - 1) // conc):
-        order = ports if r % 2 == 0 else list(reversed(ports))
-        for port in order:
+        k = r % len(contenders)
+        for i in list(range(k, len(contenders))) + list(range(k)):
+            port = contenders[i]["port"]
             out = []
 
             def one():
@@ -60,58 +68,87 @@ def rounds(ports, body, n, conc):
             threads = [threading.Thread(target=one) for _ in range(conc)]
             [t.start() for t in threads]
             [t.join() for t in threads]
-            busy[port] += time.perf_counter() - start
+            busy[i] += time.perf_counter() - start
+            if len(out) != conc:
+                sys.exit(f"bench_servers: {contenders[i]['label']} failed a request")
             for dt, answer in out:
-                lat[port].append(dt * 1000)
-                classes[port] = answer["predictions"][0]["classes"]
+                lat[i].append(dt * 1000)
+                p = answer["predictions"][0]
+                classes[i] = p["classes"] if isinstance(p, dict) else p
     return lat, busy, classes
 
 
-def p50(v):
+def pct(v, q):
     v = sorted(v)
-    return v[(len(v) + 1) // 2 - 1]
+    return v[min(len(v) - 1, max(0, int(round(q * len(v) + 0.5)) - 1))]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model_dir")
     ap.add_argument("photo")
-    user = "".join(c for c in (os.environ.get("USER") or os.environ.get("LOGNAME") or "").lower()
-                   if c.isalnum() or c in "._-") or "local"  # as builder names its images
-    ap.add_argument("--image", default=f"{user}/onnx-serving")
-    ap.add_argument("-n", type=int, default=40)
+    ap.add_argument("--image", action="append", default=[], help="a serving image of ours")
+    ap.add_argument("--binary", action="append", default=[], help="a runtime binary on this host")
+    ap.add_argument("--ort", action="store_true", help="an onnxruntime server (scripts/ort_server.py)")
+    ap.add_argument("--args", default="", help="extra flags for every runtime of ours")
+    ap.add_argument("-n", type=int, default=40, help="requests per contender and concurrency")
     ap.add_argument("--concurrency", default="1,4")
     ap.add_argument("--ort-threads", type=int, default=0)
     args = ap.parse_args()
+    if not (args.image or args.binary or args.ort):
+        user = "".join(c for c in (os.environ.get("USER") or os.environ.get("LOGNAME") or "").lower()
+                       if c.isalnum() or c in "._-") or "local"  # as builder names its images
+        args.image, args.ort = [f"{user}/onnx-serving"], True
     model_dir = os.path.abspath(args.model_dir)
     body = json.dumps({"instances": [{"b64": base64.b64encode(open(args.photo, "rb").read()).decode()}]}).encode()
+    extra = shlex.split(args.args)
 
-    ours_port, ort_port = 8611, 8612
-    name = "onnx-serving-vs-ort"
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-    subprocess.run(["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{ours_port}:8501",
-                    "--mount", f"type=bind,source={model_dir},target=/models/resnet",
-                    "-e", "MODEL_NAME=resnet", args.image], check=True, capture_output=True)
-    ort_proc = subprocess.Popen([sys.executable, os.path.join(HERE, "ort_server.py"), model_dir,
-                                 "--port", str(ort_port), "--threads", str(args.ort_threads)])
+    contenders = []
+    port = 8611
     try:
-        wait(ours_port, args.image)
-        wait(ort_port, "ort_server.py", ort_proc)
-        for port in (ours_port, ort_port):
+        for i, image in enumerate(args.image):
+            name = f"onnx-serving-bench-{i}"
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+            subprocess.run(["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8501",
+                            "--mount", f"type=bind,source={model_dir},target=/models/resnet",
+                            "-e", "MODEL_NAME=resnet", image, *extra], check=True, capture_output=True)
+            contenders.append({"label": image, "port": port, "container": name})
+            port += 1
+        for binary in args.binary:
+            proc = subprocess.Popen([binary, "--rest_api_host", "127.0.0.1", "--rest_api_port", str(port),
+                                     "--model_name", "resnet", "--model_base_path", model_dir, *extra],
+                                    stderr=subprocess.DEVNULL)
+            contenders.append({"label": binary, "port": port, "proc": proc})
+            port += 1
+        if args.ort:
+            proc = subprocess.Popen([sys.executable, os.path.join(HERE, "ort_server.py"), model_dir,
+                                     "--port", str(port), "--threads", str(args.ort_threads)])
+            contenders.append({"label": f"onnxruntime (threads {args.ort_threads or 'default'})",
+                               "port": port, "proc": proc})
+        for c in contenders:
+            wait(c)
             for _ in range(3):
-                post(port, body)
-        print(f"{args.n} requests per server and concurrency; {args.image} vs onnxruntime "
-              f"(ort_server.py, intra-op threads {args.ort_threads or 'default'}); the photo as b64 JPEG\n")
-        print(f"{'conc':>4} {'ours p50':>10} {'ort p50':>10} {'p50 ratio':>10} {'ours req/s':>11} {'ort req/s':>10} {'req/s ratio':>12}  classes")
+                post(c["port"], body)
+        print(f"{args.n} requests per contender and concurrency, the photo as b64 JPEG; "
+              f"ratios against the first contender{' ; our flags: ' + args.args if args.args else ''}\n")
+        for i, c in enumerate(contenders):
+            print(f"  [{i}] {c['label']}")
+        print()
+        print(f"{'conc':>4} {'#':>2} {'p50':>9} {'p90':>9} {'req/s':>7} {'p50 ratio':>9} {'req/s ratio':>11}  class")
         for conc in [int(c) for c in args.concurrency.split(",")]:
-            lat, busy, classes = rounds([ours_port, ort_port], body, args.n, conc)
-            o, r = p50(lat[ours_port]), p50(lat[ort_port])
-            to, tr = len(lat[ours_port]) / busy[ours_port], len(lat[ort_port]) / busy[ort_port]
-            print(f"{conc:>4} {o:>8.1f} ms {r:>7.1f} ms {o / r:>9.2f}x {to:>11.2f} {tr:>10.2f} {to / tr:>11.2f}x  "
-                  f"{classes[ours_port]} / {classes[ort_port]}")
+            lat, busy, classes = rounds(contenders, body, args.n, conc)
+            base_p50, base_rate = pct(lat[0], 0.5), len(lat[0]) / busy[0]
+            for i in range(len(contenders)):
+                p50, p90, rate = pct(lat[i], 0.5), pct(lat[i], 0.9), len(lat[i]) / busy[i]
+                print(f"{conc:>4} {i:>2} {p50:>6.1f} ms {p90:>6.1f} ms {rate:>7.2f} {p50 / base_p50:>8.2f}x "
+                      f"{rate / base_rate:>10.2f}x  {classes[i]}")
     finally:
-        ort_proc.terminate()
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        for c in contenders:
+            if "proc" in c:
+                c["proc"].terminate()
+                c["proc"].wait()
+            if "container" in c:
+                subprocess.run(["docker", "rm", "-f", c["container"]], capture_output=True)
 
 
 if __name__ == "__main__":
