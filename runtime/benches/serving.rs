@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use runtime::api::codec::tensors_from_instances;
 use runtime::api::request::parse_predict_request;
+use runtime::infer::Batching;
 use runtime::model::{
-    find_latest_version, load_onnx, zero_inputs, DType, Dim, Signature, TensorSpec,
+    find_latest_version, load_onnx, load_onnx_batched, zero_inputs, DType, Dim, Signature,
+    TensorSpec,
 };
-use runtime::server::load_and_warm_up;
+use runtime::server::{load_and_warm_up, PoolOptions};
 use runtime::{AppState, Limits, ModelState};
 use tract_onnx::prelude::*;
 
@@ -52,7 +54,11 @@ fn parse_args() -> Result<Args> {
         }
     }
     if args.names.is_empty() {
-        args.names = vec!["resnet50".into(), "squeezenet".into()];
+        args.names = vec![
+            "efficientnet".into(),
+            "resnet50".into(),
+            "squeezenet".into(),
+        ];
     }
     Ok(args)
 }
@@ -87,6 +93,38 @@ fn main() -> Result<()> {
         let row = rt.block_on(bench_model(&dir, name, args.requests))?;
         report.push_str(&row);
     }
+    report.push_str(&format!(
+        "\n### Engine alone: batch size and intra-op threads\n\n\
+         tract's run on a plan made for each batch size (what `--enable_batching` runs merged \
+         requests on), milliseconds per instance, p50 of {ROUNDS} rounds taken in turn; 1 thread \
+         vs {threads} (`--inference_threads`).\n\n"
+    ));
+    report.push_str(
+        "| model | threads | batch 1 | batch 2 | batch 4 | batch 8 | best batch vs batch 1 |\n",
+    );
+    report.push_str("|---|---|---|---|---|---|---|\n");
+    for name in &args.names {
+        let dir = args.models.join(name);
+        if dir.exists() {
+            report.push_str(&engine_rows(&dir, name, threads)?);
+        }
+    }
+    runtime::infer::set_intra_op_threads(threads);
+    report.push_str(&format!(
+        "\n### Dynamic batching, served\n\n\
+         Two in-process servers on the same model ({threads} workers, {threads} intra-op \
+         threads), one plain, one with `--enable_batching --max_batch_size 8 \
+         --batch_timeout_micros {BATCH_TIMEOUT_MICROS}`; rounds of C concurrent `:predict` requests \
+         (batch 1 each), the two servers in turn, order alternating.\n\n"
+    ));
+    report.push_str("| model | concurrency | plain req/s | batching req/s | ratio | plain p50 | batching p50 |\n");
+    report.push_str("|---|---|---|---|---|---|---|\n");
+    for name in &args.names {
+        let dir = args.models.join(name);
+        if dir.exists() {
+            report.push_str(&rt.block_on(batching_rows(&dir, name, threads, args.requests))?);
+        }
+    }
     let (parse, convert) = decode_time(50)?;
     report.push_str(&format!(
         "\nJSON decode of a 1x224x224x3 float32 `instances` body ({:.2} MB): parse {:.2} ms, parse + tensor {:.2} ms (p50 of 50).\n",
@@ -105,7 +143,7 @@ fn main() -> Result<()> {
 async fn bench_model(dir: &Path, name: &str, n: usize) -> Result<String> {
     let found = find_latest_version(dir)?;
     let direct = load_onnx(&found.path)?;
-    let served = load_and_warm_up(&found, 1, 4)?;
+    let served = load_and_warm_up(&found, &PoolOptions::new(1, 4))?;
     let signature = served.signature.clone();
     let state = AppState::new(
         name,
@@ -158,6 +196,143 @@ async fn bench_model(dir: &Path, name: &str, n: usize) -> Result<String> {
         ms(mean(&direct_times)),
         ms(mean(&served_times)),
     ))
+}
+
+const ROUNDS: usize = 7;
+const BATCH_SIZES: [usize; 4] = [1, 2, 4, 8];
+const BATCH_TIMEOUT_MICROS: u64 = 2000;
+
+/// Per-instance time of tract's run at each batch size, with 1 and `threads` intra-op threads.
+fn engine_rows(dir: &Path, name: &str, threads: usize) -> Result<String> {
+    let found = find_latest_version(dir)?;
+    let loaded = load_onnx_batched(&found.path, &BATCH_SIZES)?;
+    if loaded.plan.batch_sizes().next().is_none() {
+        return Ok(format!(
+            "| {name} | - | fixed batch: no batch plans | | | | |\n"
+        ));
+    }
+    let one = random_input(&loaded.signature)?;
+    let mut rows = String::new();
+    let mut thread_counts = vec![1];
+    if threads > 1 {
+        thread_counts.push(threads);
+    }
+    for t in thread_counts {
+        runtime::infer::set_intra_op_threads(t);
+        let inputs: Vec<(usize, TVec<TValue>)> = BATCH_SIZES
+            .iter()
+            .map(|&n| {
+                let parts = vec![one.clone(); n];
+                Ok((n, tvec!(Tensor::stack_tensors(0, &parts)?.into_tvalue())))
+            })
+            .collect::<Result<_>>()?;
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); BATCH_SIZES.len()];
+        for round in 0..=ROUNDS {
+            for (k, (n, x)) in inputs.iter().enumerate() {
+                let plan = loaded.plan.for_batch(Some(*n));
+                let t = Instant::now();
+                plan.run(x.clone())?;
+                if round > 0 {
+                    // round 0 warms each plan up
+                    times[k].push(t.elapsed() / *n as u32);
+                }
+            }
+        }
+        let per: Vec<Duration> = times.iter().map(|t| p50(t)).collect();
+        let best = per.iter().skip(1).min().copied().unwrap_or(per[0]);
+        rows.push_str(&format!(
+            "| {name} | {t} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}x |\n",
+            ms(per[0]),
+            ms(per[1]),
+            ms(per[2]),
+            ms(per[3]),
+            per[0].as_secs_f64() / best.as_secs_f64()
+        ));
+    }
+    Ok(rows)
+}
+
+/// Throughput of a plain server and a batching one on the same model at concurrency 1, 4, 16.
+async fn batching_rows(dir: &Path, name: &str, threads: usize, n: usize) -> Result<String> {
+    let found = find_latest_version(dir)?;
+    let plain = PoolOptions::new(threads, 64);
+    let mut batched = plain.clone();
+    batched.batching = Some(
+        Batching::new(8, Duration::from_micros(BATCH_TIMEOUT_MICROS), &[])
+            .map_err(anyhow::Error::msg)?,
+    );
+    let mut ports = Vec::new();
+    let mut signature = None;
+    for pool in [&plain, &batched] {
+        let served = load_and_warm_up(&found, pool)?;
+        signature = Some(served.signature.clone());
+        let state = AppState::new(
+            name,
+            ModelState::Available(Arc::new(served)),
+            Limits::default(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        ports.push(listener.local_addr()?.port());
+        tokio::spawn(async move { axum::serve(listener, runtime::app(state)).await });
+    }
+    let body = Arc::new(instances_body(&random_input(
+        &signature.context("no signature")?,
+    )?)?);
+    let path = Arc::new(format!("/v1/models/{name}:predict"));
+    let mut rows = String::new();
+    for conc in [1usize, 4, 16] {
+        let (body, path, ports) = (body.clone(), path.clone(), ports.clone());
+        let rounds = n.div_ceil(conc).max(3);
+        let stats = tokio::task::spawn_blocking(move || -> Result<_> {
+            // per server: (busy time, latencies)
+            let mut stats = vec![(Duration::ZERO, Vec::new()); 2];
+            for round in 0..=rounds {
+                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for s in order {
+                    let started = Instant::now();
+                    let latencies = std::thread::scope(|scope| {
+                        let handles: Vec<_> = (0..conc)
+                            .map(|_| {
+                                scope.spawn(|| -> Result<Duration> {
+                                    let mut client = Client::connect(ports[s])?;
+                                    let t = Instant::now();
+                                    let answer = client.post(&path, &body)?;
+                                    if !answer.starts_with(b"{\"predictions\"") {
+                                        bail!(
+                                            "unexpected answer: {}",
+                                            String::from_utf8_lossy(
+                                                &answer[..answer.len().min(200)]
+                                            )
+                                        );
+                                    }
+                                    Ok(t.elapsed())
+                                })
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().map_err(|_| anyhow::anyhow!("client panicked"))?)
+                            .collect::<Result<Vec<_>>>()
+                    })?;
+                    if round > 0 {
+                        stats[s].0 += started.elapsed();
+                        stats[s].1.extend(latencies);
+                    }
+                }
+            }
+            Ok(stats)
+        })
+        .await??;
+        let rate = |(busy, lat): &(Duration, Vec<Duration>)| lat.len() as f64 / busy.as_secs_f64();
+        let (plain_rate, batched_rate) = (rate(&stats[0]), rate(&stats[1]));
+        rows.push_str(&format!(
+            "| {name} | {conc} | {plain_rate:.1} | {batched_rate:.1} | {:.2}x | {:.1} ms | {:.1} ms |\n",
+            batched_rate / plain_rate,
+            ms(p50(&stats[0].1)),
+            ms(p50(&stats[1].1)),
+        ));
+    }
+    Ok(rows)
 }
 
 /// Deterministic pseudo-random values in [0, 1) of the first input's shape at batch 1.

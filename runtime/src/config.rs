@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::infer::Batching;
+
 /// Environment variables, one per flag. `MODEL_NAME` and `MODEL_BASE_PATH` are the ones the
 /// official TF Serving image reads; the rest carry our prefix so they cannot clash with a
 /// platform's own `PORT`.
@@ -19,6 +21,10 @@ pub mod env {
     pub const INFERENCE_WORKERS: &str = "ONNX_SERVING_INFERENCE_WORKERS";
     pub const MAX_BODY_BYTES: &str = "ONNX_SERVING_MAX_BODY_BYTES";
     pub const QUEUE_CAPACITY: &str = "ONNX_SERVING_QUEUE_CAPACITY";
+    pub const ENABLE_BATCHING: &str = "ONNX_SERVING_ENABLE_BATCHING";
+    pub const MAX_BATCH_SIZE: &str = "ONNX_SERVING_MAX_BATCH_SIZE";
+    pub const BATCH_TIMEOUT_MICROS: &str = "ONNX_SERVING_BATCH_TIMEOUT_MICROS";
+    pub const ALLOWED_BATCH_SIZES: &str = "ONNX_SERVING_ALLOWED_BATCH_SIZES";
     pub const HEALTHCHECK_URL: &str = "ONNX_SERVING_HEALTHCHECK_URL";
     /// Log filter, `tracing` syntax (`info`, `runtime=debug`, ...).
     pub const LOG: &str = "ONNX_SERVING_LOG";
@@ -90,6 +96,37 @@ pub struct ServeArgs {
     /// Requests that may wait for a worker; past that, 429.
     #[arg(long = "queue_capacity", alias = "queue-capacity", env = env::QUEUE_CAPACITY, default_value_t = 64)]
     pub queue_capacity: usize,
+    /// Merge concurrent requests into one batched run (TF Serving's --enable_batching). Off by
+    /// default: tract runs a batch no faster per instance than single runs for most CNNs
+    /// (BENCHMARKS.md, Dynamic batching), and each allowed size costs a plan at load.
+    #[arg(long = "enable_batching", alias = "enable-batching", env = env::ENABLE_BATCHING)]
+    pub enable_batching: bool,
+    /// Most instances one batched run may hold (with --enable_batching).
+    #[arg(long = "max_batch_size", alias = "max-batch-size", env = env::MAX_BATCH_SIZE, default_value_t = 8)]
+    pub max_batch_size: usize,
+    /// How long a worker holding a request waits for more to join its batch, in microseconds
+    /// (with --enable_batching; 0: merge only what is already queued).
+    #[arg(long = "batch_timeout_micros", alias = "batch-timeout-micros", env = env::BATCH_TIMEOUT_MICROS, default_value_t = 0)]
+    pub batch_timeout_micros: u64,
+    /// Batch sizes that get a plan of their own, comma-separated; a merged batch is padded up to
+    /// the next one [default: powers of two below --max_batch_size, and it].
+    #[arg(long = "allowed_batch_sizes", alias = "allowed-batch-sizes", env = env::ALLOWED_BATCH_SIZES, value_delimiter = ',')]
+    pub allowed_batch_sizes: Vec<usize>,
+}
+
+impl ServeArgs {
+    /// The batching settings, when --enable_batching is on.
+    pub fn batching(&self) -> Result<Option<Batching>, String> {
+        if !self.enable_batching {
+            return Ok(None);
+        }
+        Batching::new(
+            self.max_batch_size,
+            std::time::Duration::from_micros(self.batch_timeout_micros),
+            &self.allowed_batch_sizes,
+        )
+        .map(Some)
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -6,11 +6,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{compute_cores, model_dir, ServeArgs};
-use crate::infer::{set_intra_op_threads, InferencePool};
-use crate::model::{find_latest_version, load_onnx, zero_inputs, ModelVersion, ServingSignature};
+use crate::infer::{set_intra_op_threads, Batching, InferencePool};
+use crate::model::{
+    find_latest_version, load_onnx_batched, zero_inputs, ModelVersion, ServingSignature,
+};
 use crate::state::{AppState, Limits, ModelState, ServedModel};
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
@@ -22,6 +24,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let intra_op = or_cores(args.inference_threads);
     set_intra_op_threads(intra_op);
     let workers = or_cores(args.inference_workers);
+    let batching = args.batching().map_err(anyhow::Error::msg)?;
+    let pool = PoolOptions {
+        workers,
+        queue: args.queue_capacity,
+        batching,
+    };
 
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
@@ -61,8 +69,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 
     let (failed_tx, failed_rx) = watch::channel(None::<String>);
     let loader_state = state.clone();
-    let queue = args.queue_capacity;
-    tokio::task::spawn_blocking(move || match load_and_warm_up(&found, workers, queue) {
+    if let Some(b) = &pool.batching {
+        info!(
+            "Dynamic batching: up to {} instances per run, batch sizes {:?}, waiting up to {} µs for a batch to fill",
+            b.max_batch_size,
+            b.allowed_batch_sizes,
+            b.timeout.as_micros()
+        );
+    }
+    tokio::task::spawn_blocking(move || match load_and_warm_up(&found, &pool) {
         Ok(model) => {
             // Publish the model before saying so: clients (and tests) act on this log line.
             let model = Arc::new(model);
@@ -114,24 +129,59 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// How a model's runs are scheduled.
+#[derive(Clone, Debug)]
+pub struct PoolOptions {
+    /// Inference threads (runs that may proceed at once).
+    pub workers: usize,
+    /// Requests that may wait for a worker.
+    pub queue: usize,
+    pub batching: Option<Batching>,
+}
+
+impl PoolOptions {
+    /// `workers` threads, a queue of `queue`, no batching.
+    pub fn new(workers: usize, queue: usize) -> PoolOptions {
+        PoolOptions {
+            workers,
+            queue,
+            batching: None,
+        }
+    }
+}
+
 /// Parses, optimizes and runs the model once on zeros, so the first request is not the slow one.
-pub fn load_and_warm_up(found: &ModelVersion, workers: usize, queue: usize) -> Result<ServedModel> {
+pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<ServedModel> {
     let started = Instant::now();
-    let loaded = load_onnx(&found.path)?;
+    let sizes = pool
+        .batching
+        .as_ref()
+        .map_or(&[][..], |b| &b.allowed_batch_sizes[..]);
+    let loaded = load_onnx_batched(&found.path, sizes)?;
+    if pool.batching.is_some() && loaded.plan.batch_sizes().next().is_none() {
+        warn!(
+            "--enable_batching has no effect on this model: its batch dimension is fixed, or an \
+             output does not keep it first"
+        );
+    }
     let serving = ServingSignature::load(&found.path, &loaded.signature)?.map(Arc::new);
-    let inputs = zero_inputs(&loaded.signature, 1).context("cannot build warm-up inputs")?;
-    let warm = Instant::now();
-    // Batch 1 is what single requests run on: warm that plan.
-    loaded
-        .plan
-        .for_batch(Some(1))
-        .run(inputs)
-        .map_err(|e| anyhow::anyhow!("warm-up run on zeros failed: {e:#}"))?;
-    info!(
-        "Warm-up run took {:.1} ms",
-        warm.elapsed().as_secs_f64() * 1000.0
-    );
-    let pool = InferencePool::start(loaded.plan, workers, queue)
+    // Batch 1 is what single requests run on: warm that plan, and those of the batch sizes.
+    let mut batches = vec![1];
+    batches.extend(loaded.plan.batch_sizes());
+    for n in batches {
+        let inputs = zero_inputs(&loaded.signature, n).context("cannot build warm-up inputs")?;
+        let warm = Instant::now();
+        loaded
+            .plan
+            .for_batch(Some(n))
+            .run(inputs)
+            .map_err(|e| anyhow::anyhow!("warm-up run on zeros (batch {n}) failed: {e:#}"))?;
+        info!(
+            "Warm-up run (batch {n}) took {:.1} ms",
+            warm.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    let pool = InferencePool::start(loaded.plan, pool.workers, pool.queue, pool.batching.clone())
         .context("cannot start inference threads")?;
     Ok(ServedModel {
         version: found.version,

@@ -574,3 +574,83 @@ async fn concurrent_requests_all_get_their_own_answer() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batching_merges_concurrent_requests_and_answers_each_its_own() {
+    use runtime::infer::Batching;
+    use runtime::server::{load_and_warm_up, PoolOptions};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    // One worker that waits up to 300 ms for a batch of 4 to fill: concurrent requests must
+    // share runs. Requests of 1 and 2 instances, each with its own values.
+    let found = runtime::model::find_latest_version(&models().join("linear")).unwrap();
+    let pool = PoolOptions {
+        batching: Some(Batching::new(4, Duration::from_millis(300), &[]).unwrap()),
+        ..PoolOptions::new(1, 64)
+    };
+    let model = Arc::new(load_and_warm_up(&found, &pool).expect("model loads"));
+    let app = runtime::app(AppState::new(
+        "linear",
+        ModelState::Available(model.clone()),
+        Limits::default(),
+    ));
+    let requests = (0..12).map(|i| {
+        let app = app.clone();
+        async move {
+            let body = if i % 3 == 0 {
+                json!({"instances": [[i, 0, 0, 0], [i + 100, 0, 0, 0]]})
+            } else {
+                json!({"instances": [[i, 0, 0, 0]]})
+            };
+            (
+                i,
+                post(&app, "/v1/models/linear:predict", &body.to_string()).await,
+            )
+        }
+    });
+    for (i, (status, got)) in join_all(requests).await {
+        assert_eq!(status, StatusCode::OK, "{got}");
+        // row = x * W[0] + b = [0.5, x*0.1 - 1, x*0.2 + 2]
+        let row = |x: f64| json!([0.5, x * 0.1 - 1.0, x * 0.2 + 2.0]);
+        let want = if i % 3 == 0 {
+            json!([row(i as f64), row(i as f64 + 100.0)])
+        } else {
+            json!([row(i as f64)])
+        };
+        assert_close(&got["predictions"], &want, 1e-4);
+    }
+    let stats = model.pool.stats();
+    assert_eq!(stats.requests, 12, "{stats:?}");
+    assert!(
+        stats.runs < stats.requests,
+        "no request was merged into another's run: {stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn batching_is_a_no_op_for_a_fixed_batch_model() {
+    use runtime::infer::Batching;
+    use runtime::server::PoolOptions;
+    use std::time::Duration;
+
+    let pool = PoolOptions {
+        batching: Some(Batching::new(4, Duration::from_millis(10), &[]).unwrap()),
+        ..PoolOptions::new(1, 64)
+    };
+    let app = app_pooled(
+        &models().join("fixed_batch"),
+        "fixed_batch",
+        &pool,
+        Limits::default(),
+    );
+    let want = expected("fixed_batch");
+    let (status, got) = post(
+        &app,
+        "/v1/models/fixed_batch:predict",
+        &json!({"instances": want["inputs"]["x"]}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_close(&got["predictions"], &want["outputs"]["y"], 1e-6);
+}

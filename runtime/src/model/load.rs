@@ -13,28 +13,39 @@ use super::ModelError;
 /// An optimized tract plan, shared by the inference workers.
 pub type Plan = Arc<TypedRunnableModel>;
 
-/// A model's plans: one for any batch size and, when the batch is free, one optimized for a
-/// batch of 1.
+/// A model's plans: one for any batch size and, when the batch is free, plans optimized for
+/// concrete batch sizes (always 1; more for dynamic batching).
 ///
 /// tract optimizes much better with concrete shapes: EfficientNet-Lite0 with a symbolic batch
 /// runs in ~330 ms, the same graph with batch 1 in ~55 ms (this machine, BENCHMARKS.md). Single
-/// requests, the common case, get the concrete plan; batches the general one.
+/// requests, the common case, get the batch-1 plan; other batches the general one, or a concrete
+/// one when dynamic batching asked for it.
 #[derive(Clone)]
 pub struct Plans {
     pub any: Plan,
-    pub batch1: Option<Plan>,
-    /// Whether a batch may run instance by instance on `batch1` (every output keeps the batch
-    /// as its first dimension), which tract does faster than the batch at once.
-    pub split_batches: bool,
+    /// (batch size, plan), ascending by size; empty when the model fixes its batch.
+    pub fixed: Vec<(usize, Plan)>,
+    /// Whether every output keeps the batch as its first dimension, so a batch may be run
+    /// instance by instance, or several requests merged into one batch and split again.
+    pub batch_first: bool,
 }
 
 impl Plans {
     /// The plan to run inputs whose first dimension is `batch`.
     pub fn for_batch(&self, batch: Option<usize>) -> &Plan {
-        match (&self.batch1, batch) {
-            (Some(p), Some(1)) => p,
-            _ => &self.any,
-        }
+        batch
+            .and_then(|b| self.fixed.iter().find(|(n, _)| *n == b))
+            .map_or(&self.any, |(_, p)| p)
+    }
+
+    /// The plan made for batch 1, if the batch is free.
+    pub fn batch1(&self) -> Option<&Plan> {
+        self.fixed.iter().find(|(n, _)| *n == 1).map(|(_, p)| p)
+    }
+
+    /// Batch sizes with a plan of their own, above 1 (dynamic batching's allowed sizes).
+    pub fn batch_sizes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.fixed.iter().map(|(n, _)| *n).filter(|&n| n > 1)
     }
 }
 
@@ -47,8 +58,14 @@ pub struct LoadedModel {
 }
 
 /// Parses `path`, gives every unknown input dimension a symbol (the first one `batch`), optimizes
-/// the graph for those shapes and builds the plan.
+/// the graph for those shapes and builds the plan (plus a batch-1 plan when the batch is free).
 pub fn load_onnx(path: &Path) -> Result<LoadedModel, ModelError> {
+    load_onnx_batched(path, &[])
+}
+
+/// As [`load_onnx`], with a plan for each of `batch_sizes` too when the batch is free and every
+/// output keeps it first (dynamic batching runs merged requests on those).
+pub fn load_onnx_batched(path: &Path, batch_sizes: &[usize]) -> Result<LoadedModel, ModelError> {
     let started = Instant::now();
     let tract_err = |stage: &'static str| {
         move |e: TractError| ModelError::Tract {
@@ -79,33 +96,40 @@ pub fn load_onnx(path: &Path) -> Result<LoadedModel, ModelError> {
         })
         .collect();
 
-    // Each input closed over its free dimensions; beside it, the same input with a free batch
-    // set to 1, for the batch-1 plan.
+    // Each input closed over its free dimensions; the inputs whose first dimension is the free
+    // batch are remembered, for the concrete-batch plans.
     let batch: TDim = model.symbols.sym("batch").into();
-    let mut batch1_facts = Vec::with_capacity(input_names.len());
+    let mut batched_inputs = Vec::with_capacity(input_names.len());
     for (ix, name) in input_names.iter().enumerate() {
         let fact = model.input_fact(ix).map_err(tract_err("parse"))?.clone();
         let fixed = close_input_fact(&model, name, fact)?;
-        let mut one = fixed.clone();
-        if one.shape.dim(0).and_then(|d| d.concretize()) == Some(batch.clone()) {
-            one.shape.set_dim(0, 1.into());
-            batch1_facts.push((ix, one));
+        if fixed.shape.dim(0).and_then(|d| d.concretize()) == Some(batch.clone()) {
+            batched_inputs.push((ix, fixed.clone()));
         }
         model
             .set_input_fact(ix, fixed)
             .map_err(tract_err("parse"))?;
     }
-    let batch1 = if batch1_facts.is_empty() {
+    let concrete = |n: usize| -> Result<Plan, ModelError> {
+        let mut one = model.clone();
+        for (ix, fact) in &batched_inputs {
+            let mut fact = fact.clone();
+            fact.shape.set_dim(0, n.into());
+            one.set_input_fact(*ix, fact)
+                .map_err(tract_err("parse (concrete batch)"))?;
+        }
+        one.into_optimized()
+            .map_err(tract_err("optimize (concrete batch)"))?
+            .into_runnable()
+            .map_err(tract_err("plan (concrete batch)"))
+    };
+    let batch1 = if batched_inputs.is_empty() {
         None
     } else {
-        let mut one = model.clone();
-        for (ix, fact) in batch1_facts {
-            one.set_input_fact(ix, fact).map_err(tract_err("parse"))?;
-        }
-        Some(one)
+        Some(concrete(1)?)
     };
 
-    let typed = model.into_typed().map_err(tract_err("type"))?;
+    let typed = model.clone().into_typed().map_err(tract_err("type"))?;
     let signature = Signature {
         inputs: specs(
             &typed,
@@ -125,16 +149,8 @@ pub fn load_onnx(path: &Path) -> Result<LoadedModel, ModelError> {
         .map_err(tract_err("optimize"))?
         .into_runnable()
         .map_err(tract_err("plan"))?;
-    let batch1 = batch1
-        .map(|one| {
-            one.into_optimized()
-                .map_err(tract_err("optimize (batch 1)"))?
-                .into_runnable()
-                .map_err(tract_err("plan (batch 1)"))
-        })
-        .transpose()?;
-    // A batch can run instance by instance only if every output keeps the batch first.
-    let split_batches = batch1.as_ref().is_some_and(|one| {
+    // Outputs keep the batch first if, run at batch 1, each output's first dimension is 1.
+    let batch_first = batch1.as_ref().is_some_and(|one| {
         let model = one.model();
         model.output_outlets().is_ok_and(|outlets| {
             outlets.iter().all(|&o| {
@@ -144,12 +160,21 @@ pub fn load_onnx(path: &Path) -> Result<LoadedModel, ModelError> {
             })
         })
     });
+    let mut fixed: Vec<(usize, Plan)> = batch1.into_iter().map(|p| (1, p)).collect();
+    if batch_first {
+        let mut sizes: Vec<usize> = batch_sizes.iter().copied().filter(|&n| n > 1).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        for n in sizes {
+            fixed.push((n, concrete(n)?));
+        }
+    }
     Ok(LoadedModel {
         signature,
         plan: Plans {
             any,
-            batch1,
-            split_batches,
+            fixed,
+            batch_first,
         },
         load_time: started.elapsed(),
     })
@@ -261,13 +286,13 @@ mod tests {
     #[test]
     fn a_free_batch_gets_a_batch_1_plan_that_agrees() {
         let loaded = load_onnx(&fixture("linear")).unwrap();
-        let one = loaded.plan.batch1.as_ref().expect("batch-1 plan");
+        let one = loaded.plan.batch1().expect("batch-1 plan");
         let x = tensor2(&[[1.0f32, 2.0, 3.0, 4.0]]);
         let a = one.run(tvec![x.clone().into_tvalue()]).unwrap();
         let b = loaded.plan.any.run(tvec![x.into_tvalue()]).unwrap();
         assert_eq!(a[0], b[0]);
         assert!(std::ptr::eq(loaded.plan.for_batch(Some(1)), one));
-        assert!(loaded.plan.split_batches);
+        assert!(loaded.plan.batch_first);
         assert!(std::ptr::eq(
             loaded.plan.for_batch(Some(2)),
             &loaded.plan.any
@@ -275,9 +300,29 @@ mod tests {
     }
 
     #[test]
+    fn batch_plans_are_made_for_the_sizes_asked_and_agree() {
+        let loaded = load_onnx_batched(&fixture("linear"), &[4, 2, 4, 1]).unwrap();
+        let sizes: Vec<usize> = loaded.plan.fixed.iter().map(|(n, _)| *n).collect();
+        assert_eq!(sizes, [1, 2, 4]);
+        assert_eq!(loaded.plan.batch_sizes().collect::<Vec<_>>(), [2, 4]);
+        let x = tensor2(&[[1.0f32, 2.0, 3.0, 4.0]; 4]);
+        let a = loaded
+            .plan
+            .for_batch(Some(4))
+            .run(tvec![x.clone().into_tvalue()])
+            .unwrap();
+        let b = loaded.plan.any.run(tvec![x.into_tvalue()]).unwrap();
+        assert_eq!(a[0], b[0]);
+        assert_eq!(a[0].shape(), [4, 3]);
+        // A fixed batch gets no plans, whatever is asked.
+        let fixed = load_onnx_batched(&fixture("fixed_batch"), &[2, 4]).unwrap();
+        assert!(fixed.plan.fixed.is_empty());
+    }
+
+    #[test]
     fn a_fixed_batch_needs_no_second_plan() {
         let loaded = load_onnx(&fixture("fixed_batch")).unwrap();
-        assert!(loaded.plan.batch1.is_none());
-        assert!(!loaded.plan.split_batches);
+        assert!(loaded.plan.batch1().is_none());
+        assert!(!loaded.plan.batch_first);
     }
 }

@@ -8,7 +8,7 @@ pub mod signature;
 use std::path::PathBuf;
 
 pub use layout::{find_latest_version, ModelVersion};
-pub use load::{load_onnx, zero_inputs, LoadedModel, Plan, Plans};
+pub use load::{load_onnx, load_onnx_batched, zero_inputs, LoadedModel, Plan, Plans};
 pub use serving::ServingSignature;
 pub use signature::{DType, Dim, Signature, TensorSpec};
 

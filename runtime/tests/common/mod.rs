@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use runtime::model::find_latest_version;
-use runtime::server::load_and_warm_up;
+use runtime::server::{load_and_warm_up, PoolOptions};
 use runtime::{AppState, Limits, ModelState};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -46,8 +46,17 @@ pub fn app_from(
     queue: usize,
     limits: Limits,
 ) -> axum::Router {
+    app_pooled(dir, name, &PoolOptions::new(workers, queue), limits)
+}
+
+pub fn app_pooled(
+    dir: &std::path::Path,
+    name: &str,
+    pool: &PoolOptions,
+    limits: Limits,
+) -> axum::Router {
     let found = find_latest_version(dir).expect("model folder");
-    let model = load_and_warm_up(&found, workers, queue).expect("model loads");
+    let model = load_and_warm_up(&found, pool).expect("model loads");
     runtime::app(AppState::new(
         name,
         ModelState::Available(Arc::new(model)),
