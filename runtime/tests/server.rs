@@ -19,6 +19,8 @@ struct Server {
     child: Child,
     port: u16,
     log: mpsc::Receiver<String>,
+    /// Every log line read so far.
+    seen: Vec<String>,
 }
 
 impl Drop for Server {
@@ -50,6 +52,7 @@ impl Server {
             child,
             port: 0,
             log,
+            seen: Vec::new(),
         };
         let line = server.wait_for_log("Exporting HTTP/REST API at:");
         let addr = line
@@ -72,8 +75,12 @@ impl Server {
     fn wait_for_log(&mut self, needle: &str) -> String {
         loop {
             match self.log.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => continue,
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
                 Err(e) => panic!("no log line containing {needle:?}: {e}"),
             }
         }
@@ -222,6 +229,49 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
         std::thread::sleep(Duration::from_millis(20));
     }
     None
+}
+
+#[test]
+fn batching_flags_are_checked_and_logged() {
+    let out = Command::new(BIN)
+        .args([
+            "--rest_api_port",
+            "0",
+            "--model_name",
+            "linear",
+            "--enable_batching",
+            "--max_batch_size",
+            "4",
+            "--allowed_batch_sizes",
+            "2,8",
+            "--model_base_path",
+        ])
+        .arg(models())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("8 is outside 2..=4"), "{err}");
+
+    let server = Server::start(
+        "linear",
+        &["--enable_batching", "--batch_timeout_micros", "500"],
+    );
+    let logged = |needle: &str| server.seen.iter().any(|l| l.contains(needle));
+    assert!(
+        logged("Dynamic batching: up to 8 instances per run, batch sizes [2, 4, 8], waiting up to 500 µs"),
+        "{:#?}",
+        server.seen
+    );
+    assert!(logged("Warm-up run (batch 8)"), "{:#?}", server.seen);
+    let (status, body) = http(
+        server.port,
+        "POST",
+        "/v1/models/linear:predict",
+        r#"{"instances": [[1, 0, 0, 0], [2, 0, 0, 0], [3, 0, 0, 0]]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["predictions"].as_array().map(Vec::len), Some(3));
 }
 
 #[test]
