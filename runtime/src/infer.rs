@@ -236,10 +236,7 @@ impl Worker {
             if group.len() > 1 {
                 self.run_merged(group);
             } else if let Some(job) = group.into_iter().next() {
-                let started = Instant::now();
-                let result = self.run_one(job.inputs);
-                self.count(1);
-                reply(job.reply, result, started);
+                self.run_alone(job);
             }
         }
     }
@@ -299,22 +296,23 @@ impl Worker {
             // the others (and each gets its own error).
             Err(_) => {
                 for job in group {
-                    let started = Instant::now();
-                    let result = self.run_one(job.inputs);
-                    self.count(1);
-                    reply(job.reply, result, started);
+                    self.run_alone(job);
                 }
             }
         }
     }
-}
 
-fn reply(to: Reply, result: TractResult<TVec<TValue>>, started: Instant) {
-    let _ = to.send(
-        result
-            .map(|out| (out, started.elapsed()))
-            .map_err(|e| format!("{e:#}")),
-    );
+    /// Runs one request by itself and answers it.
+    fn run_alone(&mut self, job: Job) {
+        let started = Instant::now();
+        let result = self.run_one(job.inputs);
+        self.count(1);
+        let _ = job.reply.send(
+            result
+                .map(|out| (out, started.elapsed()))
+                .map_err(|e| format!("{e:#}")),
+        );
+    }
 }
 
 /// `first` and the queued requests that can join it: same inputs but for the batch dimension,
