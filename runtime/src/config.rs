@@ -83,7 +83,9 @@ pub struct ServeArgs {
     /// Threads answering HTTP (0: one per CPU core).
     #[arg(long = "rest_api_num_threads", alias = "rest-api-num-threads", env = env::REST_API_NUM_THREADS, default_value_t = 0)]
     pub rest_api_num_threads: usize,
-    /// Threads one model run may use for its matrix products (0: the physical cores available).
+    /// Threads one model run may use for its matrix products and depthwise convolutions (0: 1 or
+    /// the physical cores, timed at warm-up: all cores only if they make a lone run at least 15 %
+    /// faster; otherwise concurrent requests get the cores, one per worker).
     #[arg(long = "inference_threads", alias = "inference-threads", env = env::INFERENCE_THREADS, default_value_t = 0)]
     pub inference_threads: usize,
     /// Model runs that may proceed at the same time (0: one per physical core; they share the

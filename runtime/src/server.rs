@@ -1,7 +1,7 @@
 //! `runtime serve`: bind, load the model in the background, answer HTTP until SIGTERM/SIGINT.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::{compute_cores, model_dir, ServeArgs};
-use crate::infer::{set_intra_op_threads, Batching, InferencePool};
+use crate::infer::{set_intra_op_threads, tune_intra_op_threads, Batching, InferencePool};
 use crate::model::{
     find_latest_version, load_onnx_batched, zero_inputs, ModelVersion, ServingSignature,
 };
@@ -19,16 +19,28 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let dir = model_dir(&args.model_base_path, &args.model_name);
     let found = find_latest_version(&dir)
         .with_context(|| format!("cannot serve model '{}'", args.model_name))?;
-    // 0 means "one per physical core" for both.
-    let or_cores = |n: usize| if n == 0 { compute_cores() } else { n };
-    let intra_op = or_cores(args.inference_threads);
-    set_intra_op_threads(intra_op);
-    let workers = or_cores(args.inference_workers);
+    // Workers: 0 means one per physical core. Intra-op threads: 0 means 1 or the physical
+    // cores, whichever serves this model better (decided at warm-up).
+    let cores = compute_cores();
+    let workers = if args.inference_workers == 0 {
+        cores
+    } else {
+        args.inference_workers
+    };
+    let (intra_op, auto_threads) = match args.inference_threads {
+        0 if cores > 1 => (format!("1 or {cores}, chosen at warm-up"), Some(cores)),
+        0 => ("1".to_string(), None),
+        n => (n.to_string(), None),
+    };
+    if auto_threads.is_none() {
+        set_intra_op_threads(args.inference_threads.max(1));
+    }
     let batching = args.batching().map_err(anyhow::Error::msg)?;
     let pool = PoolOptions {
         workers,
         queue: args.queue_capacity,
         batching,
+        auto_threads,
     };
 
     let limits = Limits {
@@ -59,7 +71,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     );
     info!("Exporting HTTP/REST API at:{addr} ...");
     info!(
-        "Model '{}' version {} from {} ({} inference worker(s), {} intra-op thread(s))",
+        "Model '{}' version {} from {} ({} inference worker(s); intra-op threads: {})",
         args.model_name,
         found.version,
         found.path.display(),
@@ -137,18 +149,26 @@ pub struct PoolOptions {
     /// Requests that may wait for a worker.
     pub queue: usize,
     pub batching: Option<Batching>,
+    /// Choose the intra-op threads at warm-up, 1 or this many (`tune_intra_op_threads`); None
+    /// leaves tract's executor as it is.
+    pub auto_threads: Option<usize>,
 }
 
 impl PoolOptions {
-    /// `workers` threads, a queue of `queue`, no batching.
+    /// `workers` threads, a queue of `queue`, no batching, the executor left as it is.
     pub fn new(workers: usize, queue: usize) -> PoolOptions {
         PoolOptions {
             workers,
             queue,
             batching: None,
+            auto_threads: None,
         }
     }
 }
+
+/// A lone run slower than this is not timed again to choose the intra-op threads (six more runs
+/// would delay start-up too much); such a model gets every core.
+const TUNE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Parses, optimizes and runs the model once on zeros, so the first request is not the slow one.
 pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<ServedModel> {
@@ -170,16 +190,36 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
     batches.extend(loaded.plan.batch_sizes());
     for n in batches {
         let inputs = zero_inputs(&loaded.signature, n).context("cannot build warm-up inputs")?;
+        let plan = loaded.plan.for_batch(Some(n));
+        if n == 1 {
+            if let Some(max) = pool.auto_threads {
+                set_intra_op_threads(max);
+            }
+        }
         let warm = Instant::now();
-        loaded
-            .plan
-            .for_batch(Some(n))
-            .run(inputs)
+        plan.run(inputs.clone())
             .map_err(|e| anyhow::anyhow!("warm-up run on zeros (batch {n}) failed: {e:#}"))?;
+        let took = warm.elapsed();
         info!(
             "Warm-up run (batch {n}) took {:.1} ms",
-            warm.elapsed().as_secs_f64() * 1000.0
+            took.as_secs_f64() * 1000.0
         );
+        match pool.auto_threads {
+            Some(max) if n == 1 && took <= TUNE_LIMIT => {
+                let (chosen, one, many) = tune_intra_op_threads(plan, &inputs, max)
+                    .map_err(|e| anyhow::anyhow!("timing run on zeros failed: {e:#}"))?;
+                info!(
+                    "Intra-op threads: {chosen} (a lone run took {:.1} ms on 1 thread, {:.1} ms on {max}; \
+                     {max} must be 15 % faster to be worth holding cores that concurrent requests could use)",
+                    one.as_secs_f64() * 1000.0,
+                    many.as_secs_f64() * 1000.0
+                );
+            }
+            Some(max) if n == 1 => {
+                info!("Intra-op threads: {max} (a lone run is too slow to time again)")
+            }
+            _ => {}
+        }
     }
     let pool = InferencePool::start(loaded.plan, pool.workers, pool.queue, pool.batching.clone())
         .context("cannot start inference threads")?;

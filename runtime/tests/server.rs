@@ -193,6 +193,15 @@ fn start_up_logs_name_the_ports_and_the_signature() {
     ] {
         assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
     }
+    // Intra-op threads left at 0: timed at warm-up, 1 or every core.
+    let cores = runtime::config::compute_cores();
+    if cores > 1 {
+        assert!(
+            log.contains("Intra-op threads: 1 (a lone run took")
+                || log.contains(&format!("Intra-op threads: {cores} (a lone run took")),
+            "no intra-op choice logged:\n{log}"
+        );
+    }
 }
 
 #[test]
