@@ -7,11 +7,12 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+use tract_onnx::prelude::{TValue, TVec};
 
 use crate::config::{compute_cores, model_dir, ServeArgs};
 use crate::infer::{set_intra_op_threads, tune_intra_op_threads, Batching, InferencePool};
 use crate::model::{
-    find_latest_version, load_onnx_batched, zero_inputs, ModelVersion, ServingSignature,
+    find_latest_version, load_onnx_batched, zero_inputs, ModelVersion, Plan, ServingSignature,
 };
 use crate::state::{AppState, Limits, ModelState, ServedModel};
 
@@ -185,17 +186,16 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
         );
     }
     let serving = ServingSignature::load(&found.path, &loaded.signature)?.map(Arc::new);
-    // Batch 1 is what single requests run on: warm that plan, and those of the batch sizes.
+    // Batch 1 is what single requests run on: warm that plan (and choose the intra-op threads
+    // on it), then those of the batch sizes.
+    if let Some(max) = pool.auto_threads {
+        set_intra_op_threads(max);
+    }
     let mut batches = vec![1];
     batches.extend(loaded.plan.batch_sizes());
     for n in batches {
         let inputs = zero_inputs(&loaded.signature, n).context("cannot build warm-up inputs")?;
         let plan = loaded.plan.for_batch(Some(n));
-        if n == 1 {
-            if let Some(max) = pool.auto_threads {
-                set_intra_op_threads(max);
-            }
-        }
         let warm = Instant::now();
         plan.run(inputs.clone())
             .map_err(|e| anyhow::anyhow!("warm-up run on zeros (batch {n}) failed: {e:#}"))?;
@@ -204,21 +204,8 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
             "Warm-up run (batch {n}) took {:.1} ms",
             took.as_secs_f64() * 1000.0
         );
-        match pool.auto_threads {
-            Some(max) if n == 1 && took <= TUNE_LIMIT => {
-                let (chosen, one, many) = tune_intra_op_threads(plan, &inputs, max)
-                    .map_err(|e| anyhow::anyhow!("timing run on zeros failed: {e:#}"))?;
-                info!(
-                    "Intra-op threads: {chosen} (a lone run took {:.1} ms on 1 thread, {:.1} ms on {max}; \
-                     {max} must be 15 % faster to be worth holding cores that concurrent requests could use)",
-                    one.as_secs_f64() * 1000.0,
-                    many.as_secs_f64() * 1000.0
-                );
-            }
-            Some(max) if n == 1 => {
-                info!("Intra-op threads: {max} (a lone run is too slow to time again)")
-            }
-            _ => {}
+        if let (1, Some(max)) = (n, pool.auto_threads) {
+            choose_threads(plan, &inputs, max, took)?;
         }
     }
     let pool = InferencePool::start(loaded.plan, pool.workers, pool.queue, pool.batching.clone())
@@ -231,6 +218,24 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
         pool,
         load_time: started.elapsed(),
     })
+}
+
+/// Sets the intra-op threads to 1 or `max` by timing `plan` (`tune_intra_op_threads`), unless
+/// its warm-up run (`took`) was too slow to repeat; logs the choice.
+fn choose_threads(plan: &Plan, inputs: &TVec<TValue>, max: usize, took: Duration) -> Result<()> {
+    if took > TUNE_LIMIT {
+        info!("Intra-op threads: {max} (a lone run is too slow to time again)");
+        return Ok(());
+    }
+    let (chosen, one, many) = tune_intra_op_threads(plan, inputs, max)
+        .map_err(|e| anyhow::anyhow!("timing run on zeros failed: {e:#}"))?;
+    info!(
+        "Intra-op threads: {chosen} (a lone run took {:.1} ms on 1 thread, {:.1} ms on {max}; \
+         {max} must be 15 % faster to be worth holding cores that concurrent requests could use)",
+        one.as_secs_f64() * 1000.0,
+        many.as_secs_f64() * 1000.0
+    );
+    Ok(())
 }
 
 /// Resolves on SIGINT, SIGTERM (what `docker stop` sends) or a failed model load. axum then
