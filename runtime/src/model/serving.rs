@@ -583,9 +583,13 @@ fn resize_rgb8(
         return Ok(src);
     }
     let (sw, sh) = src.dimensions();
-    let from = fir::images::Image::from_vec_u8(sw, sh, src.into_raw(), fir::PixelType::U8x3)
-        .map_err(|e| format!("cannot resize the image: {e}"))?;
-    let mut to = fir::images::Image::new(w, h, fir::PixelType::U8x3);
+    let fail = |e: &dyn std::fmt::Display| format!("cannot resize the image: {e}");
+    // Typed views link only the RGB8 kernels; the untyped API links every pixel type's (~4 MB).
+    let from = fir::images::TypedImageRef::<fir::pixels::U8x3>::from_buffer(sw, sh, src.as_raw())
+        .map_err(|e| fail(&e))?;
+    let mut buffer = vec![0u8; w as usize * h as usize * 3];
+    let mut to = fir::images::TypedImage::<fir::pixels::U8x3>::from_buffer(w, h, &mut buffer)
+        .map_err(|e| fail(&e))?;
     let algorithm = match filter {
         FilterType::Nearest => fir::ResizeAlg::Nearest,
         FilterType::Triangle => fir::ResizeAlg::Convolution(fir::FilterType::Bilinear),
@@ -594,13 +598,14 @@ fn resize_rgb8(
         FilterType::Lanczos3 => fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3),
     };
     fir::Resizer::new()
-        .resize(
+        .resize_typed(
             &from,
             &mut to,
             &fir::ResizeOptions::new().resize_alg(algorithm),
         )
-        .map_err(|e| format!("cannot resize the image: {e}"))?;
-    image::RgbImage::from_raw(w, h, to.into_vec())
+        .map_err(|e| fail(&e))?;
+    drop(to);
+    image::RgbImage::from_raw(w, h, buffer)
         .ok_or_else(|| "cannot resize the image: the result has the wrong size".to_string())
 }
 
