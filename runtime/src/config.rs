@@ -99,8 +99,8 @@ pub struct ServeArgs {
     #[arg(long = "queue_capacity", alias = "queue-capacity", env = env::QUEUE_CAPACITY, default_value_t = 64)]
     pub queue_capacity: usize,
     /// Merge concurrent requests into one batched run (TF Serving's --enable_batching). Off by
-    /// default: tract runs a batch no faster per instance than single runs for most CNNs
-    /// (BENCHMARKS.md, Dynamic batching), and each allowed size costs a plan at load.
+    /// default: tract ran batches slower per instance than single runs on every CNN measured
+    /// (BENCHMARKS.md, `make bench`), and each allowed size costs a plan at load.
     #[arg(long = "enable_batching", alias = "enable-batching", env = env::ENABLE_BATCHING)]
     pub enable_batching: bool,
     /// Most instances one batched run may hold (with --enable_batching).
