@@ -128,27 +128,6 @@ pub fn load_onnx_batched(path: &Path, batch_sizes: &[usize]) -> Result<LoadedMod
     } else {
         Some(concrete(1)?)
     };
-
-    let typed = model.clone().into_typed().map_err(tract_err("type"))?;
-    let signature = Signature {
-        inputs: specs(
-            &typed,
-            typed.input_outlets().map_err(tract_err("type"))?,
-            &input_names,
-            "input",
-        )?,
-        outputs: specs(
-            &typed,
-            typed.output_outlets().map_err(tract_err("type"))?,
-            &output_names,
-            "output",
-        )?,
-    };
-    let any = typed
-        .into_optimized()
-        .map_err(tract_err("optimize"))?
-        .into_runnable()
-        .map_err(tract_err("plan"))?;
     // Outputs keep the batch first if, run at batch 1, each output's first dimension is 1.
     let batch_first = batch1.as_ref().is_some_and(|one| {
         let model = one.model();
@@ -169,6 +148,28 @@ pub fn load_onnx_batched(path: &Path, batch_sizes: &[usize]) -> Result<LoadedMod
             fixed.push((n, concrete(n)?));
         }
     }
+
+    // Every concrete plan made: the general one can take the model itself.
+    let typed = model.into_typed().map_err(tract_err("type"))?;
+    let signature = Signature {
+        inputs: specs(
+            &typed,
+            typed.input_outlets().map_err(tract_err("type"))?,
+            &input_names,
+            "input",
+        )?,
+        outputs: specs(
+            &typed,
+            typed.output_outlets().map_err(tract_err("type"))?,
+            &output_names,
+            "output",
+        )?,
+    };
+    let any = typed
+        .into_optimized()
+        .map_err(tract_err("optimize"))?
+        .into_runnable()
+        .map_err(tract_err("plan"))?;
     Ok(LoadedModel {
         signature,
         plan: Plans {
