@@ -105,7 +105,8 @@ impl InferencePool {
     ) -> std::io::Result<InferencePool> {
         let (tx, rx) = bounded::<Job>(queue_capacity.max(1));
         let stats = Arc::new(Counters::default());
-        let batching = batching.filter(|b| b.max_batch_size > 1 && plans.batch_sizes().count() > 0);
+        let batching =
+            batching.filter(|b| b.max_batch_size > 1 && plans.batch_sizes().next().is_some());
         for i in 0..workers.max(1) {
             let rx = rx.clone();
             let plans = plans.clone();

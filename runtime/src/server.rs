@@ -188,9 +188,6 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
     let serving = ServingSignature::load(&found.path, &loaded.signature)?.map(Arc::new);
     // Batch 1 is what single requests run on: warm that plan (and choose the intra-op threads
     // on it), then those of the batch sizes.
-    if let Some(max) = pool.auto_threads {
-        set_intra_op_threads(max);
-    }
     let mut batches = vec![1];
     batches.extend(loaded.plan.batch_sizes());
     for n in batches {
@@ -220,10 +217,12 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
     })
 }
 
-/// Sets the intra-op threads to 1 or `max` by timing `plan` (`tune_intra_op_threads`), unless
-/// its warm-up run (`took`) was too slow to repeat; logs the choice.
+/// Sets the intra-op threads to 1 or `max` by timing `plan` (`tune_intra_op_threads`), or to
+/// `max` if its warm-up run (`took`, on the executor as it was) was too slow to repeat; logs the
+/// choice.
 fn choose_threads(plan: &Plan, inputs: &TVec<TValue>, max: usize, took: Duration) -> Result<()> {
     if took > TUNE_LIMIT {
+        set_intra_op_threads(max);
         info!("Intra-op threads: {max} (a lone run is too slow to time again)");
         return Ok(());
     }
