@@ -20,7 +20,7 @@ use runtime::model::{
     TensorSpec,
 };
 use runtime::server::{load_and_warm_up, PoolOptions};
-use runtime::{AppState, Limits, ModelState};
+use runtime::{AppState, Limits, ModelState, ServedModel};
 use tract_onnx::prelude::*;
 
 const START: &str = "<!-- bench:runtime:start -->";
@@ -147,14 +147,7 @@ async fn bench_model(dir: &Path, name: &str, n: usize) -> Result<String> {
     let served = load_and_warm_up(&found, &PoolOptions::new(1, 4))?;
     let signature = served.signature.clone();
     let has_image_signature = served.serving.is_some();
-    let state = AppState::new(
-        name,
-        ModelState::Available(Arc::new(served)),
-        Limits::default(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move { axum::serve(listener, runtime::app(state)).await });
+    let port = serve_in_process(name, served).await?;
 
     let input = random_input(&signature)?;
     let body = request_body(dir, has_image_signature, &input)?;
@@ -277,14 +270,7 @@ async fn batching_rows(dir: &Path, name: &str, threads: usize, n: usize) -> Resu
     for pool in [&plain, &batched] {
         let served = load_and_warm_up(&found, pool)?;
         signature = Some((served.signature.clone(), served.serving.is_some()));
-        let state = AppState::new(
-            name,
-            ModelState::Available(Arc::new(served)),
-            Limits::default(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        ports.push(listener.local_addr()?.port());
-        tokio::spawn(async move { axum::serve(listener, runtime::app(state)).await });
+        ports.push(serve_in_process(name, served).await?);
     }
     let (signature, has_image_signature) = signature.context("no signature")?;
     let body = Arc::new(request_body(
@@ -347,6 +333,19 @@ async fn batching_rows(dir: &Path, name: &str, threads: usize, n: usize) -> Resu
         ));
     }
     Ok(rows)
+}
+
+/// Serves `served` as `name` on a free loopback port, in this process; returns the port.
+async fn serve_in_process(name: &str, served: ServedModel) -> Result<u16> {
+    let state = AppState::new(
+        name,
+        ModelState::Available(Arc::new(served)),
+        Limits::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move { axum::serve(listener, runtime::app(state)).await });
+    Ok(port)
 }
 
 /// Deterministic pseudo-random values in [0, 1) of the first input's shape at batch 1.
