@@ -199,18 +199,23 @@ async fn every_supported_dtype_round_trips() {
     assert_close(&out["f64_out"], &want["outputs"]["f64_out"], 1e-12);
 }
 
-#[tokio::test]
-async fn fixed_shape_model() {
-    let app = app_for("fixed_batch");
+/// The fixed_batch fixture's expected input gets its expected output.
+async fn answers_fixed_batch_as_expected(app: &axum::Router) {
     let want = expected("fixed_batch");
     let (status, got) = post(
-        &app,
+        app,
         "/v1/models/fixed_batch:predict",
         &json!({"instances": want["inputs"]["x"]}).to_string(),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{got}");
     assert_close(&got["predictions"], &want["outputs"]["y"], 1e-6);
+}
+
+#[tokio::test]
+async fn fixed_shape_model() {
+    let app = app_for("fixed_batch");
+    answers_fixed_batch_as_expected(&app).await;
     let (status, body) = post(
         &app,
         "/v1/models/fixed_batch:predict",
@@ -644,13 +649,5 @@ async fn batching_is_a_no_op_for_a_fixed_batch_model() {
         &pool,
         Limits::default(),
     );
-    let want = expected("fixed_batch");
-    let (status, got) = post(
-        &app,
-        "/v1/models/fixed_batch:predict",
-        &json!({"instances": want["inputs"]["x"]}).to_string(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{got}");
-    assert_close(&got["predictions"], &want["outputs"]["y"], 1e-6);
+    answers_fixed_batch_as_expected(&app).await;
 }

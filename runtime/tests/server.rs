@@ -240,26 +240,33 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
     None
 }
 
+/// Runs the server on fixture `model` with `extra` flags, expects it to exit non-zero, and
+/// returns what it printed on stderr.
+fn failed_start(model: &str, extra: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["--rest_api_host", "127.0.0.1", "--rest_api_port", "0"])
+        .args(["--model_name", model])
+        .args(extra)
+        .arg("--model_base_path")
+        .arg(models())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{model} {extra:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn batching_flags_are_checked_and_logged() {
-    let out = Command::new(BIN)
-        .args([
-            "--rest_api_port",
-            "0",
-            "--model_name",
-            "linear",
+    let err = failed_start(
+        "linear",
+        &[
             "--enable_batching",
             "--max_batch_size",
             "4",
             "--allowed_batch_sizes",
             "2,8",
-            "--model_base_path",
-        ])
-        .arg(models())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+        ],
+    );
     assert!(err.contains("8 is outside 2..=4"), "{err}");
 
     let server = Server::start(
@@ -285,19 +292,7 @@ fn batching_flags_are_checked_and_logged() {
 
 #[test]
 fn missing_model_exits_non_zero_with_the_fix() {
-    let out = Command::new(BIN)
-        .args([
-            "--rest_api_port",
-            "0",
-            "--model_name",
-            "resnet",
-            "--model_base_path",
-        ])
-        .arg(models())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed_start("resnet", &[]);
     assert!(
         err.contains("cannot serve model 'resnet'") && err.contains("does not exist"),
         "{err}"
@@ -310,21 +305,7 @@ fn missing_model_exits_non_zero_with_the_fix() {
 
 #[test]
 fn corrupt_model_fails_to_load_and_exits_non_zero() {
-    let out = Command::new(BIN)
-        .args([
-            "--rest_api_host",
-            "127.0.0.1",
-            "--rest_api_port",
-            "0",
-            "--model_name",
-            "corrupt",
-            "--model_base_path",
-        ])
-        .arg(models())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed_start("corrupt", &[]);
     assert!(
         err.contains("could not be loaded") && err.contains("tract could not parse"),
         "{err}"
