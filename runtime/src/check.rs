@@ -1,11 +1,15 @@
 //! `runtime check-model`: what `builder serve-image --embed-model` runs to refuse a bad model.
+//! Every engine this binary and image have loads the model and runs it once on zeros; the model
+//! passes when at least one engine can serve it.
 
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 
 use crate::config::{model_dir, CheckModelArgs};
-use crate::model::{find_latest_version, load_onnx, zero_inputs, ServingSignature};
+use crate::engine::{self, EngineKind, LoadOptions, Loaded};
+use crate::model::{find_latest_version, ServingSignature};
 
 pub fn check_model(args: &CheckModelArgs) -> Result<()> {
     let given = match &args.path {
@@ -22,22 +26,41 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
             given.display()
         );
     };
-    let loaded =
-        load_onnx(&path).with_context(|| format!("{} cannot be served", path.display()))?;
     println!("Model: {}", path.display());
-    println!(
-        "Load + optimize: {:.1} ms",
-        loaded.load_time.as_secs_f64() * 1000.0
-    );
+    if let Err(why) = engine::onnxruntime::init(args.onnxruntime_library.as_deref()) {
+        println!("onnxruntime: not available ({why})");
+    }
+    let batch = args.batch.max(1);
+    let mut served = None;
+    let mut failures = Vec::new();
+    for kind in engine::available() {
+        match check_with(kind, &path, batch) {
+            Ok(loaded) => {
+                served.get_or_insert(loaded);
+            }
+            Err(e) => {
+                println!("{kind}: cannot serve it: {e:#}");
+                failures.push(format!("{kind}: {e:#}"));
+            }
+        }
+    }
+    let loaded = served.with_context(|| {
+        format!(
+            "{} cannot be served: {}",
+            path.display(),
+            failures.join("; ")
+        )
+    })?;
+    let signature = loaded.backend.signature();
     println!("Inputs:");
-    for spec in &loaded.signature.inputs {
+    for spec in &signature.inputs {
         println!("  {spec}");
     }
     println!("Outputs:");
-    for spec in &loaded.signature.outputs {
+    for spec in &signature.outputs {
         println!("  {spec}");
     }
-    if let Some(serving) = ServingSignature::load(&path, &loaded.signature)? {
+    if let Some(serving) = ServingSignature::load(&path, signature)? {
         println!("Serving signature ({}):", serving.file.display());
         for spec in &serving.public.inputs {
             println!("  input  {spec}");
@@ -46,21 +69,25 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
             println!("  output {spec}");
         }
     }
-    let inputs =
-        zero_inputs(&loaded.signature, args.batch.max(1)).context("cannot build test inputs")?;
-    let started = Instant::now();
-    let outputs = loaded
-        .plan
-        .for_batch(Some(args.batch.max(1)))
-        .run(inputs)
-        .map_err(|e| anyhow::anyhow!("{} failed its test run on zeros: {e:#}", path.display()))?;
-    let shapes: Vec<String> = outputs.iter().map(|t| format!("{:?}", t.shape())).collect();
-    println!(
-        "Test run (batch {}, zeros): {:.1} ms, output shapes {}",
-        args.batch.max(1),
-        started.elapsed().as_secs_f64() * 1000.0,
-        shapes.join(" ")
-    );
     println!("OK");
     Ok(())
+}
+
+/// Loads `path` with one engine and runs it on zeros at `batch`; prints the figures and verdict.
+fn check_with(kind: EngineKind, path: &Path, batch: usize) -> Result<Loaded> {
+    let loaded = engine::load(kind, path, &LoadOptions::default())?;
+    let mut runner = loaded.backend.runner().map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let outputs = runner
+        .run(loaded.backend.signature().zero_inputs(batch))
+        .map_err(|e| anyhow::anyhow!("its test run on zeros (batch {batch}) failed: {e}"))?;
+    let shapes: Vec<String> = outputs.iter().map(|t| format!("{:?}", t.shape())).collect();
+    println!(
+        "{kind}: load + optimize + warm-up {:.1} ms, test run (batch {batch}, zeros) {:.1} ms, \
+         output shapes {}: OK",
+        engine::ms(loaded.load_time),
+        engine::ms(started.elapsed()),
+        shapes.join(" ")
+    );
+    Ok(loaded)
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::engine::EngineChoice;
 use crate::infer::Batching;
 
 /// Environment variables, one per flag. `MODEL_NAME` and `MODEL_BASE_PATH` are the ones the
@@ -26,6 +27,9 @@ pub mod env {
     pub const BATCH_TIMEOUT_MICROS: &str = "ONNX_SERVING_BATCH_TIMEOUT_MICROS";
     pub const ALLOWED_BATCH_SIZES: &str = "ONNX_SERVING_ALLOWED_BATCH_SIZES";
     pub const HEALTHCHECK_URL: &str = "ONNX_SERVING_HEALTHCHECK_URL";
+    pub const ENGINE: &str = "ONNX_SERVING_ENGINE";
+    pub const ONNXRUNTIME_LIBRARY: &str = "ONNX_SERVING_ONNXRUNTIME_LIBRARY";
+    pub const ORT_SPINNING: &str = "ONNX_SERVING_ORT_SPINNING";
     /// Log filter, `tracing` syntax (`info`, `runtime=debug`, ...).
     pub const LOG: &str = "ONNX_SERVING_LOG";
 }
@@ -35,7 +39,8 @@ pub mod env {
     name = "runtime",
     version,
     about = "Serve an ONNX model over TensorFlow Serving's REST API",
-    long_about = "Serve an ONNX model over TensorFlow Serving's REST API.\n\n\
+    long_about = "Serve an ONNX model over TensorFlow Serving's REST API, run by tract or \
+        onnxruntime (--engine; auto keeps the faster).\n\n\
         Models live at <model_base_path>/<model_name>/<version>/model.onnx; the highest numeric \
         version is served. An optional signature.toml beside model.onnx makes an image \
         classifier take {\"b64\": JPEG or PNG} and answer classes and probabilities, as TF \
@@ -56,7 +61,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve a model over HTTP (the default).
     Serve(ServeArgs),
-    /// Load a model, optimize it and run it once on zeros; print its inputs and outputs.
+    /// Load a model with every available engine, run it once on zeros; print its inputs and
+    /// outputs and each engine's load time, run time and verdict.
     CheckModel(CheckModelArgs),
     /// Exit 0 when the local server answers and its model is AVAILABLE (for Docker HEALTHCHECK).
     Healthcheck(HealthcheckArgs),
@@ -83,13 +89,14 @@ pub struct ServeArgs {
     /// Threads answering HTTP (0: one per CPU core).
     #[arg(long = "rest_api_num_threads", alias = "rest-api-num-threads", env = env::REST_API_NUM_THREADS, default_value_t = 0)]
     pub rest_api_num_threads: usize,
-    /// Threads one model run may use for its matrix products and depthwise convolutions (0: 1 or
-    /// the physical cores, timed at warm-up: all cores only if they make a lone run at least 15 %
-    /// faster; otherwise concurrent requests get the cores, one per worker).
+    /// Threads one model run may use (0: 1 or the cores this process may use, timed at warm-up:
+    /// all cores only if they make a lone run at least 15 % faster; otherwise concurrent
+    /// requests get the cores, one per worker).
     #[arg(long = "inference_threads", alias = "inference-threads", env = env::INFERENCE_THREADS, default_value_t = 0)]
     pub inference_threads: usize,
-    /// Model runs that may proceed at the same time (0: one per physical core; they share the
-    /// intra-op thread pool, so a lone request still gets every core for its matrix products).
+    /// Model runs that may proceed at the same time (0: as many as fill the cores: with tract
+    /// one per core, sharing its intra-op pool; with onnxruntime cores / intra-op threads, each
+    /// worker with a session of its own).
     #[arg(long = "inference_workers", alias = "inference-workers", env = env::INFERENCE_WORKERS, default_value_t = 0)]
     pub inference_workers: usize,
     /// Largest request body accepted, in bytes; larger ones get 413.
@@ -98,6 +105,21 @@ pub struct ServeArgs {
     /// Requests that may wait for a worker; past that, 429.
     #[arg(long = "queue_capacity", alias = "queue-capacity", env = env::QUEUE_CAPACITY, default_value_t = 64)]
     pub queue_capacity: usize,
+    /// Which engine runs the model: auto times a lone run on every engine this binary and image
+    /// have (onnxruntime when its library is present, tract always) and keeps the faster; a
+    /// model one engine cannot load is served by the other. An explicit engine that cannot load
+    /// the model stops the server with its reason.
+    #[arg(long = "engine", env = env::ENGINE, value_enum, default_value_t = EngineChoice::Auto)]
+    pub engine: EngineChoice,
+    /// onnxruntime's C library (libonnxruntime.so.1, 1.24 or newer) [default: beside the
+    /// executable, then /usr/lib/onnxruntime/]. Without it, tract serves.
+    #[arg(long = "onnxruntime_library", alias = "onnxruntime-library", env = env::ONNXRUNTIME_LIBRARY)]
+    pub onnxruntime_library: Option<PathBuf>,
+    /// Let onnxruntime's idle intra-op threads spin for work instead of sleeping: a little
+    /// lower latency under steady load, a core burnt after each request. Off by default (see
+    /// BENCHMARKS.md); only matters with more than one intra-op thread.
+    #[arg(long = "ort_spinning", alias = "ort-spinning", env = env::ORT_SPINNING)]
+    pub ort_spinning: bool,
     /// Merge concurrent requests into one batched run (TF Serving's --enable_batching). Off by
     /// default: tract ran batches slower per instance than single runs on every CNN measured
     /// (BENCHMARKS.md, `make bench`), and each allowed size costs a plan at load.
@@ -145,6 +167,9 @@ pub struct CheckModelArgs {
     /// Batch size of the test run, for models whose batch dimension is free.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// onnxruntime's C library, as for `serve`; without it only tract is checked.
+    #[arg(long = "onnxruntime_library", alias = "onnxruntime-library", env = env::ONNXRUNTIME_LIBRARY)]
+    pub onnxruntime_library: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,9 +1,11 @@
-//! onnx-serving's model server: TensorFlow Serving's REST API in front of tract-onnx.
+//! onnx-serving's model server: TensorFlow Serving's REST API in front of ONNX engines (tract,
+//! onnxruntime) behind one seam (`engine`).
 
 pub mod api;
 pub mod check;
 pub mod config;
 pub mod cpu;
+pub mod engine;
 pub mod error;
 pub mod healthcheck;
 pub mod infer;
@@ -11,6 +13,7 @@ pub mod logging;
 pub mod model;
 pub mod server;
 pub mod state;
+pub mod tensor;
 
 pub use api::app;
 pub use state::{AppState, Limits, ModelState, ServedModel};

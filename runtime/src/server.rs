@@ -1,47 +1,55 @@
 //! `runtime serve`: bind, load the model in the background, answer HTTP until SIGTERM/SIGINT.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
-use tract_onnx::prelude::{TValue, TVec};
 
 use crate::config::{compute_cores, model_dir, ServeArgs};
-use crate::infer::{set_intra_op_threads, tune_intra_op_threads, Batching, InferencePool};
-use crate::model::{
-    find_latest_version, load_onnx_batched, zero_inputs, ModelVersion, Plan, ServingSignature,
-};
+use crate::engine::{self, BatchSupport, EngineChoice, LoadOptions, Threads};
+use crate::infer::{Batching, InferencePool};
+use crate::model::{find_latest_version, ModelVersion, ServingSignature};
 use crate::state::{AppState, Limits, ModelState, ServedModel};
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let dir = model_dir(&args.model_base_path, &args.model_name);
     let found = find_latest_version(&dir)
         .with_context(|| format!("cannot serve model '{}'", args.model_name))?;
-    // Workers: 0 means one per physical core. Intra-op threads: 0 means 1 or the physical
-    // cores, whichever serves this model better (decided at warm-up).
+    // Workers: 0 means as many as keep the cores busy (the engine knows). Intra-op threads: 0
+    // means 1 or the cores this process may use, whichever serves this model better (timed at
+    // warm-up).
     let cores = compute_cores();
-    let workers = if args.inference_workers == 0 {
-        cores
-    } else {
-        args.inference_workers
+    let (intra_op, threads) = match args.inference_threads {
+        0 if cores > 1 => (
+            format!("1 or {cores}, chosen at warm-up"),
+            Threads::Auto { max: cores },
+        ),
+        0 => ("1".to_string(), Threads::Fixed(1)),
+        n => (n.to_string(), Threads::Fixed(n)),
     };
-    let (intra_op, auto_threads) = match args.inference_threads {
-        0 if cores > 1 => (format!("1 or {cores}, chosen at warm-up"), Some(cores)),
-        0 => ("1".to_string(), None),
-        n => (n.to_string(), None),
-    };
-    if auto_threads.is_none() {
-        set_intra_op_threads(args.inference_threads.max(1));
-    }
     let batching = args.batching().map_err(anyhow::Error::msg)?;
+    match engine::onnxruntime::init(args.onnxruntime_library.as_deref()) {
+        Ok(lib) => info!(
+            "onnxruntime {} loaded from {}",
+            lib.version,
+            lib.path.display()
+        ),
+        Err(why) if args.engine == EngineChoice::Onnxruntime => {
+            anyhow::bail!("--engine onnxruntime, but {why}")
+        }
+        Err(_) => {} // said when the model loads
+    }
     let pool = PoolOptions {
-        workers,
+        workers: (args.inference_workers > 0).then_some(args.inference_workers),
+        cores,
         queue: args.queue_capacity,
         batching,
-        auto_threads,
+        engine: args.engine,
+        threads,
+        ort_spinning: args.ort_spinning,
     };
 
     let limits = Limits {
@@ -72,11 +80,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     );
     info!("Exporting HTTP/REST API at:{addr} ...");
     info!(
-        "Model '{}' version {} from {} ({} inference worker(s); intra-op threads: {})",
+        "Model '{}' version {} from {} (engine: {}; intra-op threads: {})",
         args.model_name,
         found.version,
         found.path.display(),
-        workers,
+        args.engine,
         intra_op
     );
 
@@ -96,10 +104,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             let model = Arc::new(model);
             loader_state.set_model_state(ModelState::Available(model.clone()));
             info!(
-                "Successfully loaded servable version {{name: {} version: {}}} in {:.0} ms",
+                "Successfully loaded servable version {{name: {} version: {}}} in {:.0} ms \
+                 (engine {}, {} inference worker(s))",
                 loader_state.model_name,
                 model.version,
-                model.load_time.as_secs_f64() * 1000.0
+                model.load_time.as_secs_f64() * 1000.0,
+                model.engine,
+                model.workers
             );
             for spec in &model.signature.inputs {
                 info!("  input  {spec}");
@@ -142,99 +153,79 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// How a model's runs are scheduled.
+/// How a model is loaded and its runs scheduled.
 #[derive(Clone, Debug)]
 pub struct PoolOptions {
-    /// Inference threads (runs that may proceed at once).
-    pub workers: usize,
+    /// Inference threads (runs that may proceed at once); None: what the engine suggests for
+    /// `cores`.
+    pub workers: Option<usize>,
+    /// Cores this process may use.
+    pub cores: usize,
     /// Requests that may wait for a worker.
     pub queue: usize,
     pub batching: Option<Batching>,
-    /// Choose the intra-op threads at warm-up, 1 or this many (`tune_intra_op_threads`); None
-    /// leaves tract's executor as it is.
-    pub auto_threads: Option<usize>,
+    pub engine: EngineChoice,
+    pub threads: Threads,
+    pub ort_spinning: bool,
 }
 
 impl PoolOptions {
-    /// `workers` threads, a queue of `queue`, no batching, the executor left as it is.
+    /// `workers` threads, a queue of `queue`, no batching, one intra-op thread, the faster
+    /// engine.
     pub fn new(workers: usize, queue: usize) -> PoolOptions {
         PoolOptions {
-            workers,
+            workers: Some(workers),
+            cores: workers,
             queue,
             batching: None,
-            auto_threads: None,
+            engine: EngineChoice::Auto,
+            threads: Threads::Fixed(1),
+            ort_spinning: false,
         }
     }
 }
 
-/// A lone run slower than this is not timed again to choose the intra-op threads (six more runs
-/// would delay start-up too much); such a model gets every core.
-const TUNE_LIMIT: Duration = Duration::from_secs(2);
-
-/// Parses, optimizes and runs the model once on zeros, so the first request is not the slow one.
+/// Loads the model with the chosen engine (optimize, warm up, choose the threads), reads its
+/// signature file, and starts its workers.
 pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<ServedModel> {
     let started = Instant::now();
-    let sizes = pool
-        .batching
-        .as_ref()
-        .map_or(&[][..], |b| &b.allowed_batch_sizes[..]);
-    let loaded = load_onnx_batched(&found.path, sizes)?;
-    if pool.batching.is_some() && loaded.plan.batch_sizes().next().is_none() {
+    let opts = LoadOptions {
+        batch_sizes: pool
+            .batching
+            .as_ref()
+            .map_or_else(Vec::new, |b| b.allowed_batch_sizes.clone()),
+        threads: pool.threads,
+        ort_spinning: pool.ort_spinning,
+    };
+    let loaded = engine::load_chosen(pool.engine, &found.path, &opts)?;
+    for note in &loaded.notes {
+        info!("{note}");
+    }
+    let backend = loaded.backend;
+    if pool.batching.is_some() && backend.batch_support() == BatchSupport::None {
         warn!(
             "--enable_batching has no effect on this model: its batch dimension is fixed, or an \
              output does not keep it first"
         );
     }
-    let serving = ServingSignature::load(&found.path, &loaded.signature)?.map(Arc::new);
-    // Batch 1 is what single requests run on: warm that plan (and choose the intra-op threads
-    // on it), then those of the batch sizes.
-    let mut batches = vec![1];
-    batches.extend(loaded.plan.batch_sizes());
-    for n in batches {
-        let inputs = zero_inputs(&loaded.signature, n).context("cannot build warm-up inputs")?;
-        let plan = loaded.plan.for_batch(Some(n));
-        let warm = Instant::now();
-        plan.run(inputs.clone())
-            .map_err(|e| anyhow::anyhow!("warm-up run on zeros (batch {n}) failed: {e:#}"))?;
-        let took = warm.elapsed();
-        info!(
-            "Warm-up run (batch {n}) took {:.1} ms",
-            took.as_secs_f64() * 1000.0
-        );
-        if let (1, Some(max)) = (n, pool.auto_threads) {
-            choose_threads(plan, &inputs, max, took)?;
-        }
-    }
-    let pool = InferencePool::start(loaded.plan, pool.workers, pool.queue, pool.batching.clone())
-        .context("cannot start inference threads")?;
+    let signature = backend.signature().clone();
+    let serving = ServingSignature::load(&found.path, &signature)?.map(Arc::new);
+    let workers = pool
+        .workers
+        .unwrap_or_else(|| backend.default_workers(pool.cores));
+    let engine = backend.kind();
+    let pool = InferencePool::start(&*backend, workers, pool.queue, pool.batching.clone())
+        .map_err(anyhow::Error::msg)?;
     Ok(ServedModel {
         version: found.version,
         path: found.path.clone(),
-        signature: loaded.signature,
+        signature,
         serving,
         pool,
+        engine,
+        workers,
         load_time: started.elapsed(),
     })
-}
-
-/// Sets the intra-op threads to 1 or `max` by timing `plan` (`tune_intra_op_threads`), or to
-/// `max` if its warm-up run (`took`, on the executor as it was) was too slow to repeat; logs the
-/// choice.
-fn choose_threads(plan: &Plan, inputs: &TVec<TValue>, max: usize, took: Duration) -> Result<()> {
-    if took > TUNE_LIMIT {
-        set_intra_op_threads(max);
-        info!("Intra-op threads: {max} (a lone run is too slow to time again)");
-        return Ok(());
-    }
-    let (chosen, one, many) = tune_intra_op_threads(plan, inputs, max)
-        .map_err(|e| anyhow::anyhow!("timing run on zeros failed: {e:#}"))?;
-    info!(
-        "Intra-op threads: {chosen} (a lone run took {:.1} ms on 1 thread, {:.1} ms on {max}; \
-         {max} must be 15 % faster to be worth holding cores that concurrent requests could use)",
-        one.as_secs_f64() * 1000.0,
-        many.as_secs_f64() * 1000.0
-    );
-    Ok(())
 }
 
 /// Resolves on SIGINT, SIGTERM (what `docker stop` sends) or a failed model load. axum then

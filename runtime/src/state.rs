@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::engine::EngineKind;
 use crate::infer::InferencePool;
 use crate::model::{ServingSignature, Signature};
 
@@ -16,6 +17,11 @@ pub struct ServedModel {
     /// The public signature from `signature.toml` (image inputs, class outputs), if any.
     pub serving: Option<Arc<ServingSignature>>,
     pub pool: InferencePool,
+    /// The engine that runs it.
+    pub engine: EngineKind,
+    /// Inference worker threads.
+    pub workers: usize,
+    /// From the start of loading to ready: every engine tried, warm-up included.
     pub load_time: Duration,
 }
 

@@ -1,4 +1,5 @@
-//! The REST API in-process (`app()` + oneshot) against real ONNX fixtures run by tract.
+//! The REST API in-process (`app()` + oneshot) against real ONNX fixtures, run by the engine
+//! `ONNX_SERVING_TEST_ENGINE` names (tract by default; `make test` runs these once per engine).
 
 mod common;
 
@@ -15,7 +16,7 @@ async fn model_status_is_tf_serving_json() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+        json!({"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}, "engine": engine_name()}]})
     );
     let (status, body) = get(&app, "/v1/models/linear/versions/1").await;
     assert_eq!(status, StatusCode::OK);
@@ -592,7 +593,7 @@ async fn batching_merges_concurrent_requests_and_answers_each_its_own() {
     let found = runtime::model::find_latest_version(&models().join("linear")).unwrap();
     let pool = PoolOptions {
         batching: Some(Batching::new(4, Duration::from_millis(300), &[]).unwrap()),
-        ..PoolOptions::new(1, 64)
+        ..pool_options(1, 64)
     };
     let model = Arc::new(load_and_warm_up(&found, &pool).expect("model loads"));
     let app = runtime::app(AppState::new(
@@ -641,7 +642,7 @@ async fn batching_is_a_no_op_for_a_fixed_batch_model() {
 
     let pool = PoolOptions {
         batching: Some(Batching::new(4, Duration::from_millis(10), &[]).unwrap()),
-        ..PoolOptions::new(1, 64)
+        ..pool_options(1, 64)
     };
     let app = app_pooled(
         &models().join("fixed_batch"),

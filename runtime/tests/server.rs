@@ -32,9 +32,14 @@ impl Drop for Server {
 
 impl Server {
     fn start(model: &str, extra: &[&str]) -> Server {
+        Server::start_with_env(model, extra, &[])
+    }
+
+    fn start_with_env(model: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["--rest_api_host", "127.0.0.1", "--rest_api_port", "0"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("MODEL_NAME", model)
             .env("MODEL_BASE_PATH", models())
             .stdout(Stdio::null())
@@ -243,16 +248,7 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
 /// Runs the server on fixture `model` with `extra` flags, expects it to exit non-zero, and
 /// returns what it printed on stderr.
 fn failed_start(model: &str, extra: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(["--rest_api_host", "127.0.0.1", "--rest_api_port", "0"])
-        .args(["--model_name", model])
-        .args(extra)
-        .arg("--model_base_path")
-        .arg(models())
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "{model} {extra:?} started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    failed_start_env(model, extra, &[])
 }
 
 #[test]
@@ -355,7 +351,9 @@ fn check_model_reports_signature_or_the_reason_it_cannot_serve() {
         "ids: DT_INT64 [-1, 5]",
         "next_ids: DT_INT64 [-1, 5]",
         "total: DT_FLOAT [-1]",
-        "Load + optimize:",
+        "tract: load + optimize + warm-up",
+        "onnxruntime: load + optimize + warm-up",
+        "output shapes [1, 5] [1]: OK",
         "OK",
     ] {
         assert!(
@@ -414,6 +412,86 @@ fn check_model_without_a_path_checks_the_model_serve_would_load() {
         err.contains("absent") && err.contains("does not exist"),
         "{err}"
     );
+}
+
+/// A file that is not onnxruntime's library, as a broken or truncated copy would be.
+fn broken_library() -> String {
+    models()
+        .join("corrupt/1/model.onnx")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn a_broken_onnxruntime_library_is_one_clear_error_and_tract_serves() {
+    let lib = broken_library();
+    let server = Server::start_with_env(
+        "linear",
+        &[],
+        &[("ONNX_SERVING_ONNXRUNTIME_LIBRARY", lib.as_str())],
+    );
+    let seen = server.seen.join("\n");
+    assert!(
+        seen.contains("onnxruntime is not available (cannot load")
+            && seen.contains("Engine: tract (the only engine available)"),
+        "{seen}"
+    );
+    let (status, body) = http(server.port, "GET", "/v1/models/linear", "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model_version_status"][0]["engine"], "tract");
+    let (status, _) = http(
+        server.port,
+        "POST",
+        "/v1/models/linear:predict",
+        r#"{"instances": [[1, 2, 3, 4]]}"#,
+    );
+    assert_eq!(status, 200);
+    drop(server);
+
+    // Asked for explicitly, a broken library stops the start with the reason.
+    let err = failed_start_env(
+        "linear",
+        &["--engine", "onnxruntime"],
+        &[("ONNX_SERVING_ONNXRUNTIME_LIBRARY", lib.as_str())],
+    );
+    assert!(
+        err.contains("--engine onnxruntime, but cannot load") && err.contains("make onnxruntime"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_start_up_log_says_which_engine_serves_and_why() {
+    common::require_onnxruntime();
+    let server = Server::start("linear", &["--engine", "auto"]);
+    let seen = server.seen.join("\n");
+    assert!(
+        seen.contains("onnxruntime 1.31.1 loaded from") && seen.contains("ms on a lone run"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("Successfully loaded servable version {name: linear version: 1}")
+            && (seen.contains("(engine tract,") || seen.contains("(engine onnxruntime,")),
+        "{seen}"
+    );
+    // An engine that cannot load the model, asked for by name, stops the start with its reason.
+    let err = failed_start("determinant", &["--engine", "tract"]);
+    assert!(err.contains("tract could not"), "{err}");
+}
+
+/// As [`failed_start`], with environment variables set for the server.
+fn failed_start_env(model: &str, extra: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(BIN)
+        .args(["--rest_api_host", "127.0.0.1", "--rest_api_port", "0"])
+        .args(["--model_name", model])
+        .args(extra)
+        .envs(env.iter().copied())
+        .arg("--model_base_path")
+        .arg(models())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{model} {extra:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

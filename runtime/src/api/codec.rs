@@ -1,20 +1,19 @@
-//! Request values → tract tensors, checked against the signature; tract tensors → response JSON.
+//! Request values → tensors, checked against the signature; tensors → response JSON.
 
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ndarray::{ArrayViewD, Axis};
 
 use super::request::{JsonInput, NdArray, Scalar};
 use crate::error::ApiError;
 use crate::model::{DType, Signature, TensorSpec};
+use crate::tensor::{f16, Element, Tensor, TensorData};
 
 /// Row format: `instances` is a list with one entry per batch element. Single-input models take a
 /// bare value per instance; otherwise each instance is an object keyed by input name.
 pub fn tensors_from_instances(
     sig: &Signature,
     instances: &[JsonInput],
-) -> Result<TVec<TValue>, ApiError> {
+) -> Result<Vec<Tensor>, ApiError> {
     if instances.is_empty() {
         return Err(ApiError::BadRequest(
             "'instances' is empty: send at least one instance".into(),
@@ -45,7 +44,7 @@ pub fn tensors_from_instances(
 
 /// Columnar format: `inputs` holds whole tensors (batch dimension included): a bare value for a
 /// single-input model, else an object keyed by input name.
-pub fn tensors_from_inputs(sig: &Signature, inputs: &JsonInput) -> Result<TVec<TValue>, ApiError> {
+pub fn tensors_from_inputs(sig: &Signature, inputs: &JsonInput) -> Result<Vec<Tensor>, ApiError> {
     if let JsonInput::Named(named) = inputs {
         check_known_names(sig, named).map_err(ApiError::BadRequest)?;
     }
@@ -58,7 +57,7 @@ pub fn tensors_from_inputs(sig: &Signature, inputs: &JsonInput) -> Result<TVec<T
             if !spec.accepts_shape(&array.shape) {
                 return Err(shape_mismatch(spec, &array.shape));
             }
-            Ok(to_tensor(spec, &array.shape, &[array])?.into_tvalue())
+            to_tensor(spec, &array.shape, &[array])
         })
         .collect()
 }
@@ -117,7 +116,7 @@ fn tensor_value<'a>(value: &'a JsonInput, spec: &TensorSpec) -> Result<&'a NdArr
 }
 
 /// Stacks per-instance arrays along a new batch dimension.
-fn stack(spec: &TensorSpec, rows: &[&NdArray]) -> Result<TValue, ApiError> {
+fn stack(spec: &TensorSpec, rows: &[&NdArray]) -> Result<Tensor, ApiError> {
     let first = rows[0];
     if let Some((i, odd)) = rows
         .iter()
@@ -145,7 +144,7 @@ fn stack(spec: &TensorSpec, rows: &[&NdArray]) -> Result<TValue, ApiError> {
         }
         return Err(shape_mismatch(spec, &shape));
     }
-    Ok(to_tensor(spec, &shape, rows)?.into_tvalue())
+    to_tensor(spec, &shape, rows)
 }
 
 fn shape_mismatch(spec: &TensorSpec, got: &[usize]) -> ApiError {
@@ -170,7 +169,7 @@ fn to_tensor(spec: &TensorSpec, shape: &[usize], rows: &[&NdArray]) -> Result<Te
                     flat.push(v.ok_or_else(|| wrong_value(spec, *s))?);
                 }
             }
-            Tensor::from_shape(shape, &flat)
+            Tensor::from_vec(shape.to_vec(), flat)
                 .map_err(|e| ApiError::BadRequest(format!("input '{}': {e}", spec.name)))
         }};
     }
@@ -236,79 +235,111 @@ pub struct TensorJson<'a> {
 
 impl Serialize for TensorJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        macro_rules! ser {
-            ($t:ty) => {{
-                let view = self
-                    .tensor
-                    .to_plain_array_view::<$t>()
-                    .map_err(serde::ser::Error::custom)?;
-                match self.row {
-                    Some(r) => serialize_view(view.index_axis(Axis(0), r), s),
-                    None => serialize_view(view, s),
-                }
-            }};
-        }
-        match self.tensor.datum_type() {
-            DatumType::F32 => ser!(f32),
-            DatumType::F64 => ser!(f64),
-            DatumType::I8 => ser!(i8),
-            DatumType::I16 => ser!(i16),
-            DatumType::I32 => ser!(i32),
-            DatumType::I64 => ser!(i64),
-            DatumType::U8 => ser!(u8),
-            DatumType::U16 => ser!(u16),
-            DatumType::U32 => ser!(u32),
-            DatumType::U64 => ser!(u64),
-            DatumType::Bool => ser!(bool),
-            DatumType::String => ser!(String),
-            DatumType::F16 => {
-                let as_f32 = self
-                    .tensor
-                    .cast_to::<f32>()
-                    .map_err(serde::ser::Error::custom)?;
-                TensorJson {
-                    tensor: &as_f32,
-                    row: self.row,
-                }
-                .serialize(s)
+        let shape = self.tensor.shape();
+        let (shape, range) = match self.row {
+            Some(r) => {
+                let per: usize = shape.iter().skip(1).product();
+                (&shape[1..], r * per..(r + 1) * per)
             }
-            other => Err(serde::ser::Error::custom(format!(
-                "outputs of type {other:?} cannot be written as JSON"
-            ))),
+            None => (shape, 0..self.tensor.data().len()),
+        };
+        match self.tensor.data() {
+            TensorData::F16(v) => serialize_nd(&Half(&v[range]), shape, s),
+            TensorData::F32(v) => serialize_nd(&&v[range], shape, s),
+            TensorData::F64(v) => serialize_nd(&&v[range], shape, s),
+            TensorData::I8(v) => serialize_nd(&&v[range], shape, s),
+            TensorData::I16(v) => serialize_nd(&&v[range], shape, s),
+            TensorData::I32(v) => serialize_nd(&&v[range], shape, s),
+            TensorData::I64(v) => serialize_nd(&&v[range], shape, s),
+            TensorData::U8(v) => serialize_nd(&&v[range], shape, s),
+            TensorData::U16(v) => serialize_nd(&&v[range], shape, s),
+            TensorData::U32(v) => serialize_nd(&&v[range], shape, s),
+            TensorData::U64(v) => serialize_nd(&&v[range], shape, s),
+            TensorData::Bool(v) => serialize_nd(&&v[range], shape, s),
+            TensorData::String(v) => serialize_nd(&&v[range], shape, s),
         }
     }
 }
 
-fn serialize_view<T: Serialize, S: Serializer>(
-    view: ArrayViewD<'_, T>,
+/// Values that serialize one by one: plain slices, and float16 written as float32.
+trait Values {
+    fn len(&self) -> usize;
+    fn serialize_at<S: SerializeSeq>(&self, i: usize, seq: &mut S) -> Result<(), S::Error>;
+    fn serialize_one<S: Serializer>(&self, i: usize, s: S) -> Result<S::Ok, S::Error>;
+    fn sub(&self, start: usize, end: usize) -> Self;
+}
+
+impl<T: Serialize + Element> Values for &[T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+    fn serialize_at<S: SerializeSeq>(&self, i: usize, seq: &mut S) -> Result<(), S::Error> {
+        seq.serialize_element(&self[i])
+    }
+    fn serialize_one<S: Serializer>(&self, i: usize, s: S) -> Result<S::Ok, S::Error> {
+        self[i].serialize(s)
+    }
+    fn sub(&self, start: usize, end: usize) -> Self {
+        &self[start..end]
+    }
+}
+
+struct Half<'a>(&'a [f16]);
+
+impl Values for Half<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn serialize_at<S: SerializeSeq>(&self, i: usize, seq: &mut S) -> Result<(), S::Error> {
+        seq.serialize_element(&self.0[i].to_f32())
+    }
+    fn serialize_one<S: Serializer>(&self, i: usize, s: S) -> Result<S::Ok, S::Error> {
+        self.0[i].to_f32().serialize(s)
+    }
+    fn sub(&self, start: usize, end: usize) -> Self {
+        Half(&self.0[start..end])
+    }
+}
+
+/// `values` (row-major, `product(shape)` of them) as nested arrays of `shape`.
+fn serialize_nd<V: Values, S: Serializer>(
+    values: &V,
+    shape: &[usize],
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    if view.ndim() == 0 {
-        return match view.iter().next() {
-            Some(v) => v.serialize(s),
-            None => s.serialize_unit(),
+    let Some((&outer, inner)) = shape.split_first() else {
+        return if values.len() == 0 {
+            s.serialize_unit()
+        } else {
+            values.serialize_one(0, s)
         };
-    }
-    if view.ndim() == 1 {
+    };
+    let mut seq = s.serialize_seq(Some(outer))?;
+    if inner.is_empty() {
         // The innermost dimension: values directly, no sub-view per element.
-        let mut seq = s.serialize_seq(Some(view.len()))?;
-        for v in view.iter() {
-            seq.serialize_element(v)?;
+        for i in 0..outer.min(values.len()) {
+            values.serialize_at(i, &mut seq)?;
         }
-        return seq.end();
-    }
-    let mut seq = s.serialize_seq(Some(view.len_of(Axis(0))))?;
-    for sub in view.outer_iter() {
-        seq.serialize_element(&ViewJson(sub))?;
+    } else {
+        let per: usize = inner.iter().product();
+        for i in 0..outer {
+            seq.serialize_element(&Nested {
+                values: values.sub(i * per, (i + 1) * per),
+                shape: inner,
+            })?;
+        }
     }
     seq.end()
 }
 
-struct ViewJson<'a, T>(ArrayViewD<'a, T>);
+struct Nested<'a, V> {
+    values: V,
+    shape: &'a [usize],
+}
 
-impl<T: Serialize> Serialize for ViewJson<'_, T> {
+impl<V: Values> Serialize for Nested<'_, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_view(self.0.view(), s)
+        serialize_nd(&self.values, self.shape, s)
     }
 }
 
@@ -316,11 +347,11 @@ impl<T: Serialize> Serialize for ViewJson<'_, T> {
 /// else an object keyed by output name per row.
 pub fn predictions_json(
     sig: &Signature,
-    outputs: &[TValue],
+    outputs: &[Tensor],
     batch: usize,
 ) -> Result<Vec<u8>, ApiError> {
     for (spec, t) in sig.outputs.iter().zip(outputs) {
-        if t.shape().first() != Some(&batch) {
+        if t.batch() != Some(batch) {
             return Err(ApiError::BadRequest(format!(
                 "output '{}' has shape {:?}, whose first dimension is not the batch size {batch}, so it cannot be split into rows; use the columnar format ({{\"inputs\": ...}})",
                 spec.name,
@@ -340,7 +371,7 @@ pub fn predictions_json(
 }
 
 /// Outputs as `{"outputs": ...}`: the whole tensor for single-output models, else keyed by name.
-pub fn outputs_json(sig: &Signature, outputs: &[TValue]) -> Result<Vec<u8>, ApiError> {
+pub fn outputs_json(sig: &Signature, outputs: &[Tensor]) -> Result<Vec<u8>, ApiError> {
     write_json(&Wrapped {
         key: "outputs",
         value: &Named {
@@ -371,7 +402,7 @@ impl<T: Serialize> Serialize for Wrapped<'_, T> {
 
 struct Rows<'a> {
     sig: &'a Signature,
-    outputs: &'a [TValue],
+    outputs: &'a [Tensor],
     batch: usize,
 }
 
@@ -392,7 +423,7 @@ impl Serialize for Rows<'_> {
 /// A single output bare, several as an object keyed by output name (as TF Serving does).
 struct Named<'a> {
     sig: &'a Signature,
-    outputs: &'a [TValue],
+    outputs: &'a [Tensor],
     row: Option<usize>,
 }
 

@@ -5,12 +5,12 @@ use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use tract_onnx::prelude::*;
 
 use super::request::{JsonInput, NdArray, Scalar};
 use crate::error::ApiError;
 use crate::model::serving::{FloatImage, ImageSource, ServingSignature};
 use crate::model::Signature;
+use crate::tensor::Tensor;
 
 /// Standard base64, padding optional (clients differ on it).
 const B64: GeneralPurpose = GeneralPurpose::new(
@@ -27,7 +27,7 @@ pub fn from_instances(
     sig: &ServingSignature,
     model: &Signature,
     instances: &[JsonInput],
-) -> Result<TValue, ApiError> {
+) -> Result<Tensor, ApiError> {
     if instances.is_empty() {
         return Err(ApiError::BadRequest(
             "'instances' is empty: send at least one image".into(),
@@ -57,7 +57,7 @@ pub fn from_inputs(
     sig: &ServingSignature,
     model: &Signature,
     inputs: &JsonInput,
-) -> Result<TValue, ApiError> {
+) -> Result<Tensor, ApiError> {
     let value = named_value(sig, inputs).map_err(ApiError::BadRequest)?;
     let split;
     let images: Vec<&JsonInput> = match value {
@@ -109,7 +109,7 @@ fn build(
     model: &Signature,
     images: &[&JsonInput],
     err: impl Fn(usize, String) -> ApiError,
-) -> Result<TValue, ApiError> {
+) -> Result<Tensor, ApiError> {
     if images.len() > MAX_IMAGES_PER_REQUEST {
         return Err(ApiError::BadRequest(format!(
             "{} images in one request; the server takes at most {MAX_IMAGES_PER_REQUEST}: split the batch",
@@ -146,8 +146,7 @@ fn build(
         };
         input.preprocess(source, &mut data).map_err(|e| err(i, e))?;
     }
-    Tensor::from_shape(&shape, &data)
-        .map(IntoTValue::into_tvalue)
+    Tensor::from_vec(shape.to_vec(), data)
         .map_err(|e| ApiError::Internal(format!("cannot build the image batch: {e}")))
 }
 

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::model::signature::DEFAULT_SIGNATURE;
 use crate::state::{AppState, ModelState, ServedModel};
+use crate::tensor::Tensor;
 use request::parse_predict_request;
 
 /// Bodies above this size are decoded on a blocking thread, not on the async executor.
@@ -168,32 +169,44 @@ fn check_version(st: &AppState, model: &ServedModel, version: Option<u64>) -> Re
 
 fn model_status(st: &AppState, name: &str, version: Option<u64>) -> Result<Response, ApiError> {
     check_name(st, name, version)?;
-    let (served_version, state, code, message) = match st.model_state() {
+    let (served_version, state, code, message, engine) = match st.model_state() {
         ModelState::Available(model) => {
             check_version(st, &model, version)?;
-            (Some(model.version), "AVAILABLE", "OK", String::new())
+            let engine = Some(model.engine.name());
+            (
+                Some(model.version),
+                "AVAILABLE",
+                "OK",
+                String::new(),
+                engine,
+            )
         }
-        ModelState::Loading { version } => (Some(version), "LOADING", "OK", String::new()),
-        ModelState::Failed { version, message } => (version, "END", "UNKNOWN", message),
+        ModelState::Loading { version } => (Some(version), "LOADING", "OK", String::new(), None),
+        ModelState::Failed { version, message } => (version, "END", "UNKNOWN", message, None),
     };
     let version = served_version.or(version).unwrap_or(0);
-    Ok(Json(json!({
-        "model_version_status": [{
-            "version": version.to_string(),
-            "state": state,
-            "status": {"error_code": code, "error_message": message},
-        }]
-    }))
-    .into_response())
+    let mut entry = json!({
+        "version": version.to_string(),
+        "state": state,
+        "status": {"error_code": code, "error_message": message},
+    });
+    // Beyond TF Serving's fields: which engine runs this version.
+    if let Some(engine) = engine {
+        entry["engine"] = json!(engine);
+    }
+    Ok(Json(json!({ "model_version_status": [entry] })).into_response())
 }
 
 fn metadata(st: &AppState, name: &str, version: Option<u64>) -> Result<Response, ApiError> {
     let model = served_model(st, name, version)?;
     Ok(Json(json!({
         "model_spec": {"name": st.model_name, "signature_name": "", "version": model.version.to_string()},
-        "metadata": {"signature_def": {
-            "signature_def": {DEFAULT_SIGNATURE: model.api_signature().signature_def()}
-        }},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {DEFAULT_SIGNATURE: model.api_signature().signature_def()}
+            },
+            "engine": model.engine.name(),
+        },
     }))
     .into_response())
 }
@@ -247,16 +260,7 @@ enum Format {
     Columns,
 }
 
-fn decode_predict(
-    model: &ServedModel,
-    body: &[u8],
-) -> Result<
-    (
-        tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>,
-        Format,
-    ),
-    ApiError,
-> {
+fn decode_predict(model: &ServedModel, body: &[u8]) -> Result<(Vec<Tensor>, Format), ApiError> {
     let request = parse_predict_request(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON request: {e}")))?;
     if let Some(sig) = request
@@ -271,18 +275,17 @@ fn decode_predict(
     if let Some(serving) = &model.serving {
         return match (&request.instances, &request.inputs) {
             (Some(instances), None) => Ok((
-                std::iter::once(images::from_instances(
+                vec![images::from_instances(
                     serving,
                     &model.signature,
                     instances,
-                )?)
-                .collect(),
+                )?],
                 Format::Rows {
                     batch: instances.len(),
                 },
             )),
             (None, Some(inputs)) => Ok((
-                std::iter::once(images::from_inputs(serving, &model.signature, inputs)?).collect(),
+                vec![images::from_inputs(serving, &model.signature, inputs)?],
                 Format::Columns,
             )),
             _ => Err(format_error(request.instances.is_some())),

@@ -1,14 +1,12 @@
 //! Models on disk: where they live, how they load, what they take and return.
 
 pub mod layout;
-pub mod load;
 pub mod serving;
 pub mod signature;
 
 use std::path::PathBuf;
 
 pub use layout::{find_latest_version, ModelVersion};
-pub use load::{load_onnx, load_onnx_batched, zero_inputs, LoadedModel, Plan, Plans};
 pub use serving::ServingSignature;
 pub use signature::{DType, Dim, Signature, TensorSpec};
 
@@ -28,12 +26,15 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
-    #[error("tract could not {stage} {path}: {message}")]
-    Tract {
+    #[error("{engine} could not {stage} {path}: {message}")]
+    Engine {
+        engine: &'static str,
         stage: &'static str,
         path: PathBuf,
         message: String,
     },
+    #[error("no engine can serve {path}: {reasons}")]
+    NoEngine { path: PathBuf, reasons: String },
     #[error("{path}: {message}")]
     Signature { path: PathBuf, message: String },
     #[error("unsupported model: {0}")]

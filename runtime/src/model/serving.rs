@@ -35,10 +35,10 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageBuffer, ImageDecoder, ImageFormat, ImageReader, Pixel, Rgb};
 use serde::Deserialize;
-use tract_onnx::prelude::*;
 
 use super::signature::{DType, Dim, Signature, TensorSpec};
 use super::ModelError;
+use crate::tensor::Tensor;
 
 /// The file looked for beside `model.onnx`.
 pub const SIGNATURE_FILE: &str = "signature.toml";
@@ -659,11 +659,11 @@ pub fn decode(bytes: &[u8]) -> Result<image::RgbImage, String> {
 
 impl ClassOutput {
     /// The public outputs, in `emit` order, from the model's `[batch, classes]` output.
-    pub fn postprocess(&self, raw: &Tensor) -> Result<TVec<TValue>, String> {
-        let view = raw
-            .to_plain_array_view::<f32>()
-            .map_err(|e| format!("model output is not float32: {e}"))?;
-        let shape = view.shape().to_vec();
+    pub fn postprocess(&self, raw: &Tensor) -> Result<Vec<Tensor>, String> {
+        let values = raw
+            .as_slice::<f32>()
+            .ok_or_else(|| format!("model output is {}, not float32", raw.dtype()))?;
+        let shape = raw.shape();
         if shape.len() != 2 || shape[1] != self.classes {
             return Err(format!(
                 "model output has shape {shape:?}, expected [batch, {}]",
@@ -676,8 +676,8 @@ impl ClassOutput {
         let mut probs = Vec::with_capacity(batch * self.classes);
         let mut top_classes = Vec::with_capacity(batch * k);
         let mut top_probs = Vec::with_capacity(batch * k);
-        for row in view.outer_iter() {
-            let mut p: Vec<f32> = row.iter().copied().collect();
+        for row in values.chunks(self.classes.max(1)) {
+            let mut p: Vec<f32> = row.to_vec();
             if self.softmax {
                 softmax(&mut p);
             }
@@ -697,22 +697,24 @@ impl ClassOutput {
                 .cloned()
                 .unwrap_or_default()
         };
-        let ids = |cs: &[usize]| tensor1(&cs.iter().map(|&c| id(c)).collect::<Vec<_>>());
-        let names = |cs: &[usize]| tensor1(&cs.iter().map(|&c| label(c)).collect::<Vec<_>>());
-        let tensor = |shape: &[usize], t: Tensor| {
-            t.into_shape(shape)
-                .map(IntoTValue::into_tvalue)
-                .map_err(|e| format!("cannot build an output: {e}"))
+        let ids = |cs: &[usize]| cs.iter().map(|&c| id(c)).collect::<Vec<_>>();
+        let names = |cs: &[usize]| cs.iter().map(|&c| label(c)).collect::<Vec<_>>();
+        let built = |t: Result<Tensor, crate::tensor::TensorError>| {
+            t.map_err(|e| format!("cannot build an output: {e}"))
         };
         self.emit
             .iter()
             .map(|e| match e {
-                Emit::Classes => tensor(&[batch], ids(&classes)),
-                Emit::Labels => tensor(&[batch], names(&classes)),
-                Emit::Probabilities => tensor(&[batch, self.classes], tensor1(&probs)),
-                Emit::TopKClasses => tensor(&[batch, k], ids(&top_classes)),
-                Emit::TopKProbabilities => tensor(&[batch, k], tensor1(&top_probs)),
-                Emit::TopKLabels => tensor(&[batch, k], names(&top_classes)),
+                Emit::Classes => built(Tensor::from_vec(vec![batch], ids(&classes))),
+                Emit::Labels => built(Tensor::from_vec(vec![batch], names(&classes))),
+                Emit::Probabilities => {
+                    built(Tensor::from_vec(vec![batch, self.classes], probs.clone()))
+                }
+                Emit::TopKClasses => built(Tensor::from_vec(vec![batch, k], ids(&top_classes))),
+                Emit::TopKProbabilities => {
+                    built(Tensor::from_vec(vec![batch, k], top_probs.clone()))
+                }
+                Emit::TopKLabels => built(Tensor::from_vec(vec![batch, k], names(&top_classes))),
             })
             .collect()
     }
@@ -780,21 +782,10 @@ mod tests {
         assert_eq!(s.public.outputs[1].shape_string(), "[-1, 2]");
         let out = s.output.unwrap();
         let raw =
-            Tensor::from_shape(&[2, 4], &[0.0f32, 3.0, 1.0, 0.0, 5.0, 0.0, 0.0, 6.0]).unwrap();
+            Tensor::from_vec(vec![2, 4], vec![0.0f32, 3.0, 1.0, 0.0, 5.0, 0.0, 0.0, 6.0]).unwrap();
         let got = out.postprocess(&raw).unwrap();
-        let classes: Vec<i64> = got[0]
-            .to_plain_array_view::<i64>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect();
-        assert_eq!(classes, [2, 4]);
-        let p: Vec<f32> = got[1]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect();
+        assert_eq!(got[0].as_slice::<i64>().unwrap(), [2, 4]);
+        let p = got[1].as_slice::<f32>().unwrap();
         assert_eq!(got[1].shape(), &[2, 2]);
         // softmax([0, 3, 1, 0]) = [0.0403, 0.8098, 0.1096, 0.0403]; top 2 of row 0.
         assert!(

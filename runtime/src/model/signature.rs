@@ -3,110 +3,9 @@
 use std::fmt;
 
 use serde_json::{json, Value};
-use tract_onnx::prelude::{DatumType, TDim};
-use tract_onnx::tract_hir::internal::DimLike;
 
-/// Element types the REST API can read from or write to JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DType {
-    F16,
-    F32,
-    F64,
-    I8,
-    I16,
-    I32,
-    I64,
-    U8,
-    U16,
-    U32,
-    U64,
-    Bool,
-    /// Binary or text values (`{"b64": ...}` inputs, label outputs).
-    String,
-}
-
-impl DType {
-    pub fn from_datum(dt: DatumType) -> Option<DType> {
-        Some(match dt {
-            DatumType::F16 => DType::F16,
-            DatumType::F32 => DType::F32,
-            DatumType::F64 => DType::F64,
-            DatumType::I8 => DType::I8,
-            DatumType::I16 => DType::I16,
-            DatumType::I32 => DType::I32,
-            DatumType::I64 => DType::I64,
-            DatumType::U8 => DType::U8,
-            DatumType::U16 => DType::U16,
-            DatumType::U32 => DType::U32,
-            DatumType::U64 => DType::U64,
-            DatumType::Bool => DType::Bool,
-            DatumType::String => DType::String,
-            _ => return None,
-        })
-    }
-
-    pub fn datum(self) -> DatumType {
-        match self {
-            DType::F16 => DatumType::F16,
-            DType::F32 => DatumType::F32,
-            DType::F64 => DatumType::F64,
-            DType::I8 => DatumType::I8,
-            DType::I16 => DatumType::I16,
-            DType::I32 => DatumType::I32,
-            DType::I64 => DatumType::I64,
-            DType::U8 => DatumType::U8,
-            DType::U16 => DatumType::U16,
-            DType::U32 => DatumType::U32,
-            DType::U64 => DatumType::U64,
-            DType::Bool => DatumType::Bool,
-            DType::String => DatumType::String,
-        }
-    }
-
-    /// TensorFlow's name for the type, as TF Serving's metadata reports it.
-    pub fn tf_name(self) -> &'static str {
-        match self {
-            DType::F16 => "DT_HALF",
-            DType::F32 => "DT_FLOAT",
-            DType::F64 => "DT_DOUBLE",
-            DType::I8 => "DT_INT8",
-            DType::I16 => "DT_INT16",
-            DType::I32 => "DT_INT32",
-            DType::I64 => "DT_INT64",
-            DType::U8 => "DT_UINT8",
-            DType::U16 => "DT_UINT16",
-            DType::U32 => "DT_UINT32",
-            DType::U64 => "DT_UINT64",
-            DType::Bool => "DT_BOOL",
-            DType::String => "DT_STRING",
-        }
-    }
-
-    /// Short name used in error messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F16 => "float16",
-            DType::F32 => "float32",
-            DType::F64 => "float64",
-            DType::I8 => "int8",
-            DType::I16 => "int16",
-            DType::I32 => "int32",
-            DType::I64 => "int64",
-            DType::U8 => "uint8",
-            DType::U16 => "uint16",
-            DType::U32 => "uint32",
-            DType::U64 => "uint64",
-            DType::Bool => "bool",
-            DType::String => "string",
-        }
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::tensor::DType;
+use crate::tensor::Tensor;
 
 /// One dimension of a tensor shape: fixed, or free (a symbol such as the batch size).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,13 +15,6 @@ pub enum Dim {
 }
 
 impl Dim {
-    pub fn from_tdim(d: &TDim) -> Dim {
-        match d.to_usize() {
-            Ok(n) => Dim::Fixed(n),
-            Err(_) => Dim::Dynamic(d.to_string()),
-        }
-    }
-
     pub fn fixed(&self) -> Option<usize> {
         match self {
             Dim::Fixed(n) => Some(*n),
@@ -198,6 +90,23 @@ pub const DEFAULT_SIGNATURE: &str = "serving_default";
 pub const PREDICT_METHOD: &str = "tensorflow/serving/predict";
 
 impl Signature {
+    /// Zero-filled inputs at batch size `batch` (other free dimensions at 1), for warm-up and
+    /// `check-model` runs.
+    pub fn zero_inputs(&self, batch: usize) -> Vec<Tensor> {
+        self.inputs
+            .iter()
+            .map(|spec| {
+                let shape = spec
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .map(|(k, d)| d.fixed().unwrap_or(if k == 0 { batch } else { 1 }))
+                    .collect();
+                Tensor::zeros(spec.dtype, shape)
+            })
+            .collect()
+    }
+
     pub fn input_names(&self) -> String {
         names(&self.inputs)
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use runtime::engine::EngineChoice;
 use runtime::model::find_latest_version;
 use runtime::server::{load_and_warm_up, PoolOptions};
 use runtime::{AppState, Limits, ModelState};
@@ -46,7 +47,48 @@ pub fn app_from(
     queue: usize,
     limits: Limits,
 ) -> axum::Router {
-    app_pooled(dir, name, &PoolOptions::new(workers, queue), limits)
+    app_pooled(dir, name, &pool_options(workers, queue), limits)
+}
+
+/// The engine the in-process tests run on: `ONNX_SERVING_TEST_ENGINE` (tract, onnxruntime or
+/// auto), tract by default. `make test` runs the API tests once per engine.
+pub fn test_engine() -> EngineChoice {
+    match std::env::var("ONNX_SERVING_TEST_ENGINE").as_deref() {
+        Ok("onnxruntime") => {
+            require_onnxruntime();
+            EngineChoice::Onnxruntime
+        }
+        Ok("auto") => EngineChoice::Auto,
+        Ok("tract") | Err(_) => EngineChoice::Tract,
+        Ok(other) => panic!("ONNX_SERVING_TEST_ENGINE={other}: use tract, onnxruntime or auto"),
+    }
+}
+
+/// The engine name status and metadata report for [`test_engine`] (tract for auto, which only
+/// the engines tests use).
+pub fn engine_name() -> &'static str {
+    match test_engine() {
+        EngineChoice::Onnxruntime => "onnxruntime",
+        _ => "tract",
+    }
+}
+
+/// `workers` workers, a queue of `queue`, on [`test_engine`].
+pub fn pool_options(workers: usize, queue: usize) -> PoolOptions {
+    PoolOptions {
+        engine: test_engine(),
+        ..PoolOptions::new(workers, queue)
+    }
+}
+
+/// Fails the test, with the fix, when onnxruntime's library cannot be loaded.
+pub fn require_onnxruntime() {
+    if let Err(why) = runtime::engine::onnxruntime::library() {
+        panic!(
+            "this test needs onnxruntime's library ({why}); `make onnxruntime` fetches it and \
+             `make test` points ONNX_SERVING_ONNXRUNTIME_LIBRARY at it"
+        );
+    }
 }
 
 pub fn app_pooled(

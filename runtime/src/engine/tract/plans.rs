@@ -1,14 +1,14 @@
-//! Loading an ONNX file with tract: fix what the graph leaves open, optimize, keep a runnable plan.
+//! tract's plans for a model: fix what the graph leaves open, optimize, keep runnable plans (one
+//! for any batch, and one per concrete batch size when the batch is free).
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::{Factoid, InferenceFact};
 
-use super::signature::{DType, Dim, Signature, TensorSpec};
-use super::ModelError;
+use super::{dim, dtype};
+use crate::model::{Dim, ModelError, Signature, TensorSpec};
 
 /// An optimized tract plan, shared by the inference workers.
 pub type Plan = Arc<TypedRunnableModel>;
@@ -49,26 +49,20 @@ impl Plans {
     }
 }
 
-/// A model parsed, optimized and ready to run.
+/// A model parsed and optimized: its signature and plans.
 pub struct LoadedModel {
     pub signature: Signature,
     pub plan: Plans,
-    /// Parse + type + optimize, without the warm-up run.
-    pub load_time: Duration,
 }
 
 /// Parses `path`, gives every unknown input dimension a symbol (the first one `batch`), optimizes
-/// the graph for those shapes and builds the plan (plus a batch-1 plan when the batch is free).
-pub fn load_onnx(path: &Path) -> Result<LoadedModel, ModelError> {
-    load_onnx_batched(path, &[])
-}
-
-/// As [`load_onnx`], with a plan for each of `batch_sizes` too when the batch is free and every
-/// output keeps it first (dynamic batching runs merged requests on those).
+/// the graph for those shapes and builds the plan (plus a batch-1 plan when the batch is free),
+/// and a plan for each of `batch_sizes` too when the batch is free and every output keeps it
+/// first (dynamic batching runs merged requests on those).
 pub fn load_onnx_batched(path: &Path, batch_sizes: &[usize]) -> Result<LoadedModel, ModelError> {
-    let started = Instant::now();
     let tract_err = |stage: &'static str| {
-        move |e: TractError| ModelError::Tract {
+        move |e: TractError| ModelError::Engine {
+            engine: "tract",
             stage,
             path: path.to_owned(),
             message: format!("{e:#}"),
@@ -123,10 +117,19 @@ pub fn load_onnx_batched(path: &Path, batch_sizes: &[usize]) -> Result<LoadedMod
             .into_runnable()
             .map_err(tract_err("plan (concrete batch)"))
     };
+    // Concrete plans only speed things up: one tract cannot make leaves the model served on
+    // the general plan, with a warning.
+    let concrete_or_warn = |n: usize| match concrete(n) {
+        Ok(plan) => Some(plan),
+        Err(e) => {
+            tracing::warn!("no batch-{n} plan ({e}); batches of {n} run on the general plan");
+            None
+        }
+    };
     let batch1 = if batched_inputs.is_empty() {
         None
     } else {
-        Some(concrete(1)?)
+        concrete_or_warn(1)
     };
     // Outputs keep the batch first if, run at batch 1, each output's first dimension is 1.
     let batch_first = batch1.as_ref().is_some_and(|one| {
@@ -144,9 +147,11 @@ pub fn load_onnx_batched(path: &Path, batch_sizes: &[usize]) -> Result<LoadedMod
         let mut sizes: Vec<usize> = batch_sizes.iter().copied().filter(|&n| n > 1).collect();
         sizes.sort_unstable();
         sizes.dedup();
-        for n in sizes {
-            fixed.push((n, concrete(n)?));
-        }
+        fixed.extend(
+            sizes
+                .into_iter()
+                .filter_map(|n| concrete_or_warn(n).map(|p| (n, p))),
+        );
     }
 
     // Every concrete plan made: the general one can take the model itself.
@@ -177,7 +182,6 @@ pub fn load_onnx_batched(path: &Path, batch_sizes: &[usize]) -> Result<LoadedMod
             fixed,
             batch_first,
         },
-        load_time: started.elapsed(),
     })
 }
 
@@ -193,7 +197,7 @@ fn close_input_fact(
         .datum_type
         .concretize()
         .ok_or_else(|| unsupported("its element type is not declared in the model".into()))?;
-    if DType::from_datum(dt).is_none() {
+    if dtype(dt).is_none() {
         return Err(unsupported(format!(
             "element type {dt:?} cannot be sent as JSON"
         )));
@@ -240,7 +244,7 @@ fn specs(
             let fact = model
                 .outlet_fact(outlet)
                 .map_err(|e| ModelError::Unsupported(format!("{kind} '{name}': {e}")))?;
-            let dtype = DType::from_datum(fact.datum_type).ok_or_else(|| {
+            let dtype = dtype(fact.datum_type).ok_or_else(|| {
                 ModelError::Unsupported(format!(
                     "{kind} '{name}' has element type {:?}, which cannot be sent as JSON",
                     fact.datum_type
@@ -249,26 +253,8 @@ fn specs(
             Ok(TensorSpec {
                 name: name.clone(),
                 dtype,
-                shape: fact.shape.iter().map(Dim::from_tdim).collect(),
+                shape: fact.shape.iter().map(dim).collect::<Vec<Dim>>(),
             })
-        })
-        .collect()
-}
-
-/// Zero-filled inputs at batch size `batch` (other free dimensions at 1), for the warm-up and
-/// `check-model` runs.
-pub fn zero_inputs(signature: &Signature, batch: usize) -> TractResult<TVec<TValue>> {
-    signature
-        .inputs
-        .iter()
-        .map(|spec| {
-            let shape: Vec<usize> = spec
-                .shape
-                .iter()
-                .enumerate()
-                .map(|(k, d)| d.fixed().unwrap_or(if k == 0 { batch } else { 1 }))
-                .collect();
-            Ok(Tensor::zero_dt(spec.dtype.datum(), &shape)?.into_tvalue())
         })
         .collect()
 }
@@ -282,6 +268,10 @@ mod tests {
             .join("tests/fixtures/models")
             .join(name)
             .join("1/model.onnx")
+    }
+
+    fn load_onnx(path: &Path) -> Result<LoadedModel, ModelError> {
+        load_onnx_batched(path, &[])
     }
 
     #[test]

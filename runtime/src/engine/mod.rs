@@ -1,0 +1,292 @@
+//! The engine seam: everything outside this module sees a model through [`Backend`] and
+//! [`Runner`], and tensors as [`Tensor`]s. One module per engine: [`tract`] (pure Rust, in every
+//! binary) and [`onnxruntime`] (the C library, loaded at start-up when present). Nothing outside
+//! `engine/` names a tract or ort type.
+//!
+//! With `--engine auto` (the default) a model is loaded by every engine available, each lone run
+//! is timed (interleaved, best of three) and the faster engine serves; a model one engine cannot
+//! load is served by the other.
+
+pub mod onnxruntime;
+pub mod tract;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::model::{ModelError, Signature};
+use crate::tensor::Tensor;
+
+/// An engine that can run ONNX models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum EngineKind {
+    /// tract-onnx: pure Rust, compiled into every runtime.
+    Tract,
+    /// Microsoft's onnxruntime, from `libonnxruntime.so.1` (images built with it carry it).
+    Onnxruntime,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Tract => "tract",
+            EngineKind::Onnxruntime => "onnxruntime",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `--engine`: one engine, or the faster of those available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineChoice {
+    /// Time a lone run on every available engine at load and keep the faster.
+    Auto,
+    Tract,
+    Onnxruntime,
+}
+
+impl fmt::Display for EngineChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EngineChoice::Auto => "auto",
+            EngineChoice::Tract => "tract",
+            EngineChoice::Onnxruntime => "onnxruntime",
+        })
+    }
+}
+
+/// Intra-op threads: how many threads one run may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    Fixed(usize),
+    /// 1 or `max`, timed at load: `max` only if it makes a lone run at least 15 % faster.
+    Auto {
+        max: usize,
+    },
+}
+
+/// How a model is loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Batch sizes that dynamic batching merges requests into (empty: batching off).
+    pub batch_sizes: Vec<usize>,
+    pub threads: Threads,
+    /// onnxruntime: let idle intra-op threads spin for work instead of sleeping.
+    pub ort_spinning: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            batch_sizes: Vec::new(),
+            threads: Threads::Fixed(1),
+            ort_spinning: false,
+        }
+    }
+}
+
+/// How requests may be merged into one run (dynamic batching).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchSupport {
+    /// Not at all: the batch is fixed, or an output does not keep it first.
+    None,
+    /// Into these sizes (ascending), the merged batch padded with zeros up to the next one:
+    /// the engine has a plan made for each.
+    Padded(Vec<usize>),
+    /// Into any size: the engine runs every batch size alike.
+    Any,
+}
+
+/// A model loaded by one engine, shared by the inference workers.
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> EngineKind;
+    /// The model's own inputs and outputs, free dimensions as [`crate::model::Dim::Dynamic`].
+    fn signature(&self) -> &Signature;
+    fn batch_support(&self) -> BatchSupport;
+    /// A runner for one worker thread, with state of its own (buffers, a session).
+    fn runner(&self) -> Result<Box<dyn Runner>, String>;
+    /// Intra-op threads one run uses.
+    fn intra_op_threads(&self) -> usize;
+    /// Inference workers that keep `cores` busy without oversubscribing them.
+    fn default_workers(&self, cores: usize) -> usize;
+}
+
+/// Runs a model on one worker thread.
+pub trait Runner: Send {
+    /// Inputs in the signature's order, outputs in its order; the error says why the engine
+    /// refused or failed the run.
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String>;
+}
+
+/// A model ready to serve: the engine's backend, and what loading it found out.
+pub struct Loaded {
+    pub backend: Arc<dyn Backend>,
+    /// Parse + optimize + warm-up.
+    pub load_time: Duration,
+    /// A lone run at batch 1 (the last warm-up run).
+    pub run_time: Duration,
+    /// What was chosen and why (threads, engine), for the start-up log.
+    pub notes: Vec<String>,
+}
+
+/// Engines this process can use: tract always, onnxruntime when its library loaded.
+pub fn available() -> Vec<EngineKind> {
+    let mut engines = Vec::with_capacity(2);
+    if onnxruntime::library().is_ok() {
+        engines.push(EngineKind::Onnxruntime);
+    }
+    engines.push(EngineKind::Tract);
+    engines
+}
+
+/// Loads `path` with one engine, warms it up and tunes its threads.
+pub fn load(kind: EngineKind, path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
+    match kind {
+        EngineKind::Tract => tract::load(path, opts),
+        EngineKind::Onnxruntime => onnxruntime::load(path, opts),
+    }
+}
+
+/// Loads `path` with the engine `choice` names, or with `auto` the faster of the available ones
+/// that load it. An explicit engine that cannot load the model is an error with its reason.
+pub fn load_chosen(
+    choice: EngineChoice,
+    path: &Path,
+    opts: &LoadOptions,
+) -> Result<Loaded, ModelError> {
+    let kind = match choice {
+        EngineChoice::Tract => EngineKind::Tract,
+        EngineChoice::Onnxruntime => EngineKind::Onnxruntime,
+        EngineChoice::Auto => return load_auto(path, opts),
+    };
+    let mut loaded = load(kind, path, opts)?;
+    loaded
+        .notes
+        .push(format!("Engine: {kind} (--engine {kind})"));
+    Ok(loaded)
+}
+
+fn load_auto(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
+    let mut ready = Vec::new();
+    let mut failures = Vec::new();
+    if let Err(why) = onnxruntime::library() {
+        info!("onnxruntime is not available ({why}); tract serves");
+    }
+    for kind in available() {
+        match load(kind, path, opts) {
+            Ok(loaded) => ready.push(loaded),
+            Err(e) => {
+                warn!("{kind} cannot serve {}: {e}", path.display());
+                failures.push(e.to_string());
+            }
+        }
+    }
+    if ready.len() < 2 {
+        let mut loaded = ready.pop().ok_or_else(|| ModelError::NoEngine {
+            path: path.to_owned(),
+            reasons: failures.join("; "),
+        })?;
+        let why = if failures.is_empty() {
+            "the only engine available".to_string()
+        } else {
+            "the only engine that loaded the model".to_string()
+        };
+        loaded
+            .notes
+            .push(format!("Engine: {} ({why})", loaded.backend.kind()));
+        return Ok(loaded);
+    }
+    let times = time_lone_runs(&ready);
+    let best = (0..ready.len())
+        .min_by(|&a, &b| times[a].cmp(&times[b]))
+        .unwrap_or(0);
+    let summary: Vec<String> = ready
+        .iter()
+        .zip(&times)
+        .map(|(l, t)| format!("{} {:.1} ms", l.backend.kind(), ms(*t)))
+        .collect();
+    let mut loaded = ready.swap_remove(best);
+    loaded.notes.push(format!(
+        "Engine: {} ({} on a lone run, best of 3, interleaved)",
+        loaded.backend.kind(),
+        summary.join(", ")
+    ));
+    Ok(loaded)
+}
+
+/// Each backend's fastest lone batch-1 run on zeros, three rounds interleaved. A backend that
+/// fails here gets `Duration::MAX`.
+fn time_lone_runs(ready: &[Loaded]) -> Vec<Duration> {
+    let mut runners: Vec<Option<Box<dyn Runner>>> =
+        ready.iter().map(|l| l.backend.runner().ok()).collect();
+    let mut best = vec![Duration::MAX; ready.len()];
+    for _ in 0..3 {
+        for (k, loaded) in ready.iter().enumerate() {
+            let Some(runner) = runners[k].as_mut() else {
+                continue;
+            };
+            let inputs = loaded.backend.signature().zero_inputs(1);
+            let started = Instant::now();
+            if runner.run(inputs).is_ok() {
+                best[k] = best[k].min(started.elapsed());
+            }
+        }
+    }
+    best
+}
+
+/// Milliseconds, for logs.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs `runner` on zeros at each of `batches`, notes each time, and returns the last run's
+/// time; the error names the batch that failed.
+pub fn warm_up(
+    runner: &mut dyn Runner,
+    signature: &Signature,
+    batches: &[usize],
+    notes: &mut Vec<String>,
+) -> Result<Duration, String> {
+    let mut took = Duration::ZERO;
+    for &n in batches {
+        let started = Instant::now();
+        runner
+            .run(signature.zero_inputs(n))
+            .map_err(|e| format!("warm-up run on zeros (batch {n}) failed: {e}"))?;
+        took = started.elapsed();
+        notes.push(format!("Warm-up run (batch {n}) took {:.1} ms", ms(took)));
+    }
+    Ok(took)
+}
+
+/// The intra-op thread count to keep: `max` only if its best time is 15 % under one thread's.
+pub fn pick_threads(max: usize, one: Duration, many: Duration) -> usize {
+    if max > 1 && many.as_secs_f64() * 1.15 <= one.as_secs_f64() {
+        max
+    } else {
+        1
+    }
+}
+
+/// The log line for an automatic thread choice.
+pub fn threads_note(chosen: usize, max: usize, one: Duration, many: Duration) -> String {
+    format!(
+        "Intra-op threads: {chosen} (a lone run took {:.1} ms on 1 thread, {:.1} ms on {max}; \
+         {max} must be 15 % faster to be worth holding cores that concurrent requests could use)",
+        ms(one),
+        ms(many)
+    )
+}
+
+/// A lone run slower than this is not timed again to choose the intra-op threads (six more runs
+/// would delay start-up too much); such a model gets every core.
+pub const TUNE_LIMIT: Duration = Duration::from_secs(2);

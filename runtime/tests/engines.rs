@@ -1,0 +1,190 @@
+//! The engine seam: tract and onnxruntime answer the same requests alike, `--engine auto` serves
+//! a model with the engine that can load it, and an explicit engine that cannot fails with its
+//! reason. Needs onnxruntime's library (`make onnxruntime`; `make test` points at it).
+
+mod common;
+
+use std::path::PathBuf;
+
+use axum::http::StatusCode;
+use common::*;
+use runtime::engine::{self, EngineChoice, EngineKind, LoadOptions};
+use runtime::model::find_latest_version;
+use runtime::server::{load_and_warm_up, PoolOptions};
+use runtime::Limits;
+use serde_json::{json, Value};
+
+fn app_on(name: &str, engine: EngineChoice) -> axum::Router {
+    let pool = PoolOptions {
+        engine,
+        ..PoolOptions::new(1, 16)
+    };
+    app_pooled(&models().join(name), name, &pool, Limits::default())
+}
+
+/// The fixture's expected inputs as a columnar request, and its outputs by name.
+fn columnar(name: &str) -> (String, Value) {
+    let want = expected(name);
+    (
+        json!({"inputs": want["inputs"]}).to_string(),
+        want["outputs"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn both_engines_answer_every_fixture_like_numpy() {
+    require_onnxruntime();
+    for name in ["linear", "multi_io", "int64_ids", "dtypes", "fixed_batch"] {
+        let (body, want) = columnar(name);
+        let mut answers = Vec::new();
+        for engine in [EngineChoice::Tract, EngineChoice::Onnxruntime] {
+            let app = app_on(name, engine);
+            let (status, got) = post(&app, &format!("/v1/models/{name}:predict"), &body).await;
+            assert_eq!(status, StatusCode::OK, "{name} on {engine:?}: {got}");
+            let outputs = &got["outputs"];
+            let names: Vec<&String> = want.as_object().unwrap().keys().collect();
+            for out in &names {
+                let have = if names.len() == 1 {
+                    outputs
+                } else {
+                    &outputs[out.as_str()]
+                };
+                assert_close(have, &want[out.as_str()], 1e-4);
+            }
+            answers.push(got);
+        }
+        assert_eq!(answers[0].as_object().map(|o| o.len()), Some(1));
+        for out in want.as_object().unwrap().keys() {
+            let pick = |a: &Value| match &a["outputs"] {
+                Value::Object(named) => named[out.as_str()].clone(),
+                bare => bare.clone(),
+            };
+            assert_close(&pick(&answers[0]), &pick(&answers[1]), 1e-4);
+        }
+    }
+}
+
+#[tokio::test]
+async fn status_and_metadata_name_the_engine() {
+    require_onnxruntime();
+    for (engine, name) in [
+        (EngineChoice::Tract, "tract"),
+        (EngineChoice::Onnxruntime, "onnxruntime"),
+    ] {
+        let app = app_on("linear", engine);
+        let (_, status) = get(&app, "/v1/models/linear").await;
+        assert_eq!(status["model_version_status"][0]["engine"], name);
+        let (_, meta) = get(&app, "/v1/models/linear/metadata").await;
+        assert_eq!(meta["metadata"]["engine"], name);
+        // The signature is the model's, whoever reads it.
+        let sig = &meta["metadata"]["signature_def"]["signature_def"]["serving_default"];
+        assert_eq!(sig["inputs"]["x"]["tensor_shape"]["dim"][0]["size"], "-1");
+        assert_eq!(sig["inputs"]["x"]["tensor_shape"]["dim"][1]["size"], "4");
+    }
+}
+
+/// Det is an op onnxruntime runs and tract does not.
+#[tokio::test]
+async fn auto_serves_a_model_with_the_engine_that_loads_it() {
+    require_onnxruntime();
+    let app = app_on("determinant", EngineChoice::Auto);
+    let (_, status) = get(&app, "/v1/models/determinant").await;
+    assert_eq!(
+        status["model_version_status"][0]["engine"], "onnxruntime",
+        "{status}"
+    );
+    let (body, want) = columnar("determinant");
+    let (code, got) = post(&app, "/v1/models/determinant:predict", &body).await;
+    assert_eq!(code, StatusCode::OK, "{got}");
+    assert_close(&got["outputs"], &want["det"], 1e-4);
+
+    let found = find_latest_version(&models().join("determinant")).unwrap();
+    let pool = PoolOptions {
+        engine: EngineChoice::Tract,
+        ..PoolOptions::new(1, 4)
+    };
+    let err = format!(
+        "{:#}",
+        load_and_warm_up(&found, &pool)
+            .err()
+            .expect("tract cannot load Det")
+    );
+    assert!(err.contains("tract could not"), "{err}");
+}
+
+#[test]
+fn auto_keeps_the_faster_engine_and_says_why() {
+    require_onnxruntime();
+    let found = find_latest_version(&models().join("linear")).unwrap();
+    let loaded = engine::load_chosen(EngineChoice::Auto, &found.path, &LoadOptions::default())
+        .expect("linear loads");
+    let note = loaded.notes.last().expect("a note on the choice");
+    assert!(
+        note.starts_with(&format!("Engine: {}", loaded.backend.kind()))
+            && note.contains("onnxruntime ")
+            && note.contains("tract ")
+            && note.contains("ms on a lone run"),
+        "{note}"
+    );
+}
+
+#[test]
+fn check_with_every_engine_reports_each_verdict() {
+    require_onnxruntime();
+    for kind in [EngineKind::Tract, EngineKind::Onnxruntime] {
+        let found = find_latest_version(&models().join("int64_ids")).unwrap();
+        let loaded = engine::load(kind, &found.path, &LoadOptions::default()).unwrap();
+        let mut runner = loaded.backend.runner().unwrap();
+        let ids =
+            runtime::tensor::Tensor::from_vec(vec![1, 5], vec![1i64, 2, 3, 4, 1 << 53]).unwrap();
+        let out = runner.run(vec![ids]).unwrap();
+        // int64 stays exact through both engines.
+        assert_eq!(
+            out[0].as_slice::<i64>().unwrap(),
+            [2, 3, 4, 5, (1 << 53) + 1],
+            "{kind}"
+        );
+    }
+}
+
+fn test_models() -> PathBuf {
+    std::env::var_os("ONNX_SERVING_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/models"))
+}
+
+/// The real CNN: both engines within 1e-4 of onnxruntime's Python output (reference.json).
+#[tokio::test]
+async fn both_engines_match_onnxruntime_python_on_squeezenet() {
+    require_onnxruntime();
+    let dir = test_models().join("squeezenet");
+    let text = std::fs::read_to_string(dir.join("reference.json"))
+        .expect("reference.json: the CNN test models are made by `make test-models`");
+    let reference: Value = serde_json::from_str(&text).unwrap();
+    let found = find_latest_version(&dir).unwrap();
+    let shape: Vec<usize> = serde_json::from_value(reference["input_shape"].clone()).unwrap();
+    let input: Vec<f32> = reference["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let want: Vec<f64> = flat(&reference["output"]);
+    for kind in [EngineKind::Tract, EngineKind::Onnxruntime] {
+        let loaded = engine::load(kind, &found.path, &LoadOptions::default()).unwrap();
+        let mut runner = loaded.backend.runner().unwrap();
+        let x = runtime::tensor::Tensor::from_vec(shape.clone(), input.clone()).unwrap();
+        let out = runner.run(vec![x]).unwrap();
+        let got = out[0].as_slice::<f32>().unwrap();
+        assert_eq!(got.len(), want.len());
+        let max_diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (f64::from(*a) - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            max_diff < 1e-4,
+            "{kind} differs from onnxruntime's Python by {max_diff}"
+        );
+    }
+}
