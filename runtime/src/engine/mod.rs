@@ -268,6 +268,35 @@ pub fn warm_up(
     Ok(took)
 }
 
+/// The first warm-up run, at batch 1. Its failure stops the load, unless the model has free
+/// dimensions beyond the batch: zeros at size 1 need not be a valid input for such a model (an
+/// OCR network downsampling a 1x1 image, an audio model given one sample), so the failure is
+/// noted and `None` returned: the model is served without warm-up, its threads not timed.
+pub fn first_run(
+    runner: &mut dyn Runner,
+    signature: &Signature,
+    notes: &mut Vec<String>,
+) -> Result<Option<Duration>, String> {
+    match warm_up(runner, signature, &[1], notes) {
+        Ok(took) => Ok(Some(took)),
+        Err(e) if zeros_may_not_fit(signature) => {
+            notes.push(format!(
+                "Warm-up skipped: {e} (the model has free dimensions beyond the batch, which \
+                 zeros of size 1 may not fit; the first request warms it up)"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn zeros_may_not_fit(signature: &Signature) -> bool {
+    signature
+        .inputs
+        .iter()
+        .any(|spec| spec.shape.iter().skip(1).any(|d| d.fixed().is_none()))
+}
+
 /// The intra-op thread count to keep: `max` only if its best time is 15 % under one thread's.
 pub fn pick_threads(max: usize, one: Duration, many: Duration) -> usize {
     if max > 1 && many.as_secs_f64() * 1.15 <= one.as_secs_f64() {

@@ -16,8 +16,8 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
 use super::{
-    pick_threads, threads_note, warm_up, Backend, BatchSupport, EngineKind, LoadOptions, Loaded,
-    Runner, Threads, TUNE_LIMIT,
+    first_run, pick_threads, threads_note, warm_up, Backend, BatchSupport, EngineKind, LoadOptions,
+    Loaded, Runner, Threads, TUNE_LIMIT,
 };
 use crate::model::{DType, Dim, ModelError, Signature, TensorSpec};
 use crate::tensor::{self, Tensor, TensorData};
@@ -97,6 +97,7 @@ fn open(path: Option<&Path>) -> Result<Library, String> {
             )
         })?
         .with_name("onnx-serving")
+        .with_logger(Arc::new(log_to_tracing))
         .build()
         .map_err(|e| format!("onnxruntime from {} cannot start: {e}", path.display()))?;
     // The C API's version string is not exposed by `ort`: the versioned file name the SONAME
@@ -112,6 +113,25 @@ fn open(path: Option<&Path>) -> Result<Library, String> {
         })
         .unwrap_or_else(|| "(version unknown)".to_string());
     Ok(Library { path, version, env })
+}
+
+/// onnxruntime's own log lines, through `tracing`. A failed run's error also comes back to the
+/// caller (the client's 400, the load's error), so onnxruntime's copy of it is only for debug.
+fn log_to_tracing(
+    level: ort::logging::LogLevel,
+    _category: &str,
+    _id: &str,
+    at: &str,
+    message: &str,
+) {
+    use ort::logging::LogLevel;
+    match level {
+        LogLevel::Fatal => tracing::error!("onnxruntime: {message} ({at})"),
+        LogLevel::Warning => tracing::warn!("onnxruntime: {message}"),
+        LogLevel::Error | LogLevel::Info | LogLevel::Verbose => {
+            tracing::debug!("onnxruntime: {message} ({at})")
+        }
+    }
 }
 
 /// A model loaded by onnxruntime.
@@ -150,13 +170,13 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
         "onnxruntime session: optimization level All, sequential, intra-op spinning {}",
         if opts.ort_spinning { "on" } else { "off" }
     )];
-    let lone = warm_up(&mut runner, &signature, &[1], &mut notes).map_err(fail("run"))?;
-    let batch_first = runner
-        .run(signature.zero_inputs(1))
-        .map(|outs| outs.iter().all(|o| o.batch() == Some(1)))
-        .unwrap_or(false);
-    let (threads, mut runner, lone) = match opts.threads {
-        Threads::Auto { max } if max > 1 && lone <= TUNE_LIMIT => {
+    let lone = first_run(&mut runner, &signature, &mut notes).map_err(fail("run"))?;
+    let batch_first = lone.is_some()
+        && runner
+            .run(signature.zero_inputs(1))
+            .is_ok_and(|outs| outs.iter().all(|o| o.batch() == Some(1)));
+    let (threads, mut runner, lone) = match (opts.threads, lone) {
+        (Threads::Auto { max }, Some(lone)) if max > 1 && lone <= TUNE_LIMIT => {
             let mut many = OrtRunner {
                 session: new_session(lib, path, max, opts.ort_spinning).map_err(fail("load"))?,
             };
@@ -170,16 +190,21 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
                 (1, runner, one)
             }
         }
-        Threads::Auto { max } if max > 1 => {
+        (Threads::Auto { max }, lone) if max > 1 => {
             notes.push(format!(
-                "Intra-op threads: {max} (a lone run is too slow to time again)"
+                "Intra-op threads: {max} ({})",
+                if lone.is_some() {
+                    "a lone run is too slow to time again"
+                } else {
+                    "not timed"
+                }
             ));
             let many = OrtRunner {
                 session: new_session(lib, path, max, opts.ort_spinning).map_err(fail("load"))?,
             };
-            (max, many, lone)
+            (max, many, lone.unwrap_or(Duration::MAX))
         }
-        _ => (first_threads, runner, lone),
+        (_, lone) => (first_threads, runner, lone.unwrap_or(Duration::MAX)),
     };
     // onnxruntime runs any batch size alike: merged requests need no padding.
     let batch = match opts.batch_sizes.iter().max() {

@@ -18,8 +18,8 @@ use tract_onnx::tract_hir::internal::DimLike;
 pub use plans::{load_onnx_batched, LoadedModel, Plan, Plans};
 
 use super::{
-    pick_threads, threads_note, warm_up, Backend, BatchSupport, EngineKind, LoadOptions, Loaded,
-    Runner, Threads, TUNE_LIMIT,
+    first_run, pick_threads, threads_note, warm_up, Backend, BatchSupport, EngineKind, LoadOptions,
+    Loaded, Runner, Threads, TUNE_LIMIT,
 };
 use crate::model::{DType, Dim, ModelError, Signature};
 use crate::tensor::{self, TensorData};
@@ -53,17 +53,22 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     };
     let mut runner = backend.tract_runner();
     // Batch 1 is what single requests run on: warm it (and choose the threads on it) first.
-    let lone = warm_up(&mut runner, &backend.signature, &[1], &mut notes).map_err(failed)?;
-    let (threads, run_time) = match opts.threads {
-        Threads::Fixed(n) => (n.max(1), lone),
-        Threads::Auto { max } if lone > TUNE_LIMIT => {
+    let lone = first_run(&mut runner, &backend.signature, &mut notes).map_err(failed)?;
+    let (threads, run_time) = match (opts.threads, lone) {
+        (Threads::Fixed(n), _) => (n.max(1), lone.unwrap_or(Duration::MAX)),
+        (Threads::Auto { max }, None) => {
+            set_intra_op_threads(max);
+            notes.push(format!("Intra-op threads: {max} (not timed)"));
+            (max, Duration::MAX)
+        }
+        (Threads::Auto { max }, Some(lone)) if lone > TUNE_LIMIT => {
             set_intra_op_threads(max);
             notes.push(format!(
                 "Intra-op threads: {max} (a lone run is too slow to time again)"
             ));
             (max, lone)
         }
-        Threads::Auto { max } => {
+        (Threads::Auto { max }, Some(_)) => {
             let inputs = backend.signature.zero_inputs(1);
             let (chosen, one, many) = tune_intra_op_threads(&mut runner, inputs, max)
                 .map_err(|e| failed(format!("timing run on zeros failed: {e:#}")))?;
@@ -73,7 +78,9 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     };
     backend.threads = threads;
     let sizes: Vec<usize> = backend.plans.batch_sizes().collect();
-    warm_up(&mut runner, &backend.signature, &sizes, &mut notes).map_err(failed)?;
+    if lone.is_some() {
+        warm_up(&mut runner, &backend.signature, &sizes, &mut notes).map_err(failed)?;
+    }
     Ok(Loaded {
         backend: Arc::new(backend),
         load_time: started.elapsed(),
