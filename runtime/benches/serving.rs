@@ -209,6 +209,9 @@ fn before_run(kind: EngineKind, threads: usize) {
     }
 }
 
+/// One timed run of a contender.
+type TimedRun = Box<dyn FnMut() -> Result<Duration>>;
+
 /// tract vs our onnxruntime engine vs onnxruntime's Python run, batch 1, 1 and `threads`
 /// intra-op threads, round by round.
 fn engines_alone(
@@ -225,7 +228,7 @@ fn engines_alone(
         counts.push(threads);
     }
     for t in counts {
-        let mut contenders: Vec<(String, Box<dyn FnMut() -> Result<Duration>>)> = Vec::new();
+        let mut contenders: Vec<(String, TimedRun)> = Vec::new();
         let mut input = None;
         for kind in engine::available() {
             let loaded = load_engine(kind, &found.path, t, &[])?;

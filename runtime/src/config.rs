@@ -167,6 +167,10 @@ pub struct CheckModelArgs {
     /// Batch size of the test run, for models whose batch dimension is free.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Engines to check with: auto (every one available; the model passes if one can serve it)
+    /// or the one named, as `serve --engine` would use.
+    #[arg(long = "engine", env = env::ENGINE, value_enum, default_value_t = EngineChoice::Auto)]
+    pub engine: EngineChoice,
     /// onnxruntime's C library, as for `serve`; without it only tract is checked.
     #[arg(long = "onnxruntime_library", alias = "onnxruntime-library", env = env::ONNXRUNTIME_LIBRARY)]
     pub onnxruntime_library: Option<PathBuf>,

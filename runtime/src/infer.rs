@@ -223,7 +223,14 @@ impl Worker {
         let result = match pad {
             Some(pad) => concat_inputs(&group, pad)
                 .map_err(|e| e.to_string())
-                .and_then(|inputs| self.runner.run(inputs)),
+                .and_then(|inputs| self.runner.run(inputs))
+                .and_then(|outputs| {
+                    // Every output must have a row per instance to be split back.
+                    match outputs.iter().find(|o| o.batch() != Some(total + pad)) {
+                        Some(odd) => Err(format!("an output of shape {:?}", odd.shape())),
+                        None => Ok(outputs),
+                    }
+                }),
             None => Err(format!("no plan for a batch of {total}")),
         };
         let elapsed = started.elapsed();

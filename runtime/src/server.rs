@@ -31,16 +31,19 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         n => (n.to_string(), Threads::Fixed(n)),
     };
     let batching = args.batching().map_err(anyhow::Error::msg)?;
-    match engine::onnxruntime::init(args.onnxruntime_library.as_deref()) {
-        Ok(lib) => info!(
-            "onnxruntime {} loaded from {}",
-            lib.version,
-            lib.path.display()
-        ),
-        Err(why) if args.engine == EngineChoice::Onnxruntime => {
-            anyhow::bail!("--engine onnxruntime, but {why}")
+    // With --engine tract, onnxruntime's library is not even opened.
+    if args.engine != EngineChoice::Tract {
+        match engine::onnxruntime::init(args.onnxruntime_library.as_deref()) {
+            Ok(lib) => info!(
+                "onnxruntime {} loaded from {}",
+                lib.version,
+                lib.path.display()
+            ),
+            Err(why) if args.engine == EngineChoice::Onnxruntime => {
+                anyhow::bail!("--engine onnxruntime, but {why}")
+            }
+            Err(_) => {} // said when the model loads
         }
-        Err(_) => {} // said when the model loads
     }
     let pool = PoolOptions {
         workers: (args.inference_workers > 0).then_some(args.inference_workers),

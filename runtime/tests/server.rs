@@ -265,9 +265,16 @@ fn batching_flags_are_checked_and_logged() {
     );
     assert!(err.contains("8 is outside 2..=4"), "{err}");
 
+    // tract makes and warms a plan per batch size.
     let server = Server::start(
         "linear",
-        &["--enable_batching", "--batch_timeout_micros", "500"],
+        &[
+            "--enable_batching",
+            "--batch_timeout_micros",
+            "500",
+            "--engine",
+            "tract",
+        ],
     );
     let logged = |needle: &str| server.seen.iter().any(|l| l.contains(needle));
     assert!(
@@ -466,7 +473,8 @@ fn the_start_up_log_says_which_engine_serves_and_why() {
     let server = Server::start("linear", &["--engine", "auto"]);
     let seen = server.seen.join("\n");
     assert!(
-        seen.contains("onnxruntime 1.31.1 loaded from") && seen.contains("ms on a lone run"),
+        seen.contains("onnxruntime 1.31.1 loaded from")
+            && seen.contains("ms; on a lone run, best of 3"),
         "{seen}"
     );
     assert!(

@@ -239,7 +239,7 @@ impl Serialize for TensorJson<'_> {
         let (shape, range) = match self.row {
             Some(r) => {
                 let per: usize = shape.iter().skip(1).product();
-                (&shape[1..], r * per..(r + 1) * per)
+                (shape.get(1..).unwrap_or_default(), r * per..(r + 1) * per)
             }
             None => (shape, 0..self.tensor.data().len()),
         };

@@ -131,8 +131,9 @@ pub struct Loaded {
     pub backend: Arc<dyn Backend>,
     /// Parse + optimize + warm-up.
     pub load_time: Duration,
-    /// A lone run at batch 1 (the last warm-up run).
-    pub run_time: Duration,
+    /// Whether it ran on zeros at load (see [`first_run`]): a model that did not may still
+    /// serve real inputs.
+    pub warmed: bool,
     /// What was chosen and why (threads, engine), for the start-up log.
     pub notes: Vec<String>,
 }
@@ -185,7 +186,7 @@ fn load_auto(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
             Ok(loaded) => ready.push(loaded),
             Err(e) => {
                 warn!("{kind} cannot serve {}: {e}", path.display());
-                failures.push(e.to_string());
+                failures.push(format!("{kind}: {e}"));
             }
         }
     }
@@ -195,9 +196,9 @@ fn load_auto(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
             reasons: failures.join("; "),
         })?;
         let why = if failures.is_empty() {
-            "the only engine available".to_string()
+            "the only engine available"
         } else {
-            "the only engine that loaded the model".to_string()
+            "the only engine that loaded the model"
         };
         loaded
             .notes
@@ -205,29 +206,48 @@ fn load_auto(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
         return Ok(loaded);
     }
     let times = time_lone_runs(&ready);
-    let best = (0..ready.len())
-        .min_by(|&a, &b| times[a].cmp(&times[b]))
-        .unwrap_or(0);
+    let timed: Vec<(usize, Duration)> = times
+        .iter()
+        .enumerate()
+        .filter_map(|(k, t)| t.map(|t| (k, t)))
+        .collect();
     let summary: Vec<String> = ready
         .iter()
         .zip(&times)
-        .map(|(l, t)| format!("{} {:.1} ms", l.backend.kind(), ms(*t)))
+        .map(|(l, t)| match t {
+            Some(t) => format!("{} {:.1} ms", l.backend.kind(), ms(*t)),
+            None => format!("{} not timed", l.backend.kind()),
+        })
         .collect();
+    // Untimed (zeros do not fit the model): the first available, onnxruntime, the reference.
+    let best = timed.iter().min_by_key(|(_, t)| *t).map_or(0, |(k, _)| *k);
+    let how = if timed.len() == ready.len() {
+        "on a lone run, best of 3, interleaved"
+    } else {
+        "on a lone run on zeros; untimed engines are not chosen over timed ones"
+    };
     let mut loaded = ready.swap_remove(best);
     loaded.notes.push(format!(
-        "Engine: {} ({} on a lone run, best of 3, interleaved)",
+        "Engine: {} ({}; {how})",
         loaded.backend.kind(),
         summary.join(", ")
     ));
     Ok(loaded)
 }
 
-/// Each backend's fastest lone batch-1 run on zeros, three rounds interleaved. A backend that
-/// fails here gets `Duration::MAX`.
-fn time_lone_runs(ready: &[Loaded]) -> Vec<Duration> {
-    let mut runners: Vec<Option<Box<dyn Runner>>> =
-        ready.iter().map(|l| l.backend.runner().ok()).collect();
-    let mut best = vec![Duration::MAX; ready.len()];
+/// Each backend's fastest lone batch-1 run on zeros, three rounds interleaved; `None` for one
+/// that cannot run them (the reason logged).
+fn time_lone_runs(ready: &[Loaded]) -> Vec<Option<Duration>> {
+    let mut best: Vec<Option<Duration>> = vec![None; ready.len()];
+    let mut runners: Vec<Option<Box<dyn Runner>>> = ready
+        .iter()
+        .map(|l| {
+            l.backend
+                .runner()
+                .map_err(|e| warn!("{}: no runner to time: {e}", l.backend.kind()))
+                .ok()
+        })
+        .collect();
     for _ in 0..3 {
         for (k, loaded) in ready.iter().enumerate() {
             let Some(runner) = runners[k].as_mut() else {
@@ -235,8 +255,17 @@ fn time_lone_runs(ready: &[Loaded]) -> Vec<Duration> {
             };
             let inputs = loaded.backend.signature().zero_inputs(1);
             let started = Instant::now();
-            if runner.run(inputs).is_ok() {
-                best[k] = best[k].min(started.elapsed());
+            match runner.run(inputs) {
+                Ok(_) => {
+                    let took = started.elapsed();
+                    best[k] = Some(best[k].map_or(took, |b| b.min(took)));
+                }
+                Err(e) => {
+                    if loaded.warmed {
+                        warn!("{}: timing run on zeros failed: {e}", loaded.backend.kind());
+                    }
+                    runners[k] = None;
+                }
             }
         }
     }
@@ -290,7 +319,8 @@ pub fn first_run(
     }
 }
 
-fn zeros_may_not_fit(signature: &Signature) -> bool {
+/// Whether the model has free dimensions beyond the batch, which zeros of size 1 may not fit.
+pub fn zeros_may_not_fit(signature: &Signature) -> bool {
     signature
         .inputs
         .iter()

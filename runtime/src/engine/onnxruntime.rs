@@ -141,7 +141,7 @@ pub struct OrtBackend {
     threads: usize,
     spinning: bool,
     batch: BatchSupport,
-    /// Sessions made while loading, handed to the first workers.
+    /// The session made and warmed while loading, handed to the first worker.
     spare: Mutex<Vec<Session>>,
 }
 
@@ -164,8 +164,8 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
         Threads::Auto { .. } => 1,
     };
     let session = new_session(lib, path, first_threads, opts.ort_spinning).map_err(fail("load"))?;
-    let signature = signature(&session).map_err(ModelError::Unsupported)?;
-    let mut runner = OrtRunner { session };
+    let signature = signature(&session).map_err(fail("read the signature of"))?;
+    let mut runner = OrtRunner::new(session);
     let mut notes = vec![format!(
         "onnxruntime session: optimization level All, sequential, intra-op spinning {}",
         if opts.ort_spinning { "on" } else { "off" }
@@ -177,17 +177,17 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
             .is_ok_and(|outs| outs.iter().all(|o| o.batch() == Some(1)));
     let (threads, mut runner, lone) = match (opts.threads, lone) {
         (Threads::Auto { max }, Some(lone)) if max > 1 && lone <= TUNE_LIMIT => {
-            let mut many = OrtRunner {
-                session: new_session(lib, path, max, opts.ort_spinning).map_err(fail("load"))?,
-            };
+            let mut many = OrtRunner::new(
+                new_session(lib, path, max, opts.ort_spinning).map_err(fail("load"))?,
+            );
             warm_up(&mut many, &signature, &[1], &mut Vec::new()).map_err(fail("run"))?;
             let (one, t_many) = time_pair(&mut runner, &mut many, &signature);
             let chosen = pick_threads(max, one, t_many);
             notes.push(threads_note(chosen, max, one, t_many));
             if chosen > 1 {
-                (chosen, many, t_many)
+                (chosen, many, Some(t_many))
             } else {
-                (1, runner, one)
+                (1, runner, Some(one))
             }
         }
         (Threads::Auto { max }, lone) if max > 1 => {
@@ -199,18 +199,31 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
                     "not timed"
                 }
             ));
-            let many = OrtRunner {
-                session: new_session(lib, path, max, opts.ort_spinning).map_err(fail("load"))?,
-            };
-            (max, many, lone.unwrap_or(Duration::MAX))
+            let many = OrtRunner::new(
+                new_session(lib, path, max, opts.ort_spinning).map_err(fail("load"))?,
+            );
+            (max, many, lone)
         }
-        (_, lone) => (first_threads, runner, lone.unwrap_or(Duration::MAX)),
+        (_, lone) => (first_threads, runner, lone),
     };
-    // onnxruntime runs any batch size alike: merged requests need no padding.
+    // onnxruntime runs any batch size alike: merged requests need no padding, if every output
+    // follows the batch (checked at the largest size).
     let batch = match opts.batch_sizes.iter().max() {
         Some(&largest) if batch_first && signature.inputs.iter().all(|s| s.has_dynamic_batch()) => {
-            warm_up(&mut runner, &signature, &[largest], &mut notes).map_err(fail("run"))?;
-            BatchSupport::Any
+            match runner.run(signature.zero_inputs(largest)) {
+                Ok(outs) if outs.iter().all(|o| o.batch() == Some(largest)) => {
+                    notes.push(format!(
+                        "Dynamic batching: a run of {largest} checked (onnxruntime merges any \
+                         batch size, no padding)"
+                    ));
+                    BatchSupport::Any
+                }
+                Ok(_) => BatchSupport::None,
+                Err(e) => {
+                    notes.push(format!("No batching: a run at batch {largest} failed: {e}"));
+                    BatchSupport::None
+                }
+            }
         }
         _ => BatchSupport::None,
     };
@@ -224,7 +237,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
             spare: Mutex::new(vec![runner.session]),
         }),
         load_time: started.elapsed(),
-        run_time: lone,
+        warmed: lone.is_some(),
         notes,
     })
 }
@@ -253,10 +266,14 @@ fn new_session(
     Session::builder(&lib.env)
         .map_err(|e| e.to_string())?
         .with_optimization_level(GraphOptimizationLevel::All)
-        .and_then(|b| b.with_parallel_execution(false))
-        .and_then(|b| b.with_inter_threads(1))
-        .and_then(|b| b.with_intra_threads(threads))
-        .and_then(|b| b.with_intra_op_spinning(spinning))
+        .map_err(text)?
+        .with_parallel_execution(false)
+        .map_err(text)?
+        .with_inter_threads(1)
+        .map_err(text)?
+        .with_intra_threads(threads)
+        .map_err(text)?
+        .with_intra_op_spinning(spinning)
         .map_err(text)?
         .commit_from_file(path)
         .map_err(|e| e.to_string())
@@ -277,11 +294,18 @@ impl Backend for OrtBackend {
 
     fn runner(&self) -> Result<Box<dyn Runner>, String> {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let session = match spare {
-            Some(s) => s,
-            None => new_session(library()?, &self.path, self.threads, self.spinning)?,
+        let runner = match spare {
+            Some(session) => OrtRunner::new(session),
+            None => {
+                let session = new_session(library()?, &self.path, self.threads, self.spinning)?;
+                let mut runner = OrtRunner::new(session);
+                // A new session's first run is its slow one: not a client's. Zeros may not fit
+                // the model (free dimensions), which only costs the warm-up.
+                let _ = runner.run(self.signature.zero_inputs(1));
+                runner
+            }
         };
-        Ok(Box::new(OrtRunner { session }))
+        Ok(Box::new(runner))
     }
 
     fn intra_op_threads(&self) -> usize {
@@ -296,6 +320,19 @@ impl Backend for OrtBackend {
 
 struct OrtRunner {
     session: Session,
+    /// The session's outputs, in the signature's order.
+    outputs: Vec<String>,
+}
+
+impl OrtRunner {
+    fn new(session: Session) -> OrtRunner {
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        OrtRunner { session, outputs }
+    }
 }
 
 impl Runner for OrtRunner {
@@ -304,14 +341,8 @@ impl Runner for OrtRunner {
             .iter()
             .map(input_value)
             .collect::<Result<Vec<_>, _>>()?;
-        let names: Vec<String> = self
-            .session
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
         let outputs = self.session.run(&values[..]).map_err(|e| e.to_string())?;
-        names
+        self.outputs
             .iter()
             .map(|name| {
                 outputs

@@ -15,7 +15,7 @@ use tract_onnx::prelude::{
 };
 use tract_onnx::tract_hir::internal::DimLike;
 
-pub use plans::{load_onnx_batched, LoadedModel, Plan, Plans};
+use plans::{load_onnx_batched, Plan, Plans};
 
 use super::{
     first_run, pick_threads, threads_note, warm_up, Backend, BatchSupport, EngineKind, LoadOptions,
@@ -54,26 +54,26 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     let mut runner = backend.tract_runner();
     // Batch 1 is what single requests run on: warm it (and choose the threads on it) first.
     let lone = first_run(&mut runner, &backend.signature, &mut notes).map_err(failed)?;
-    let (threads, run_time) = match (opts.threads, lone) {
-        (Threads::Fixed(n), _) => (n.max(1), lone.unwrap_or(Duration::MAX)),
+    let threads = match (opts.threads, lone) {
+        (Threads::Fixed(n), _) => n.max(1),
         (Threads::Auto { max }, None) => {
             set_intra_op_threads(max);
             notes.push(format!("Intra-op threads: {max} (not timed)"));
-            (max, Duration::MAX)
+            max
         }
         (Threads::Auto { max }, Some(lone)) if lone > TUNE_LIMIT => {
             set_intra_op_threads(max);
             notes.push(format!(
                 "Intra-op threads: {max} (a lone run is too slow to time again)"
             ));
-            (max, lone)
+            max
         }
         (Threads::Auto { max }, Some(_)) => {
             let inputs = backend.signature.zero_inputs(1);
             let (chosen, one, many) = tune_intra_op_threads(&mut runner, inputs, max)
                 .map_err(|e| failed(format!("timing run on zeros failed: {e:#}")))?;
             notes.push(threads_note(chosen, max, one, many));
-            (chosen, if chosen > 1 { many } else { one })
+            chosen
         }
     };
     backend.threads = threads;
@@ -84,7 +84,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     Ok(Loaded {
         backend: Arc::new(backend),
         load_time: started.elapsed(),
-        run_time,
+        warmed: lone.is_some(),
         notes,
     })
 }

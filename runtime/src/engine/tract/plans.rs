@@ -31,7 +31,8 @@ pub struct Plans {
 }
 
 impl Plans {
-    /// The plan to run inputs whose first dimension is `batch`.
+    /// The plan to run inputs whose first dimension is `batch` (the runner's choice, for tests).
+    #[cfg(test)]
     pub fn for_batch(&self, batch: Option<usize>) -> &Plan {
         batch
             .and_then(|b| self.fixed.iter().find(|(n, _)| *n == b))
@@ -39,6 +40,7 @@ impl Plans {
     }
 
     /// The plan made for batch 1, if the batch is free.
+    #[cfg(test)]
     pub fn batch1(&self) -> Option<&Plan> {
         self.fixed.iter().find(|(n, _)| *n == 1).map(|(_, p)| p)
     }
