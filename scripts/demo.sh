@@ -7,7 +7,7 @@
 set -euo pipefail
 models=${1:?usage: demo.sh MODELS_DIR [PORT]}
 port=${2:-8501}
-builder=target/release/builder
+builder=${CARGO_TARGET_DIR:-target}/release/builder
 name=onnx-serving-demo
 
 "$builder" cpu
@@ -28,7 +28,7 @@ for _ in $(seq 1 240); do
   [ "$(docker inspect -f '{{.State.Running}}' "$name")" = true ] || { docker logs "$name"; exit 1; }
   sleep 0.5
 done
-docker logs "$name" 2>&1 | sed -e 's/\x1b\[[0-9;]*m//g' -n -e '1,20p'
+docker logs "$name" 2>&1 | sed -e 's/\x1b\[[0-9;]*m//g' -n -e '1,24p'
 
 line=$(python3 examples/resnet_client.py --server "http://localhost:$port/v1/models/resnet:predict" \
   --image "$models/cat.jpg")
@@ -38,4 +38,5 @@ if [ -z "$class" ] || [ "$class" -lt 281 ] || [ "$class" -gt 285 ]; then
   echo "demo: the cat photo came out as class '$class', not a cat class (281-285)" >&2
   exit 1
 fi
-echo "demo: class $class is a cat ($(sed -n "$((class + 1))p" "$models/efficientnet/1/labels.txt"))"
+engine=$(curl -s "localhost:$port/v1/models/resnet" | grep -o '"engine":"[a-z]*"' | cut -d'"' -f4)
+echo "demo: class $class is a cat ($(sed -n "$((class + 1))p" "$models/efficientnet/1/labels.txt")), served by $engine"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The README's walk-through, unattended (`make example`): the TF Serving article's experiment with
-# a real pretrained classifier. Portable image, then the image optimized for this CPU, then an
-# image with the model baked in; each serves the cat photo, which must come out as a cat class.
+# a real pretrained classifier. Portable image, then the image optimized for this CPU, the same
+# with tract only, then an image with the model baked in; each serves the cat photo, which must
+# come out as a cat class, and says which engine served it.
 # Usage: scripts/example.sh EXAMPLE_DIR [PORT]     (EXAMPLE_DIR from `make example-model`)
 set -euo pipefail
 dir=${1:?usage: example.sh EXAMPLE_DIR [PORT]}
 port=${2:-8501}
-builder=target/release/builder
+builder=${CARGO_TARGET_DIR:-target}/release/builder
 name=onnx_serving_resnet
 url="http://localhost:$port/v1/models/resnet:predict"
 
@@ -32,6 +33,7 @@ serve_and_predict() {
   done
   line=$(python3 examples/resnet_client.py --server "$url" --image "$dir/cat.jpg")
   echo "$line" >&2
+  docker logs "$name" 2>&1 | sed -e 's/\x1b\[[0-9;]*m//g' | grep -m1 "Engine:" >&2 || true
   class=$(sed -n 's/^Prediction class: \([0-9]*\),.*/\1/p' <<<"$line")
   if [ -z "$class" ] || [ "$class" -lt 281 ] || [ "$class" -gt 285 ]; then
     echo "example: the cat photo came out as class '${class}', not a cat class (281-285)" >&2
@@ -60,6 +62,11 @@ if docker logs "$name" 2>&1 | grep -q "not compiled to use"; then
   exit 1
 fi
 
+step "the same, tract only (builder serve-image --engine tract: no onnxruntime library)"
+tract_only=$("$builder" serve-image --devel-image "$devel" --engine tract)
+run_mounted "$tract_only"
+tract_ms=$(serve_and_predict)
+
 step "self-contained image: the model baked in"
 embedded=$("$builder" serve-image --devel-image "$devel" \
   --embed-model "$dir/efficientnet/1/model.onnx" --model-name resnet)
@@ -68,10 +75,11 @@ cleanup
 embedded_ms=$(serve_and_predict)
 
 step "summary"
-python3 - "$generic_ms" "$optimized_ms" "$embedded_ms" "$portable" "$optimized" "$embedded" <<'PY'
+python3 - "$generic_ms" "$optimized_ms" "$tract_ms" "$embedded_ms" "$portable" "$optimized" "$tract_only" "$embedded" <<'PY'
 import sys
-g, o, e = map(float, sys.argv[1:4])
-print(f"portable  {sys.argv[4]:<36} {g:7.1f} ms")
-print(f"optimized {sys.argv[5]:<36} {o:7.1f} ms  ({g / o:.2f}x)")
-print(f"embedded  {sys.argv[6]:<36} {e:7.1f} ms")
+g, o, t, e = map(float, sys.argv[1:5])
+print(f"portable    {sys.argv[5]:<38} {g:7.1f} ms")
+print(f"optimized   {sys.argv[6]:<38} {o:7.1f} ms  ({g / o:.2f}x)")
+print(f"tract only  {sys.argv[7]:<38} {t:7.1f} ms  ({t / o:.2f}x the optimized image's)")
+print(f"embedded    {sys.argv[8]:<38} {e:7.1f} ms")
 PY

@@ -14,7 +14,7 @@ use bollard::Docker;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::commands::{self, DevelOptions, Lto, ServeImageOptions};
+use crate::commands::{self, DevelOptions, Engines, Lto, ServeImageOptions};
 use crate::cpu::TargetCpu;
 use crate::docker;
 
@@ -44,6 +44,8 @@ pub struct SideResult {
     pub latencies_ms: Vec<f64>,
     pub busy_seconds: f64,
     pub class: String,
+    /// The engine the runtime chose for the model (its status says).
+    pub engine: String,
 }
 
 impl SideResult {
@@ -71,6 +73,7 @@ impl SideResult {
             "throughput_rps": self.throughput(),
             "requests": self.latencies_ms.len(),
             "prediction_class": self.class,
+            "engine": self.engine,
         })
     }
 }
@@ -137,11 +140,12 @@ impl BenchReport {
         );
         for side in [&self.portable, &self.optimized] {
             out += &format!(
-                "{:<10} Prediction class: {}, avg latency: {:.1} ms   ({})\n",
+                "{:<10} Prediction class: {}, avg latency: {:.1} ms   ({}, engine {})\n",
                 side.label,
                 side.class,
                 side.mean(),
-                side.image
+                side.image,
+                side.engine
             );
         }
         out
@@ -220,6 +224,8 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
                 tag: Some(serving.clone()),
                 embed_model: None,
                 model_name: None,
+                engine: Engines::All,
+                onnxruntime_library: None,
                 no_cache: false,
                 verbose: false,
             };
@@ -240,7 +246,17 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
         for (label, image, size) in &images {
             let (id, port, cold) = start(&docker, image, &model, &body).await?;
             containers.push(id);
-            eprintln!("{label}: {image} answered its first request {cold:.0} ms after start");
+            let engine = http(port, "GET", "/v1/models/bench", "")
+                .ok()
+                .and_then(|(_, status)| {
+                    status["model_version_status"][0]["engine"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "unknown".into());
+            eprintln!(
+                "{label}: {image} answered its first request {cold:.0} ms after start ({engine})"
+            );
             sides.push((
                 SideResult {
                     label,
@@ -250,6 +266,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
                     latencies_ms: Vec::new(),
                     busy_seconds: 0.0,
                     class: String::new(),
+                    engine,
                 },
                 port,
             ));

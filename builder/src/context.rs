@@ -43,6 +43,17 @@ impl BuildContext {
             .with_context(|| format!("cannot add {dst} to the build context"))
     }
 
+    /// A symbolic link `dst` pointing at `target` (relative to `dst`'s folder).
+    pub fn add_symlink(&mut self, dst: &str, target: &str) -> Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        self.tar
+            .append_link(&mut header, dst, target)
+            .with_context(|| format!("cannot add the link {dst} to the build context"))
+    }
+
     pub fn add_file(&mut self, src: &Path, dst: &str) -> Result<()> {
         if !src.is_file() {
             bail!("{} is not a file", src.display());
@@ -206,13 +217,31 @@ pub fn devel_context(workspace: &Path, vendor: &Path) -> Result<Vec<u8>> {
     ctx.finish()
 }
 
-/// The serving build context: the Dockerfile and, when embedding, `models/<name>/1/`.
-pub fn serving_context(workspace: &Path, model: Option<(&str, &Path)>) -> Result<Vec<u8>> {
+/// The serving build context: the Dockerfile, `onnxruntime/` (the library at `version`, or only a
+/// note for a tract-only image) and, when embedding, `models/<name>/1/`.
+pub fn serving_context(
+    workspace: &Path,
+    model: Option<(&str, &Path)>,
+    onnxruntime: Option<(&Path, &str)>,
+) -> Result<Vec<u8>> {
     let mut ctx = BuildContext::new();
     ctx.add_file(
         &workspace.join("dockerfiles/Dockerfile.serving"),
         "dockerfiles/Dockerfile.serving",
     )?;
+    match onnxruntime {
+        Some((lib, version)) => {
+            // The versioned file and its SONAME link, as a library is installed (the runtime
+            // reads the version from the name the link points at).
+            let file = format!("libonnxruntime.so.{version}");
+            ctx.add_file(lib, &format!("onnxruntime/{file}"))?;
+            ctx.add_symlink("onnxruntime/libonnxruntime.so.1", &file)?;
+        }
+        None => ctx.add_bytes(
+            "onnxruntime/README",
+            b"This image carries tract only (builder serve-image --engine tract).\n",
+        )?,
+    }
     if let Some((name, file)) = model {
         ctx.add_file(file, &format!("models/{name}/1/model.onnx"))?;
         // The model's companion files (signature, labels) travel with it.

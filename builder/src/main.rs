@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use builder::bench::{bench, BenchOptions};
-use builder::commands::{self, DevelOptions, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
+use builder::commands::{self, DevelOptions, Engines, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
 use builder::cpu::{host_report, TargetCpu};
 use clap::{Parser, Subcommand};
 
@@ -53,15 +53,17 @@ enum Cmd {
         /// where bridge networking has no route out; `default` for the daemon's default.
         #[arg(long, default_value = "host")]
         network: String,
-        /// Rebuild every layer.
+        /// Rebuild every layer, the compiled dependencies included (a cold build: ~10 minutes).
         #[arg(long)]
         no_cache: bool,
-        /// Print every line of build output.
+        /// Print every line of build output, cargo's included (by default only progress and
+        /// errors).
         #[arg(long, short)]
         verbose: bool,
     },
-    /// Build the slim serving image (FROM scratch: the static runtime only, non-root), with a
-    /// model baked in when --embed-model is given (validated by the runtime during the build).
+    /// Build the slim serving image (FROM scratch: the runtime, the glibc files it links and, by
+    /// default, onnxruntime's library; non-root), with a model baked in when --embed-model is
+    /// given (validated by the runtime with every engine during the build).
     ServeImage {
         /// Devel image to take the runtime from [default: $USER/onnx-serving-devel].
         #[arg(long)]
@@ -76,8 +78,20 @@ enum Cmd {
         /// Model name for the embedded model [default: from its path, e.g. …/resnet/1/model.onnx → resnet].
         #[arg(long, requires = "embed_model")]
         model_name: Option<String>,
+        /// Engines the image carries: all (tract + onnxruntime, the faster serves each model),
+        /// onnxruntime (the same, onnxruntime forced), tract (no onnxruntime library; tag
+        /// suffix -tract).
+        #[arg(long, value_enum, default_value_t = Engines::All)]
+        engine: Engines,
+        /// onnxruntime's library on this host [default: $ONNX_SERVING_ONNXRUNTIME_LIBRARY, else
+        /// .cache/onnxruntime/libonnxruntime.so.1, which `make onnxruntime` fetches]; checked
+        /// against the sha256 pinned in scripts/onnxruntime.env.
+        #[arg(long)]
+        onnxruntime_library: Option<PathBuf>,
+        /// Rebuild every layer instead of reusing Docker's cache.
         #[arg(long)]
         no_cache: bool,
+        /// Print every line of build output (by default only progress and errors).
         #[arg(long, short)]
         verbose: bool,
     },
@@ -190,6 +204,8 @@ fn run(cli: Cli) -> Result<()> {
             tag,
             embed_model,
             model_name,
+            engine,
+            onnxruntime_library,
             no_cache,
             verbose,
         } => {
@@ -198,6 +214,8 @@ fn run(cli: Cli) -> Result<()> {
                 tag,
                 embed_model,
                 model_name,
+                engine,
+                onnxruntime_library,
                 no_cache,
                 verbose,
             };

@@ -10,7 +10,7 @@ use bollard::query_parameters::{
     StopContainerOptionsBuilder,
 };
 use bollard::Docker;
-use builder::commands::{self, DevelOptions, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
+use builder::commands::{self, DevelOptions, Engines, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
 use builder::cpu::TargetCpu;
 use e2e::*;
 use serde_json::{json, Value};
@@ -131,6 +131,8 @@ async fn serving_image_with_embedded_model_answers_predict() {
         tag: Some("onnx-serving-e2e/serving-squeezenet".into()),
         embed_model: Some(model_dir.join("1/model.onnx")),
         model_name: Some("squeezenet".into()),
+        engine: Engines::Tract,
+        onnxruntime_library: None,
         no_cache: false,
         verbose: false,
     };
@@ -152,6 +154,12 @@ async fn serving_image_with_embedded_model_answers_predict() {
         labels.get("io.onnx-serving.model-name").map(String::as_str),
         Some("squeezenet")
     );
+    assert_eq!(
+        labels.get("io.onnx-serving.engines").map(String::as_str),
+        Some("tract"),
+        "--engine tract carries no onnxruntime: {labels:?}"
+    );
+    assert!(!labels.contains_key("io.onnx-serving.onnxruntime-version"));
     assert_eq!(
         labels.get("io.onnx-serving.model-sha256").map(|s| s.len()),
         Some(64)
@@ -233,6 +241,10 @@ async fn serving_image_with_embedded_model_answers_predict() {
         !logs.contains("not compiled to use"),
         "an optimized build should use every instruction set this CPU has:\n{logs}"
     );
+    assert!(
+        logs.contains("Engine: tract (--engine tract)") && !logs.contains("onnxruntime 1."),
+        "a tract-only image runs tract, onnxruntime not even looked for:\n{logs}"
+    );
 
     // docker stop sends SIGTERM: the runtime drains and exits 0.
     docker
@@ -300,20 +312,56 @@ async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
         tag: Some("onnx-serving-e2e/serving".into()),
         embed_model: None,
         model_name: None,
+        engine: Engines::All,
+        onnxruntime_library: None,
         no_cache: false,
         verbose: false,
     };
     let built = commands::serve_image(&opts)
         .await
         .expect("serving image builds");
+    let labels = docker
+        .inspect_image(&built.tag)
+        .await
+        .unwrap()
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("io.onnx-serving.engines").map(String::as_str),
+        Some("tract,onnxruntime")
+    );
+    assert_eq!(
+        labels
+            .get("io.onnx-serving.onnxruntime-version")
+            .map(String::as_str),
+        Some("1.31.1")
+    );
+    assert_eq!(
+        labels
+            .get("io.onnx-serving.onnxruntime-sha256")
+            .map(|s| s.len()),
+        Some(64)
+    );
+    // onnxruntime named, so the cat must come from it (auto's timed choice is tested on the host).
     let (guard, port) = run_published(
         &docker,
         &built.tag,
         Some((&model_dir, "/models/resnet")),
-        &["MODEL_NAME=resnet"],
+        &["MODEL_NAME=resnet", "ONNX_SERVING_ENGINE=onnxruntime"],
     )
     .await;
     wait_available(port, "resnet", &docker, &guard.id).await;
+    let (_, status) = http(port, "GET", "/v1/models/resnet", "").unwrap();
+    assert_eq!(
+        status["model_version_status"][0]["engine"], "onnxruntime",
+        "{status}"
+    );
+    let logs = builder::docker::container_logs(&docker, &guard.id).await;
+    assert!(
+        logs.contains("onnxruntime 1.31.1 loaded from /usr/lib/onnxruntime/libonnxruntime.so.1"),
+        "{logs}"
+    );
 
     let (status, meta) = http(port, "GET", "/v1/models/resnet/metadata", "").unwrap();
     assert_eq!(status, 200, "{meta}");
@@ -373,6 +421,8 @@ async fn corrupt_model_fails_the_build_and_leaves_nothing_behind() {
         tag: Some("onnx-serving-e2e/serving-corrupt".into()),
         embed_model: Some(workspace().join("runtime/tests/fixtures/models/corrupt/1/model.onnx")),
         model_name: Some("corrupt".into()),
+        engine: Engines::All,
+        onnxruntime_library: None,
         no_cache: false,
         verbose: false,
     };
@@ -383,8 +433,8 @@ async fn corrupt_model_fails_the_build_and_leaves_nothing_behind() {
             .expect_err("a corrupt model must fail the build")
     );
     assert!(
-        err.contains("tract could not parse"),
-        "the runtime's reason is not shown: {err}"
+        err.contains("tract could not parse") && err.contains("onnxruntime could not load"),
+        "each engine's reason is not shown: {err}"
     );
     assert!(
         !builder::docker::image_exists(&docker, "onnx-serving-e2e/serving-corrupt")
