@@ -215,7 +215,7 @@ fn load_auto(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
         .iter()
         .zip(&times)
         .map(|(l, t)| match t {
-            Some(t) => format!("{} {:.1} ms", l.backend.kind(), ms(*t)),
+            Some(t) => format!("{} {}", l.backend.kind(), took(*t)),
             None => format!("{} not timed", l.backend.kind()),
         })
         .collect();
@@ -277,6 +277,15 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// A run's time for logs: `28.6 ms`, or `85.2 µs` below a millisecond.
+pub fn took(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{:.1} µs", d.as_secs_f64() * 1e6)
+    } else {
+        format!("{:.1} ms", ms(d))
+    }
+}
+
 /// Runs `runner` on zeros at each of `batches`, notes each time, and returns the last run's
 /// time; the error names the batch that failed.
 pub fn warm_up(
@@ -285,16 +294,16 @@ pub fn warm_up(
     batches: &[usize],
     notes: &mut Vec<String>,
 ) -> Result<Duration, String> {
-    let mut took = Duration::ZERO;
+    let mut last = Duration::ZERO;
     for &n in batches {
         let started = Instant::now();
         runner
             .run(signature.zero_inputs(n))
             .map_err(|e| format!("warm-up run on zeros (batch {n}) failed: {e}"))?;
-        took = started.elapsed();
-        notes.push(format!("Warm-up run (batch {n}) took {:.1} ms", ms(took)));
+        last = started.elapsed();
+        notes.push(format!("Warm-up run (batch {n}) took {}", took(last)));
     }
-    Ok(took)
+    Ok(last)
 }
 
 /// The first warm-up run, at batch 1. Its failure stops the load, unless the model has free
@@ -327,9 +336,10 @@ pub fn zeros_may_not_fit(signature: &Signature) -> bool {
         .any(|spec| spec.shape.iter().skip(1).any(|d| d.fixed().is_none()))
 }
 
-/// The intra-op thread count to keep: `max` only if its best time is 15 % under one thread's.
-pub fn pick_threads(max: usize, one: Duration, many: Duration) -> usize {
-    if max > 1 && many.as_secs_f64() * 1.15 <= one.as_secs_f64() {
+/// The intra-op thread count to keep: `max` only if a lone run on `max` threads is at least
+/// `speedup` times faster than on one (each engine says what it takes to pay off when served).
+pub fn pick_threads(max: usize, one: Duration, many: Duration, speedup: f64) -> usize {
+    if max > 1 && many.as_secs_f64() * speedup <= one.as_secs_f64() {
         max
     } else {
         1
@@ -337,12 +347,19 @@ pub fn pick_threads(max: usize, one: Duration, many: Duration) -> usize {
 }
 
 /// The log line for an automatic thread choice.
-pub fn threads_note(chosen: usize, max: usize, one: Duration, many: Duration) -> String {
+pub fn threads_note(
+    chosen: usize,
+    max: usize,
+    one: Duration,
+    many: Duration,
+    speedup: f64,
+) -> String {
     format!(
-        "Intra-op threads: {chosen} (a lone run took {:.1} ms on 1 thread, {:.1} ms on {max}; \
-         {max} must be 15 % faster to be worth holding cores that concurrent requests could use)",
-        ms(one),
-        ms(many)
+        "Intra-op threads: {chosen} (a lone run took {} on 1 thread, {} on {max}; \
+         {max} must make it {speedup:.2}x faster to be worth holding cores that concurrent \
+         requests could use)",
+        took(one),
+        took(many)
     )
 }
 

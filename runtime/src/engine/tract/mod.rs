@@ -24,6 +24,12 @@ use super::{
 use crate::model::{DType, Dim, ModelError, Signature};
 use crate::tensor::{self, TensorData};
 
+/// How much faster a lone run on every core must be for tract to keep them all (`pick_threads`):
+/// ResNet-50 ran 1.6x faster on two threads and served faster; EfficientNet-Lite0 gained nothing
+/// on a lone run and served 1.39x the requests per second at concurrency 4 on one thread per
+/// worker (BENCHMARKS.md).
+const THREADS_SPEEDUP: f64 = 1.15;
+
 /// A model loaded by tract.
 pub struct TractBackend {
     signature: Signature,
@@ -72,7 +78,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
             let inputs = backend.signature.zero_inputs(1);
             let (chosen, one, many) = tune_intra_op_threads(&mut runner, inputs, max)
                 .map_err(|e| failed(format!("timing run on zeros failed: {e:#}")))?;
-            notes.push(threads_note(chosen, max, one, many));
+            notes.push(threads_note(chosen, max, one, many, THREADS_SPEEDUP));
             chosen
         }
     };
@@ -280,7 +286,7 @@ fn tune_intra_op_threads(
             *best = (*best).min(started.elapsed());
         }
     }
-    let chosen = pick_threads(max, t_one, t_many);
+    let chosen = pick_threads(max, t_one, t_many, THREADS_SPEEDUP);
     set_default_executor(if chosen > 1 {
         many
     } else {
