@@ -5,9 +5,9 @@ Measures, with the real builder and the real Docker daemon, in one run:
   * cold devel build (`builder devel --no-cache`): compiles every crate, tract included;
   * warm rebuild after editing one runtime source file (a copy of the workspace with a comment
     appended to runtime/src/lib.rs): only the runtime crate should recompile;
-  * serving image size, without a model;
-  * cold start: `docker run` of the serving image with a bind-mounted model, to the first
-    answered :predict.
+  * serving image size, without a model, per engine flavour (`serve-image --engine all|tract`);
+  * cold start per flavour: `docker run` of the serving image with a bind-mounted model, to the
+    first answered :predict (with `all`, that includes loading and timing both engines).
 
 Usage: bench_images.py MODELS_DIR [--write BENCHMARKS.md] [--skip-cold]
 """
@@ -26,10 +26,12 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILDER = ROOT / "target" / "release" / "builder"
+BUILDER = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "builder"
 DEVEL = "onnx-serving-bench/devel"
 SERVING = "onnx-serving-bench/serving"
 START, END = "<!-- bench:images:start -->", "<!-- bench:images:end -->"
+# Serving image flavours (`builder serve-image --engine`): tract + onnxruntime, tract only.
+FLAVOURS = ("all", "tract")
 
 
 def run(cmd, env=None, capture=True):
@@ -140,24 +142,25 @@ def main():
         secs, _ = run(devel, env=env)
         rows.append(("Warm rebuild, one runtime source file edited", f"{secs:.0f} s", "< 60 s"))
 
-    run([BUILDER, "serve-image", "--devel-image", args.devel_tag, "--tag", SERVING])
-    size = int(subprocess.run(
-        ["docker", "image", "inspect", "-f", "{{.Size}}", SERVING],
-        check=True, capture_output=True, text=True,
-    ).stdout)
-    rows.append(("Serving image size, no model", f"{size / 1e6:.1f} MB", "<= 20 MB"))
     lto = subprocess.run(
         ["docker", "image", "inspect", "-f", '{{index .Config.Labels "io.onnx-serving.lto"}}', args.devel_tag],
         check=True, capture_output=True, text=True,
     ).stdout.strip()
-
-    starts = [cold_start(SERVING, args.models, args.model) for _ in range(3)]
-    best = min(s for s, _ in starts)
-    rows.append((
-        f"Cold start to first answered :predict ({args.model}, bind mount; best of 3)",
-        f"{best * 1000:.0f} ms",
-        f"model load {starts[0][1]}",
-    ))
+    for flavour in FLAVOURS:
+        tag = f"{SERVING}-{flavour}"
+        run([BUILDER, "serve-image", "--devel-image", args.devel_tag, "--tag", tag, "--engine", flavour])
+        size = int(subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{.Size}}", tag],
+            check=True, capture_output=True, text=True,
+        ).stdout)
+        rows.append((f"Serving image size, no model, `--engine {flavour}`", f"{size / 1e6:.1f} MB", "<= 20 MB"))
+        starts = [cold_start(tag, args.models, args.model) for _ in range(3)]
+        best = min(s for s, _ in starts)
+        rows.append((
+            f"Cold start to first answered :predict, `--engine {flavour}` ({args.model}, bind mount; best of 3)",
+            f"{best * 1000:.0f} ms",
+            f"model load {starts[0][1]}",
+        ))
 
     machine = (
         f"{cpu.get('brand', platform.processor()).strip()}, {cpu.get('logical_cores')} logical / "
@@ -184,8 +187,8 @@ def main():
         else:
             text = text.rstrip("\n") + "\n\n## Images\n\n" + block + "\n"
         args.write.write_text(text)
-    for image in (SERVING,):
-        subprocess.run(["docker", "rmi", image], capture_output=True)
+    for flavour in FLAVOURS:
+        subprocess.run(["docker", "rmi", f"{SERVING}-{flavour}"], capture_output=True)
 
 
 if __name__ == "__main__":

@@ -2,18 +2,22 @@
 """Serving contenders side by side: the same model, the same request, interleaved.
 
 Contenders (each started with the model served as `resnet`, the article's name):
-  --image TAG        one of our serving images (docker run, model bind-mounted)
+  --image "TAG [VAR=VALUE ...]"
+                     one of our serving images (docker run, model bind-mounted), with
+                     environment variables for its runtime if given
   --binary PATH      a `runtime` binary on this host (a build-setting experiment)
   --ort              scripts/ort_server.py: the same API answered by onnxruntime (benchmark
                      tooling only; onnxruntime is never a product dependency)
 With none given: $USER/onnx-serving and --ort (what `make bench-ort` runs).
 --args "..." is passed to every runtime of ours (e.g. "--enable_batching --max_batch_size 4").
 
-Sends the article's request (the photo as b64 JPEG) in rounds of C concurrent requests, one
-contender after the other, the order rotating each round, so the machine's noise hits all alike.
-Prints p50/p90 latency and throughput per concurrency, with ratios to the first contender.
+Sends the article's request (the photo as b64 JPEG; with --body tensor, the photo as today's
+resnet_client.py sends it: a 224x224x3 tensor of 0-1 floats) in rounds of C concurrent requests,
+one contender after the other, the order rotating each round, so the machine's noise hits all
+alike. Prints p50/p90 latency and throughput per concurrency, with ratios to the first contender.
 
-Usage: bench_servers.py MODEL_DIR PHOTO [contenders] [-n 40] [--concurrency 1,4] [--ort-threads N]
+Usage: bench_servers.py MODEL_DIR PHOTO [contenders] [-n 40] [--concurrency 1,4,16]
+                        [--body b64,tensor] [--ort-threads N]
 """
 import argparse
 import base64
@@ -83,6 +87,22 @@ def pct(v, q):
     return v[min(len(v) - 1, max(0, int(round(q * len(v) + 0.5)) - 1))]
 
 
+def request_body(kind, photo):
+    """The photo as the article's client sends it (b64 JPEG) or as today's (an HWC tensor)."""
+    if kind == "b64":
+        return json.dumps({"instances": [{"b64": base64.b64encode(open(photo, "rb").read()).decode()}]}).encode()
+    if kind == "tensor":
+        from PIL import Image  # the venv of scripts/requirements-models.txt has it
+        img = Image.open(photo).convert("RGB")
+        side = min(img.size)
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        img = img.crop((left, top, left + side, top + side)).resize((224, 224), Image.BILINEAR)
+        pixels = [[[round(v / 255.0, 6) for v in px] for px in row] for row in
+                  [[img.getpixel((x, y)) for x in range(224)] for y in range(224)]]
+        return json.dumps({"instances": [pixels]}).encode()
+    sys.exit(f"bench_servers: --body {kind}: use b64 or tensor")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model_dir")
@@ -92,7 +112,8 @@ def main():
     ap.add_argument("--ort", action="store_true", help="an onnxruntime server (scripts/ort_server.py)")
     ap.add_argument("--args", default="", help="extra flags for every runtime of ours")
     ap.add_argument("-n", type=int, default=40, help="requests per contender and concurrency")
-    ap.add_argument("--concurrency", default="1,4")
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--body", default="b64", help="b64 (JPEG), tensor (224x224x3 floats) or both: b64,tensor")
     ap.add_argument("--ort-threads", type=int, default=0)
     args = ap.parse_args()
     if not (args.image or args.binary or args.ort):
@@ -100,19 +121,23 @@ def main():
                        if c.isalnum() or c in "._-") or "local"  # as builder names its images
         args.image, args.ort = [f"{user}/onnx-serving"], True
     model_dir = os.path.abspath(args.model_dir)
-    body = json.dumps({"instances": [{"b64": base64.b64encode(open(args.photo, "rb").read()).decode()}]}).encode()
+    bodies = {name: request_body(name, args.photo) for name in args.body.split(",")}
+    body = next(iter(bodies.values()))
     extra = shlex.split(args.args)
 
     contenders = []
     port = 8611
     try:
-        for i, image in enumerate(args.image):
+        for i, spec in enumerate(args.image):
+            # "TAG [VAR=VALUE ...]": the image, and environment variables for its runtime.
+            image, *env = spec.split()
             name = f"onnx-serving-bench-{i}"
             subprocess.run(["docker", "rm", "-f", name], capture_output=True)
             subprocess.run(["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8501",
                             "--mount", f"type=bind,source={model_dir},target=/models/resnet",
-                            "-e", "MODEL_NAME=resnet", image, *extra], check=True, capture_output=True)
-            contenders.append({"label": image, "port": port, "container": name})
+                            "-e", "MODEL_NAME=resnet", *[a for e in env for a in ("-e", e)],
+                            image, *extra], check=True, capture_output=True)
+            contenders.append({"label": spec, "port": port, "container": name})
             port += 1
         for binary in args.binary:
             proc = subprocess.Popen([binary, "--rest_api_host", "127.0.0.1", "--rest_api_port", str(port),
@@ -129,19 +154,20 @@ def main():
             wait(c)
             for _ in range(3):
                 post(c["port"], body)
-        print(f"{args.n} requests per contender and concurrency, the photo as b64 JPEG; "
+        print(f"{args.n} requests per contender and concurrency; "
               f"ratios against the first contender{' ; our flags: ' + args.args if args.args else ''}\n")
         for i, c in enumerate(contenders):
             print(f"  [{i}] {c['label']}")
-        print()
-        print(f"{'conc':>4} {'#':>2} {'p50':>9} {'p90':>9} {'req/s':>7} {'p50 ratio':>9} {'req/s ratio':>11}  class")
-        for conc in [int(c) for c in args.concurrency.split(",")]:
-            lat, busy, classes = rounds(contenders, body, args.n, conc)
-            base_p50, base_rate = pct(lat[0], 0.5), len(lat[0]) / busy[0]
-            for i in range(len(contenders)):
-                p50, p90, rate = pct(lat[i], 0.5), pct(lat[i], 0.9), len(lat[i]) / busy[i]
-                print(f"{conc:>4} {i:>2} {p50:>6.1f} ms {p90:>6.1f} ms {rate:>7.2f} {p50 / base_p50:>8.2f}x "
-                      f"{rate / base_rate:>10.2f}x  {classes[i]}")
+        for name, body in bodies.items():
+            print(f"\nbody: {name} ({len(body) / 1e6:.2f} MB)")
+            print(f"{'conc':>4} {'#':>2} {'p50':>9} {'p90':>9} {'req/s':>7} {'p50 ratio':>9} {'req/s ratio':>11}  class")
+            for conc in [int(c) for c in args.concurrency.split(",")]:
+                lat, busy, classes = rounds(contenders, body, args.n, conc)
+                base_p50, base_rate = pct(lat[0], 0.5), len(lat[0]) / busy[0]
+                for i in range(len(contenders)):
+                    p50, p90, rate = pct(lat[i], 0.5), pct(lat[i], 0.9), len(lat[i]) / busy[i]
+                    print(f"{conc:>4} {i:>2} {p50:>6.1f} ms {p90:>6.1f} ms {rate:>7.2f} {p50 / base_p50:>8.2f}x "
+                          f"{rate / base_rate:>10.2f}x  {classes[i]}", flush=True)
     finally:
         for c in contenders:
             if "proc" in c:

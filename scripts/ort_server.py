@@ -4,7 +4,8 @@ answered by onnxruntime. Never a product dependency; `make bench-ort` runs it be
 
 Serves one model folder (<dir>/<version>/model.onnx with signature.toml and labels.txt) as NAME:
   GET  /v1/models/NAME            -> AVAILABLE
-  POST /v1/models/NAME:predict    {"instances": [{"b64": JPEG/PNG}, ...]} -> {"predictions": [...]}
+  POST /v1/models/NAME:predict    {"instances": [{"b64": JPEG/PNG} or [h][w][3] floats 0-1, ...]}
+                                  -> {"predictions": [...]}
 Preprocessing follows signature.toml with Pillow (shorter side, bilinear, centre crop, mean/std,
 NCHW); outputs as its [output] section says (softmax, classes, top k, labels).
 
@@ -50,7 +51,13 @@ class Model:
         self.input_name = self.session.get_inputs()[0].name
 
     def preprocess(self, data):
-        img = Image.open(io.BytesIO(data)).convert("RGB")
+        if isinstance(data, np.ndarray):  # an HWC tensor of 0-1 floats
+            if data.shape[:2] == (self.h, self.w):
+                a = (data - self.mean) / self.std
+                return a.transpose(2, 0, 1) if self.inp.get("layout", "NCHW") == "NCHW" else a
+            img = Image.fromarray(np.clip(data * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        else:
+            img = Image.open(io.BytesIO(data)).convert("RGB")
         w, h = img.size
         if self.inp.get("resize", "shorter_side") == "stretch":
             img = img.resize((self.w, self.h), Image.BILINEAR)
@@ -121,7 +128,8 @@ def main():
                 return self.reply(404, b'{"error": "unknown model"}')
             try:
                 instances = json.loads(body)["instances"]
-                images = [base64.b64decode(i["b64"]) for i in instances]
+                images = [base64.b64decode(i["b64"]) if isinstance(i, dict)
+                          else np.asarray(i, np.float32) for i in instances]
                 out = json.dumps({"predictions": model.predict(images)}).encode()
             except Exception as e:  # a benchmark tool: report, do not crash
                 return self.reply(400, json.dumps({"error": str(e)}).encode())

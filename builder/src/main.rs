@@ -100,9 +100,9 @@ enum Cmd {
     /// machine's noise hits both alike), and compare latency, throughput, size and cold start.
     /// Images are (re)built from the current sources first; Docker's layer cache makes that
     /// quick when nothing changed.
-    ///
-    /// Example: builder bench --model /tmp/models/efficientnet --image /tmp/models/cat.jpg
-    #[command(verbatim_doc_comment)]
+    #[command(
+        after_help = "Example: builder bench --model /tmp/models/efficientnet --image /tmp/models/cat.jpg"
+    )]
     Bench {
         /// Model folder holding numbered versions (<folder>/1/model.onnx), bind-mounted into both.
         #[arg(long, default_value = "/tmp/models/efficientnet")]
