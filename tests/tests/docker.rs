@@ -362,6 +362,10 @@ async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
         logs.contains("onnxruntime 1.31.1 loaded from /usr/lib/onnxruntime/libonnxruntime.so.1"),
         "{logs}"
     );
+    assert!(
+        !logs.to_lowercase().contains("telemetry"),
+        "onnxruntime's telemetry must stay off in the image:\n{logs}"
+    );
 
     let (status, meta) = http(port, "GET", "/v1/models/resnet/metadata", "").unwrap();
     assert_eq!(status, 200, "{meta}");

@@ -29,6 +29,9 @@ use crate::tensor::{self, Tensor, TensorData};
 /// shares the cores with its own decoding and HTTP). ResNet-50 (90 vs 46 ms) clears the bar.
 const THREADS_SPEEDUP: f64 = 1.5;
 
+/// onnxruntime's switch for its telemetry.
+const TELEMETRY_OFF: &str = "ORT_DISABLE_TELEMETRY";
+
 /// The library's file name (its SONAME).
 pub const LIBRARY_FILE: &str = "libonnxruntime.so.1";
 /// Where images built with onnxruntime keep the library.
@@ -94,6 +97,12 @@ fn open(path: Option<&Path>) -> Result<Library, String> {
              libonnxruntime.so from onnxruntime 1.24 or newer (`make onnxruntime` fetches it)",
             path.display()
         ));
+    }
+    // onnxruntime 1.31's Linux library carries Microsoft's 1DS telemetry, which tries HTTPS
+    // uploads from the first environment on; ORT_DISABLE_TELEMETRY, read then, turns it off
+    // (the serving image sets it too). Set before any other thread reads the environment.
+    if std::env::var_os(TELEMETRY_OFF).is_none() {
+        std::env::set_var(TELEMETRY_OFF, "1");
     }
     let env = ort::init_from(&path)
         .map_err(|e| {
