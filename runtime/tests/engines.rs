@@ -123,7 +123,7 @@ fn auto_keeps_the_faster_engine_and_says_why() {
         note.starts_with(&format!("Engine: {}", loaded.backend.kind()))
             && note.contains("onnxruntime ")
             && note.contains("tract ")
-            && note.contains("ms; on a lone run, best of 3"),
+            && note.contains("; on a lone run, best of 3"),
         "{note}"
     );
 }

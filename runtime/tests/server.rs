@@ -474,7 +474,7 @@ fn the_start_up_log_says_which_engine_serves_and_why() {
     let seen = server.seen.join("\n");
     assert!(
         seen.contains("onnxruntime 1.31.1 loaded from")
-            && seen.contains("ms; on a lone run, best of 3"),
+            && seen.contains("; on a lone run, best of 3"),
         "{seen}"
     );
     assert!(
