@@ -60,7 +60,7 @@ bench-models: $(PY) $(MODELS)/efficientnet/1/model.onnx
 
 test: test-models onnxruntime ## all tests: unit, API (on each engine), real binary, real CNN, Docker end to end
 	$(CARGO) test --workspace --locked
-	ONNX_SERVING_TEST_ENGINE=onnxruntime $(CARGO) test --locked -p runtime --test api
+	ONNX_SERVING_TEST_ENGINE=onnxruntime $(CARGO) test --workspace --locked --test api
 
 bench: bench-models onnxruntime ## engines alone (tract, onnxruntime, onnxruntime's Python), serving overhead, batching -> BENCHMARKS.md
 	$(CARGO) bench --locked -p runtime --bench serving -- --models $(MODELS) --python $(PY) --write $(CURDIR)/BENCHMARKS.md

@@ -5,6 +5,7 @@ pub mod commands;
 pub mod context;
 pub mod cpu;
 pub mod docker;
+pub mod onnxruntime;
 
 /// The runtime's CPU detection, compiled into the builder from the same source file: one
 /// definition of the instruction-set table for both binaries, without making the builder
