@@ -238,35 +238,43 @@ fn load_auto(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
 /// Each backend's fastest lone batch-1 run on zeros, three rounds interleaved; `None` for one
 /// that cannot run them (the reason logged).
 fn time_lone_runs(ready: &[Loaded]) -> Vec<Option<Duration>> {
-    let mut best: Vec<Option<Duration>> = vec![None; ready.len()];
-    let mut runners: Vec<Option<Box<dyn Runner>>> = ready
+    let mut runners: Vec<Result<Box<dyn Runner>, String>> =
+        ready.iter().map(|l| l.backend.runner()).collect();
+    let inputs: Vec<_> = ready
         .iter()
-        .map(|l| {
-            l.backend
-                .runner()
-                .map_err(|e| warn!("{}: no runner to time: {e}", l.backend.kind()))
-                .ok()
-        })
+        .map(|l| l.backend.signature().zero_inputs(1))
         .collect();
-    for _ in 0..3 {
-        for (k, loaded) in ready.iter().enumerate() {
-            let Some(runner) = runners[k].as_mut() else {
-                continue;
-            };
-            let inputs = loaded.backend.signature().zero_inputs(1);
-            let started = Instant::now();
-            match runner.run(inputs) {
-                Ok(_) => {
-                    let took = started.elapsed();
-                    best[k] = Some(best[k].map_or(took, |b| b.min(took)));
-                }
-                Err(e) => {
-                    if loaded.warmed {
-                        warn!("{}: timing run on zeros failed: {e}", loaded.backend.kind());
-                    }
-                    runners[k] = None;
-                }
+    best_of_interleaved(3, ready.len(), |k| match &mut runners[k] {
+        Ok(runner) => runner.run(inputs[k].clone()).map(drop),
+        Err(e) => Err(format!("no runner to time: {e}")),
+    })
+    .into_iter()
+    .zip(ready)
+    .map(|(time, loaded)| {
+        time.map_err(|e| {
+            if loaded.warmed {
+                warn!("{}: timing run on zeros failed: {e}", loaded.backend.kind());
             }
+        })
+        .ok()
+    })
+    .collect()
+}
+
+/// The fastest of `rounds` runs of each of `n` contenders, run in turn every round (`run(k)`
+/// runs contender k once) so that the machine's noise hits all alike. A contender whose run
+/// fails is not run again; its entry is the error.
+pub fn best_of_interleaved(
+    rounds: usize,
+    n: usize,
+    mut run: impl FnMut(usize) -> Result<(), String>,
+) -> Vec<Result<Duration, String>> {
+    let mut best: Vec<Result<Duration, String>> = vec![Ok(Duration::MAX); n];
+    for _ in 0..rounds {
+        for (k, best) in best.iter_mut().enumerate() {
+            let Ok(so_far) = *best else { continue };
+            let started = Instant::now();
+            *best = run(k).map(|()| so_far.min(started.elapsed()));
         }
     }
     best
@@ -366,3 +374,37 @@ pub fn threads_note(
 /// A lone run slower than this is not timed again to choose the intra-op threads (six more runs
 /// would delay start-up too much); such a model gets every core.
 pub const TUNE_LIMIT: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleaved_timing_runs_each_in_turn_and_drops_a_failure() {
+        let mut calls = Vec::new();
+        let times = best_of_interleaved(3, 2, |k| {
+            calls.push(k);
+            if k == 1 && calls.iter().filter(|&&c| c == 1).count() == 2 {
+                Err("failed on its second run".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(
+            calls,
+            [0, 1, 0, 1, 0],
+            "in turn, the failed one not run again"
+        );
+        assert!(times[0].as_ref().is_ok_and(|t| *t < Duration::MAX));
+        assert_eq!(times[1], Err("failed on its second run".to_string()));
+    }
+
+    #[test]
+    fn threads_pay_only_past_the_engines_speedup() {
+        let ms = Duration::from_millis;
+        assert_eq!(pick_threads(2, ms(12), ms(9), 1.5), 1);
+        assert_eq!(pick_threads(2, ms(90), ms(46), 1.5), 2);
+        assert_eq!(pick_threads(2, ms(12), ms(10), 1.15), 2);
+        assert_eq!(pick_threads(1, ms(12), ms(1), 1.15), 1);
+    }
+}

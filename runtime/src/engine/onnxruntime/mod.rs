@@ -19,8 +19,8 @@ use ort::session::Session;
 pub use library::{init, library, Library, IMAGE_LIBRARY_DIR, LIBRARY_FILE};
 
 use super::{
-    first_run, pick_threads, threads_note, warm_up, Backend, BatchSupport, EngineKind, LoadOptions,
-    Loaded, Runner, Threads, TUNE_LIMIT,
+    best_of_interleaved, first_run, pick_threads, threads_note, warm_up, Backend, BatchSupport,
+    EngineKind, LoadOptions, Loaded, Runner, Threads, TUNE_LIMIT,
 };
 use crate::model::{ModelError, Signature};
 use crate::tensor::Tensor;
@@ -141,18 +141,15 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     })
 }
 
-/// Best of three lone runs on each runner, interleaved.
+/// Best of three lone runs on each runner, interleaved; a runner that fails counts as slowest.
 fn time_pair(a: &mut OrtRunner, b: &mut OrtRunner, sig: &Signature) -> (Duration, Duration) {
-    let (mut ta, mut tb) = (Duration::MAX, Duration::MAX);
-    for _ in 0..3 {
-        for (runner, best) in [(&mut *a, &mut ta), (&mut *b, &mut tb)] {
-            let started = Instant::now();
-            if runner.run(sig.zero_inputs(1)).is_ok() {
-                *best = (*best).min(started.elapsed());
-            }
-        }
-    }
-    (ta, tb)
+    let inputs = sig.zero_inputs(1);
+    let times = best_of_interleaved(3, 2, |k| {
+        let runner = if k == 0 { &mut *a } else { &mut *b };
+        runner.run(inputs.clone()).map(drop)
+    });
+    let time = |k: usize| times[k].clone().unwrap_or(Duration::MAX);
+    (time(0), time(1))
 }
 
 fn new_session(

@@ -18,8 +18,8 @@ use tract_onnx::tract_hir::internal::DimLike;
 use plans::{load_onnx_batched, Plan, Plans};
 
 use super::{
-    first_run, pick_threads, threads_note, warm_up, Backend, BatchSupport, EngineKind, LoadOptions,
-    Loaded, Runner, Threads, TUNE_LIMIT,
+    best_of_interleaved, first_run, pick_threads, threads_note, warm_up, Backend, BatchSupport,
+    EngineKind, LoadOptions, Loaded, Runner, Threads, TUNE_LIMIT,
 };
 use crate::model::{DType, Dim, ModelError, Signature};
 use crate::tensor::{self, TensorData};
@@ -273,25 +273,21 @@ fn tune_intra_op_threads(
         .into_iter()
         .map(to_tract)
         .collect::<TractResult<_>>()?;
-    let many = executor(max);
-    let (mut t_one, mut t_many) = (Duration::MAX, Duration::MAX);
-    for _ in 0..3 {
-        for (exec, best) in [
-            (Executor::SingleThread, &mut t_one),
-            (many.clone(), &mut t_many),
-        ] {
-            set_default_executor(exec);
-            let started = Instant::now();
-            runner.run_tract(inputs.clone())?;
-            *best = (*best).min(started.elapsed());
-        }
-    }
-    let chosen = pick_threads(max, t_one, t_many, THREADS_SPEEDUP);
-    set_default_executor(if chosen > 1 {
-        many
-    } else {
-        Executor::SingleThread
+    let executors = [Executor::SingleThread, executor(max)];
+    let times = best_of_interleaved(3, executors.len(), |k| {
+        set_default_executor(executors[k].clone());
+        runner
+            .run_tract(inputs.clone())
+            .map(drop)
+            .map_err(|e| format!("{e:#}"))
     });
+    let (t_one, t_many) = match (&times[0], &times[1]) {
+        (Ok(one), Ok(many)) => (*one, *many),
+        (Err(e), _) | (_, Err(e)) => return Err(TractError::msg(e.clone())),
+    };
+    let [single, many] = executors;
+    let chosen = pick_threads(max, t_one, t_many, THREADS_SPEEDUP);
+    set_default_executor(if chosen > 1 { many } else { single });
     Ok((chosen, t_one, t_many))
 }
 
