@@ -12,6 +12,7 @@ pub mod infer;
 pub mod logging;
 pub mod model;
 pub mod server;
+pub mod service;
 pub mod state;
 pub mod tensor;
 

@@ -1,8 +1,10 @@
 //! What the server is serving, and in what state: shared by the HTTP handlers.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::engine::EngineKind;
 use crate::infer::InferencePool;
@@ -64,10 +66,12 @@ impl Default for Limits {
     }
 }
 
+/// What every protocol's handlers share: the model and its state, and the request limits.
 pub struct AppState {
     pub model_name: String,
     pub limits: Limits,
-    state: RwLock<ModelState>,
+    /// The current state; watchers (gRPC health) hear of every change.
+    state: watch::Sender<ModelState>,
 }
 
 impl AppState {
@@ -79,16 +83,20 @@ impl AppState {
         Arc::new(AppState {
             model_name: model_name.into(),
             limits,
-            state: RwLock::new(initial),
+            state: watch::Sender::new(initial),
         })
     }
 
     pub fn model_state(&self) -> ModelState {
-        // A panic while holding the lock cannot leave a ModelState half-written: read through poison.
-        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.state.borrow().clone()
     }
 
     pub fn set_model_state(&self, new: ModelState) {
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = new;
+        self.state.send_replace(new);
+    }
+
+    /// A receiver that wakes on every state change (the current state counts as seen).
+    pub fn watch_state(&self) -> watch::Receiver<ModelState> {
+        self.state.subscribe()
     }
 }

@@ -6,6 +6,7 @@ use serde::{Serialize, Serializer};
 use super::request::{JsonInput, NdArray, Scalar};
 use crate::error::ApiError;
 use crate::model::{DType, Signature, TensorSpec};
+use crate::service::{self, shape_mismatch};
 use crate::tensor::{f16, Element, Tensor, TensorData};
 
 /// Row format: `instances` is a list with one entry per batch element. Single-input models take a
@@ -73,13 +74,7 @@ fn lookup<'a>(
             .iter()
             .find(|(k, _)| *k == spec.name)
             .map(|(_, v)| v)
-            .ok_or_else(|| {
-                format!(
-                    "input '{}' is missing; the model takes {}",
-                    spec.name,
-                    sig.input_names()
-                )
-            }),
+            .ok_or_else(|| service::missing_input(sig, spec)),
         _ if sig.inputs.len() == 1 => Ok(value),
         _ => Err(format!(
             "the model takes {} inputs ({}): send an object keyed by input name",
@@ -94,10 +89,7 @@ fn check_known_names(sig: &Signature, named: &[(String, JsonInput)]) -> Result<(
         .iter()
         .find(|(k, _)| !sig.inputs.iter().any(|s| s.name == *k))
     {
-        Some((unknown, _)) => Err(format!(
-            "unknown input '{unknown}'; the model takes {}",
-            sig.input_names()
-        )),
+        Some((unknown, _)) => Err(service::unknown_input(sig, unknown)),
         None => Ok(()),
     }
 }
@@ -145,16 +137,6 @@ fn stack(spec: &TensorSpec, rows: &[&NdArray]) -> Result<Tensor, ApiError> {
         return Err(shape_mismatch(spec, &shape));
     }
     to_tensor(spec, &shape, rows)
-}
-
-fn shape_mismatch(spec: &TensorSpec, got: &[usize]) -> ApiError {
-    ApiError::BadRequest(format!(
-        "input '{}' expects shape {} ({} dimensions, -1 = any size), got {:?}",
-        spec.name,
-        spec.shape_string(),
-        spec.shape.len(),
-        got
-    ))
 }
 
 /// Builds the tensor of `spec`'s dtype from the rows, converting and range-checking each value.

@@ -10,6 +10,7 @@ use super::request::{JsonInput, NdArray, Scalar};
 use crate::error::ApiError;
 use crate::model::serving::{FloatImage, ImageSource, ServingSignature};
 use crate::model::Signature;
+use crate::service;
 use crate::tensor::Tensor;
 
 /// Standard base64, padding optional (clients differ on it).
@@ -18,9 +19,7 @@ const B64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Images one request may carry: each becomes a model-sized float tensor (0.6 MB at 224x224),
-/// and small JPEGs could otherwise turn a 64 MB body into gigabytes.
-pub const MAX_IMAGES_PER_REQUEST: usize = 64;
+pub use crate::service::MAX_IMAGES_PER_REQUEST;
 
 /// Row format: one image per instance.
 pub fn from_instances(
@@ -82,7 +81,7 @@ fn named_value<'a>(sig: &ServingSignature, value: &'a JsonInput) -> Result<&'a J
     match value {
         JsonInput::Named(named) => match named.as_slice() {
             [(key, v)] if key == name => Ok(v),
-            [(key, _)] => Err(format!("unknown input '{key}'; the model takes '{name}'")),
+            [(key, _)] => Err(service::unknown_input(&sig.public, key)),
             _ => Err(format!(
                 "the model takes one input, '{name}': send {{\"{name}\": {{\"b64\": ...}}}} or the image alone"
             )),
@@ -110,44 +109,28 @@ fn build(
     images: &[&JsonInput],
     err: impl Fn(usize, String) -> ApiError,
 ) -> Result<Tensor, ApiError> {
-    if images.len() > MAX_IMAGES_PER_REQUEST {
-        return Err(ApiError::BadRequest(format!(
-            "{} images in one request; the server takes at most {MAX_IMAGES_PER_REQUEST}: split the batch",
-            images.len()
-        )));
-    }
-    let input = &sig.input;
-    let shape = input.model_shape(images.len());
-    let spec = &model.inputs[input.model_input];
-    if !spec.accepts_shape(&shape) {
-        return Err(ApiError::BadRequest(format!(
-            "the model takes {} image(s) per request (input '{}' is {}), got {}",
-            spec.shape[0].fixed().unwrap_or(1),
-            spec.name,
-            spec.shape_string(),
-            images.len()
-        )));
-    }
-    let mut data = Vec::with_capacity(shape.iter().product());
+    // Base64 first (it owns the bytes the sources borrow), then the shared image path.
+    let mut decoded = Vec::with_capacity(images.len());
     for (i, image) in images.iter().enumerate() {
-        let bytes;
-        let source = match image {
-            JsonInput::B64(text) => {
-                bytes = decode_b64(text).map_err(|e| err(i, e))?;
-                ImageSource::Encoded(&bytes)
-            }
-            JsonInput::Tensor(t) => ImageSource::Pixels(pixels(t).map_err(|e| err(i, e))?),
-            JsonInput::Named(_) => {
+        decoded.push(match image {
+            JsonInput::B64(text) => Some(decode_b64(text).map_err(|e| err(i, e))?),
+            _ => None,
+        });
+    }
+    let mut sources = Vec::with_capacity(images.len());
+    for (i, (image, bytes)) in images.iter().zip(&decoded).enumerate() {
+        sources.push(match (image, bytes) {
+            (_, Some(bytes)) => ImageSource::Encoded(bytes),
+            (JsonInput::Tensor(t), None) => ImageSource::Pixels(pixels(t).map_err(|e| err(i, e))?),
+            _ => {
                 return Err(err(
                     i,
                     "expected an image ({\"b64\": \"...\"} or a [height, width, 3] tensor), not an object".into(),
                 ))
             }
-        };
-        input.preprocess(source, &mut data).map_err(|e| err(i, e))?;
+        });
     }
-    Tensor::from_vec(shape.to_vec(), data)
-        .map_err(|e| ApiError::Internal(format!("cannot build the image batch: {e}")))
+    service::image_batch(sig, model, sources, err)
 }
 
 fn decode_b64(text: &str) -> Result<Vec<u8>, String> {
@@ -171,36 +154,14 @@ fn decode_b64(text: &str) -> Result<Vec<u8>, String> {
 
 /// An HWC tensor of 0-1 floats (what `np.array(image) / 255.0` gives).
 fn pixels(t: &NdArray) -> Result<FloatImage, String> {
-    let [h, w, c] = t.shape[..] else {
-        return Err(format!(
-            "an image tensor is [height, width, 3] with values 0-1 (or send {{\"b64\": \"<JPEG or PNG>\"}}); got shape {:?}",
-            t.shape
-        ));
-    };
-    if c != 3 || h == 0 || w == 0 {
-        return Err(format!(
-            "an image tensor is [height, width, 3] (RGB) with values 0-1; got shape {:?}",
-            t.shape
-        ));
-    }
-    let mut data = Vec::with_capacity(t.data.len());
+    let mut values = Vec::with_capacity(t.data.len());
     for s in &t.data {
-        let v = match *s {
+        values.push(match *s {
             Scalar::F(v) => v,
             Scalar::I(v) => v as f64,
             Scalar::U(v) => v as f64,
             Scalar::B(_) => return Err("image tensor values must be numbers from 0 to 1".into()),
-        };
-        if !(0.0..=1.0).contains(&v) {
-            return Err(format!(
-                "image tensor values must be 0-1 (pixel / 255); got {v}"
-            ));
-        }
-        data.push(v as f32);
+        });
     }
-    Ok(FloatImage {
-        width: w as u32,
-        height: h as u32,
-        data,
-    })
+    service::float_image(&t.shape, values)
 }

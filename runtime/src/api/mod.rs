@@ -1,4 +1,4 @@
-//! The REST API of TensorFlow Serving, over axum.
+//! The REST API of TensorFlow Serving, over axum: JSON in and out, the rules in `service`.
 //!
 //! axum cannot route `/{name}:predict` (a capture fills a whole path segment), so the segment
 //! `resnet:predict` is captured whole and split on `:` here.
@@ -20,12 +20,12 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::model::signature::DEFAULT_SIGNATURE;
-use crate::state::{AppState, ModelState, ServedModel};
+use crate::service::{self, ModelSpec, VersionChoice};
+use crate::state::{AppState, ServedModel};
 use crate::tensor::Tensor;
 use request::parse_predict_request;
 
-/// Bodies above this size are decoded on a blocking thread, not on the async executor.
-const DECODE_INLINE_MAX: usize = 64 * 1024;
+use service::DECODE_INLINE_MAX;
 
 /// The HTTP application; tests drive it in-process with `tower::ServiceExt::oneshot`.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -121,84 +121,38 @@ fn parse_version(v: &str) -> Result<u64, ApiError> {
     })
 }
 
-/// The served model matching `name` (and `version`, when given), or why there is none.
-fn served_model(
-    st: &AppState,
-    name: &str,
-    version: Option<u64>,
-) -> Result<Arc<ServedModel>, ApiError> {
-    check_name(st, name, version)?;
-    match st.model_state() {
-        ModelState::Available(model) => {
-            check_version(st, &model, version)?;
-            Ok(model)
-        }
-        ModelState::Loading { version } => Err(ApiError::Unavailable(format!(
-            "model '{}' version {version} is still loading; retry shortly (GET /v1/models/{} shows its state)",
-            st.model_name, st.model_name
-        ))),
-        ModelState::Failed { message, .. } => {
-            Err(ApiError::Unavailable(format!("model '{}' failed to load: {message}", st.model_name)))
-        }
-    }
-}
-
-fn check_name(st: &AppState, name: &str, version: Option<u64>) -> Result<(), ApiError> {
-    if name == st.model_name {
-        return Ok(());
-    }
-    let request = match version {
-        Some(v) => format!("Specific({name}, {v})"),
-        None => format!("Latest({name})"),
-    };
-    Err(ApiError::NotFound(format!(
-        "Servable not found for request: {request}: this server serves model '{}'",
-        st.model_name
-    )))
-}
-
-fn check_version(st: &AppState, model: &ServedModel, version: Option<u64>) -> Result<(), ApiError> {
-    match version {
-        Some(v) if v != model.version => Err(ApiError::NotFound(format!(
-            "Servable not found for request: Specific({}, {v}): the version served is {}",
-            st.model_name, model.version
-        ))),
-        _ => Ok(()),
+fn spec(name: &str, version: Option<u64>) -> ModelSpec<'_> {
+    ModelSpec {
+        name,
+        version: version.map_or(VersionChoice::Latest, VersionChoice::Number),
+        signature_name: "",
     }
 }
 
 fn model_status(st: &AppState, name: &str, version: Option<u64>) -> Result<Response, ApiError> {
-    check_name(st, name, version)?;
-    let (served_version, state, code, message, engine) = match st.model_state() {
-        ModelState::Available(model) => {
-            check_version(st, &model, version)?;
-            let engine = Some(model.engine.name());
-            (
-                Some(model.version),
-                "AVAILABLE",
-                "OK",
-                String::new(),
-                engine,
-            )
-        }
-        ModelState::Loading { version } => (Some(version), "LOADING", "OK", String::new(), None),
-        ModelState::Failed { version, message } => (version, "END", "UNKNOWN", message, None),
-    };
-    let version = served_version.or(version).unwrap_or(0);
-    let mut entry = json!({
-        "version": version.to_string(),
-        "state": state,
-        "status": {"error_code": code, "error_message": message},
-    });
-    // Beyond TF Serving's fields: which engine runs this version.
-    if let Some(engine) = engine {
-        entry["engine"] = json!(engine);
-    }
-    Ok(Json(json!({ "model_version_status": [entry] })).into_response())
+    let entries: Vec<Value> = service::status(st, &spec(name, version))?
+        .into_iter()
+        .map(|s| {
+            let mut entry = json!({
+                "version": s.version.to_string(),
+                "state": s.state.name(),
+                "status": {
+                    "error_code": s.error_code(),
+                    "error_message": s.error.unwrap_or_default(),
+                },
+            });
+            // Beyond TF Serving's fields: which engine runs this version.
+            if let Some(engine) = s.engine {
+                entry["engine"] = json!(engine);
+            }
+            entry
+        })
+        .collect();
+    Ok(Json(json!({ "model_version_status": entries })).into_response())
 }
 
 fn metadata(st: &AppState, name: &str, version: Option<u64>) -> Result<Response, ApiError> {
-    let model = served_model(st, name, version)?;
+    let model = service::resolve(st, &spec(name, version))?;
     Ok(Json(json!({
         "model_spec": {"name": st.model_name, "signature_name": "", "version": model.version.to_string()},
         "metadata": {
@@ -221,31 +175,27 @@ async fn call(
     match method {
         "predict" => {}
         "classify" | "regress" => {
-            return Err(ApiError::NotImplemented(format!(
-                ":{method} needs a TensorFlow {method} signature; ONNX models are served through :predict (POST /v1/models/{name}:predict)"
-            )))
+            return Err(service::predict_only(
+                &format!(":{method}"),
+                &format!(":predict (POST /v1/models/{name}:predict)"),
+            ))
         }
         other => {
-            return Err(ApiError::NotFound(format!("unknown method ':{other}'; ONNX models are served through :predict")))
+            return Err(ApiError::NotFound(format!(
+                "unknown method ':{other}'; ONNX models are served through :predict"
+            )))
         }
     }
-    let model = served_model(st, name, version)?;
+    let model = service::resolve(st, &spec(name, version))?;
     let body = body.map_err(|rejection| body_error(rejection, st.limits.max_body_bytes))?;
     // Image decoding takes milliseconds: never on the async executor.
     let (inputs, format) = if body.len() > DECODE_INLINE_MAX || model.serving.is_some() {
         let decoding = model.clone();
-        tokio::task::spawn_blocking(move || decode_predict(&decoding, &body))
-            .await
-            .map_err(|e| ApiError::Internal(format!("request decoding stopped: {e}")))??
+        service::off_executor(move || decode_predict(&decoding, &body)).await?
     } else {
         decode_predict(&model, &body)?
     };
-    let (mut outputs, _) = model.pool.run(inputs).await?;
-    if let Some(post) = model.serving.as_ref().and_then(|s| s.output.as_ref()) {
-        outputs = post
-            .postprocess(&outputs[post.model_output])
-            .map_err(ApiError::Internal)?;
-    }
+    let outputs = service::predict(&model, inputs).await?;
     let sig = model.api_signature();
     let json = match format {
         Format::Rows { batch } => codec::predictions_json(sig, &outputs, batch)?,
@@ -263,15 +213,7 @@ enum Format {
 fn decode_predict(model: &ServedModel, body: &[u8]) -> Result<(Vec<Tensor>, Format), ApiError> {
     let request = parse_predict_request(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON request: {e}")))?;
-    if let Some(sig) = request
-        .signature_name
-        .as_deref()
-        .filter(|s| !s.is_empty() && *s != DEFAULT_SIGNATURE)
-    {
-        return Err(ApiError::BadRequest(format!(
-            "unknown signature_name '{sig}'; an ONNX model has one signature, '{DEFAULT_SIGNATURE}'"
-        )));
-    }
+    service::check_signature_name(request.signature_name.as_deref().unwrap_or_default())?;
     if let Some(serving) = &model.serving {
         return match (&request.instances, &request.inputs) {
             (Some(instances), None) => Ok((
