@@ -11,6 +11,8 @@ CARGO      ?= cargo
 ORT_DIR    ?= $(CACHE)/onnxruntime
 ORT_LIB    := $(ORT_DIR)/libonnxruntime.so.1
 export ONNX_SERVING_TEST_MODELS := $(MODELS)
+# The gRPC tests run Python's grpcio client from the venv.
+export ONNX_SERVING_TEST_PYTHON := $(PY)
 # Tests, benchmarks and host binaries find onnxruntime's library here.
 export ONNX_SERVING_ONNXRUNTIME_LIBRARY ?= $(ORT_LIB)
 
@@ -78,11 +80,11 @@ lint: ## rustfmt check + clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-example: builder base-image example-model onnxruntime ## the README walk-through: portable vs optimized image, embedded model, the cat photo
-	bash scripts/example.sh $(EXAMPLE_DIR)
+example: builder base-image example-model onnxruntime $(PY) ## the README walk-through: portable vs optimized image, embedded model, the cat photo
+	PYTHON=$(PY) bash scripts/example.sh $(EXAMPLE_DIR)
 
 demo: builder test-models base-image onnxruntime ## the main job: build both images, docker run the pretrained classifier, send the cat photo
-	bash scripts/demo.sh $(MODELS)
+	PYTHON=$(PY) bash scripts/demo.sh $(MODELS)
 
 clean: ## remove build outputs and caches
 	$(CARGO) clean

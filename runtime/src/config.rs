@@ -15,6 +15,9 @@ pub mod env {
     pub const MODEL_NAME: &str = "MODEL_NAME";
     pub const MODEL_BASE_PATH: &str = "MODEL_BASE_PATH";
     pub const GRPC_PORT: &str = "ONNX_SERVING_PORT";
+    pub const DISABLE_GRPC: &str = "ONNX_SERVING_DISABLE_GRPC";
+    pub const GRPC_MAX_RECEIVE_MESSAGE_BYTES: &str = "ONNX_SERVING_GRPC_MAX_RECEIVE_MESSAGE_BYTES";
+    pub const GRPC_RESPONSE_TENSOR_CONTENT: &str = "ONNX_SERVING_GRPC_RESPONSE_TENSOR_CONTENT";
     pub const REST_API_PORT: &str = "ONNX_SERVING_REST_API_PORT";
     pub const REST_API_HOST: &str = "ONNX_SERVING_REST_API_HOST";
     pub const REST_API_NUM_THREADS: &str = "ONNX_SERVING_REST_API_NUM_THREADS";
@@ -38,8 +41,9 @@ pub mod env {
 #[command(
     name = "runtime",
     version,
-    about = "Serve an ONNX model over TensorFlow Serving's REST API",
-    long_about = "Serve an ONNX model over TensorFlow Serving's REST API, run by tract or \
+    about = "Serve an ONNX model over TensorFlow Serving's REST and gRPC APIs",
+    long_about = "Serve an ONNX model over TensorFlow Serving's REST API (--rest_api_port, 8501) and \
+        gRPC API (--port, 8500), run by tract or \
         onnxruntime (--engine; auto keeps the faster).\n\n\
         Models live at <model_base_path>/<model_name>/<version>/model.onnx; the highest numeric \
         version is served. An optional signature.toml beside model.onnx makes an image \
@@ -59,7 +63,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Serve a model over HTTP (the default).
+    /// Serve a model over REST and gRPC (the default).
     Serve(ServeArgs),
     /// Load a model with every available engine, run it once on zeros; print its inputs and
     /// outputs and each engine's load time, run time and verdict.
@@ -70,13 +74,26 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Port reserved for the gRPC API (not served yet; logged for TF Serving parity).
+    /// Port of the gRPC API: TF Serving's PredictionService and ModelService, gRPC health and
+    /// reflection (0 picks a free one and logs it).
     #[arg(long = "port", env = env::GRPC_PORT, default_value_t = 8500)]
     pub port: u16,
+    /// Serve no gRPC API (REST only); --port is then not bound.
+    #[arg(long = "disable_grpc", alias = "disable-grpc", env = env::DISABLE_GRPC)]
+    pub disable_grpc: bool,
+    /// Largest gRPC request message, in bytes; larger ones get RESOURCE_EXHAUSTED. The default
+    /// takes a 1x1024x1024x3 float tensor with room to spare.
+    #[arg(long = "grpc_max_receive_message_bytes", alias = "grpc-max-receive-message-bytes", env = env::GRPC_MAX_RECEIVE_MESSAGE_BYTES, default_value_t = 64 * 1024 * 1024)]
+    pub grpc_max_receive_message_bytes: usize,
+    /// Answer gRPC Predict with tensor_content bytes instead of typed fields (float_val ...):
+    /// less encoding work for large outputs, for clients that read tensor_content (tf.make_ndarray
+    /// reads both).
+    #[arg(long = "grpc_response_tensor_content", alias = "grpc-response-tensor-content", env = env::GRPC_RESPONSE_TENSOR_CONTENT)]
+    pub grpc_response_tensor_content: bool,
     /// Port of the REST API (0 picks a free one and logs it).
     #[arg(long = "rest_api_port", alias = "rest-api-port", env = env::REST_API_PORT, default_value_t = 8501)]
     pub rest_api_port: u16,
-    /// Address the REST API listens on.
+    /// Address the REST and gRPC APIs listen on.
     #[arg(long = "rest_api_host", alias = "rest-api-host", env = env::REST_API_HOST, default_value = "0.0.0.0")]
     pub rest_api_host: String,
     /// Name clients use in /v1/models/<name>; the model is read from <model_base_path>/<name>/.

@@ -1,4 +1,4 @@
-//! onnx-serving's model server: TensorFlow Serving's REST API in front of ONNX engines (tract,
+//! onnx-serving's model server: TensorFlow Serving's REST and gRPC APIs in front of ONNX engines (tract,
 //! onnxruntime) behind one seam (`engine`).
 
 pub mod api;
@@ -7,6 +7,7 @@ pub mod config;
 pub mod cpu;
 pub mod engine;
 pub mod error;
+pub mod grpc;
 pub mod healthcheck;
 pub mod infer;
 pub mod logging;

@@ -1,4 +1,5 @@
-//! `runtime serve`: bind, load the model in the background, answer HTTP until SIGTERM/SIGINT.
+//! `runtime serve`: bind, load the model in the background, answer REST and gRPC until
+//! SIGTERM/SIGINT.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,9 +11,14 @@ use tracing::{error, info, warn};
 
 use crate::config::{compute_cores, model_dir, ServeArgs};
 use crate::engine::{self, BatchSupport, EngineChoice, LoadOptions, Threads};
+use crate::grpc::{self, GrpcOptions};
 use crate::infer::{Batching, InferencePool};
 use crate::model::{find_latest_version, ModelVersion, ServingSignature};
 use crate::state::{AppState, Limits, ModelState, ServedModel};
+
+/// How long in-flight requests and calls may take to finish after SIGTERM: under Docker's
+/// default 10 s before SIGKILL.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(8);
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let dir = model_dir(&args.model_base_path, &args.model_name);
@@ -76,11 +82,24 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let addr = listener
         .local_addr()
         .context("listening socket has no address")?;
-
-    info!(
-        "Running ModelServer at 0.0.0.0:{} (gRPC is not served yet; the port is reserved) ...",
-        args.port
-    );
+    let grpc_listener = if args.disable_grpc {
+        info!("gRPC is off (--disable_grpc)");
+        None
+    } else {
+        let listener = TcpListener::bind((args.rest_api_host.as_str(), args.port))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}:{} for gRPC; is another server using the port? Pick another with --port, or --disable_grpc",
+                    args.rest_api_host, args.port
+                )
+            })?;
+        let grpc_addr = listener
+            .local_addr()
+            .context("listening socket has no address")?;
+        info!("Running gRPC ModelServer at {grpc_addr} ...");
+        Some(listener)
+    };
     info!("Exporting HTTP/REST API at:{addr} ...");
     info!(
         "Model '{}' version {} from {} (engine: {}; intra-op threads: {})",
@@ -92,6 +111,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     );
 
     let (failed_tx, failed_rx) = watch::channel(None::<String>);
+    let failed_rx_signal = failed_rx.clone();
+    let grpc_opts = GrpcOptions {
+        max_receive_message_bytes: args.grpc_max_receive_message_bytes,
+        response_tensor_content: args.grpc_response_tensor_content,
+    };
     let loader_state = state.clone();
     if let Some(b) = &pool.batching {
         info!(
@@ -145,10 +169,42 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         }
     });
 
-    axum::serve(listener, crate::app(state))
-        .with_graceful_shutdown(shutdown_signal(failed_rx.clone()))
-        .await
-        .context("HTTP server failed")?;
+    // One signal stops both servers: each stops accepting, in-flight calls finish.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal(failed_rx_signal).await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let rest = async {
+        axum::serve(listener, crate::app(state.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .await
+            .context("HTTP server failed")
+    };
+    let grpc = async {
+        match grpc_listener {
+            Some(l) => grpc::serve(l, state.clone(), grpc_opts, stopped(stop_rx.clone())).await,
+            None => Ok(()),
+        }
+    };
+    // In-flight calls get SHUTDOWN_GRACE to finish; streams that never end on their own (a
+    // client's health Watch) must not keep the process from stopping.
+    let grace = async {
+        stopped(stop_rx.clone()).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = async { tokio::try_join!(rest, grpc) } => {
+            served?;
+        }
+        _ = grace => warn!(
+            "calls still open {} s after the stop signal (a gRPC health Watch?): stopping anyway",
+            SHUTDOWN_GRACE.as_secs()
+        ),
+    }
     if let Some(message) = failed_rx.borrow().clone() {
         anyhow::bail!("model '{}' could not be loaded: {message}", args.model_name);
     }
@@ -231,8 +287,8 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
     })
 }
 
-/// Resolves on SIGINT, SIGTERM (what `docker stop` sends) or a failed model load. axum then
-/// stops accepting connections and lets in-flight requests finish.
+/// Resolves on SIGINT, SIGTERM (what `docker stop` sends) or a failed model load. Both servers
+/// then stop accepting connections and let in-flight requests finish.
 async fn shutdown_signal(mut load_failed: watch::Receiver<Option<String>>) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -6,95 +6,11 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use common::process::{Server, BIN};
 use common::*;
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_runtime");
-
-/// A running server; killed on drop so a failing test leaves no process behind.
-struct Server {
-    child: Child,
-    port: u16,
-    log: mpsc::Receiver<String>,
-    /// Every log line read so far.
-    seen: Vec<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(model: &str, extra: &[&str]) -> Server {
-        Server::start_with_env(model, extra, &[])
-    }
-
-    fn start_with_env(model: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["--rest_api_host", "127.0.0.1", "--rest_api_port", "0"])
-            .args(extra)
-            .envs(env.iter().copied())
-            .env("MODEL_NAME", model)
-            .env("MODEL_BASE_PATH", models())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start runtime");
-        let (tx, log) = mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut server = Server {
-            child,
-            port: 0,
-            log,
-            seen: Vec::new(),
-        };
-        let line = server.wait_for_log("Exporting HTTP/REST API at:");
-        let addr = line
-            .split("Exporting HTTP/REST API at:")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
-        server.port = addr
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .expect("port in log");
-        server.wait_for_log("Successfully loaded servable version");
-        server
-    }
-
-    fn wait_for_log(&mut self, needle: &str) -> String {
-        loop {
-            match self.log.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!("no log line containing {needle:?}: {e}"),
-            }
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
 
 /// Minimal HTTP/1.0 client: (status, JSON body).
 fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
@@ -120,7 +36,7 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
 
 #[test]
 fn serves_predictions_over_http_with_tf_serving_logs() {
-    let server = Server::start("multi_io", &["--port", "8500"]);
+    let server = Server::start("multi_io", &[]);
     let want = expected("multi_io");
     let (status, body) = http(server.port, "GET", "/v1/models/multi_io", "");
     assert_eq!(status, 200);
@@ -170,7 +86,7 @@ fn start_up_logs_name_the_ports_and_the_signature() {
             "--rest_api_port",
             "0",
             "--port",
-            "8500",
+            "0",
         ])
         .args(["--model_name", "linear", "--model_base_path"])
         .arg(models())
@@ -190,7 +106,7 @@ fn start_up_logs_name_the_ports_and_the_signature() {
     let _ = child.wait();
     let log = seen.join("\n");
     for needle in [
-        "Running ModelServer at 0.0.0.0:8500",
+        "Running gRPC ModelServer at 127.0.0.1:",
         "Exporting HTTP/REST API at:127.0.0.1:",
         "Successfully loaded servable version {name: linear version: 1}",
         "input  x: DT_FLOAT [-1, 4]",
@@ -209,14 +125,72 @@ fn start_up_logs_name_the_ports_and_the_signature() {
     }
 }
 
+/// A gRPC Predict on the `slow` fixture with tonic's generated client: y's values. `connected`
+/// hears once the channel is up, just before the call goes out.
+fn grpc_predict_slow(
+    port: u16,
+    connected: std::sync::mpsc::Sender<()>,
+) -> Result<Vec<f32>, tonic::Status> {
+    use runtime::grpc::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+    use runtime::grpc::proto::tensorflow::serving::{ModelSpec, PredictRequest};
+    use runtime::grpc::proto::tensorflow::{
+        tensor_shape_proto::Dim, TensorProto, TensorShapeProto,
+    };
+    let dim = |size| Dim {
+        size,
+        name: String::new(),
+    };
+    let request = PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: "slow".into(),
+            ..Default::default()
+        }),
+        inputs: [(
+            "x".to_string(),
+            TensorProto {
+                dtype: 1, // DT_FLOAT
+                tensor_shape: Some(TensorShapeProto {
+                    dim: vec![dim(1), dim(1)],
+                    unknown_rank: false,
+                }),
+                float_val: vec![0.5],
+                ..Default::default()
+            },
+        )]
+        .into(),
+        output_filter: vec![],
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let _ = connected.send(());
+        let answer = PredictionServiceClient::new(channel)
+            .predict(request)
+            .await?;
+        Ok(answer.into_inner().outputs["y"].float_val.clone())
+    })
+}
+
 #[test]
 fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let server = Server::start("slow", &["--inference_threads", "1"]);
     let port = server.port;
+    let grpc_port = server.grpc_port;
     let request = json!({"instances": [[0.5]]}).to_string();
     let in_flight =
         std::thread::spawn(move || http(port, "POST", "/v1/models/slow:predict", &request));
-    std::thread::sleep(Duration::from_millis(30)); // the request is now running (a run takes ~100 ms)
+    let (connected, up) = std::sync::mpsc::channel();
+    let grpc_in_flight = std::thread::spawn(move || grpc_predict_slow(grpc_port, connected));
+    up.recv_timeout(Duration::from_secs(20))
+        .expect("the gRPC client connects");
+    std::thread::sleep(Duration::from_millis(30)); // both are now running (a run takes ~100 ms)
     let pid = server.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -225,13 +199,20 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
         .success());
     let (status, body) = in_flight.join().unwrap();
     assert_eq!(status, 200, "in-flight request was cut: {body}");
+    let y = grpc_in_flight
+        .join()
+        .unwrap()
+        .expect("in-flight gRPC call was cut");
+    assert_eq!(y, [67108864.0], "the gRPC call's answer");
     let mut server = server;
     let exit = wait_exit(&mut server.child, Duration::from_secs(20));
     assert_eq!(exit, Some(0), "runtime did not exit 0 after SIGTERM");
-    assert!(
-        TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "still accepting after shutdown"
-    );
+    for p in [port, grpc_port] {
+        assert!(
+            TcpStream::connect(("127.0.0.1", p)).is_err(),
+            "port {p} still accepting after shutdown"
+        );
+    }
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
@@ -490,7 +471,14 @@ fn the_start_up_log_says_which_engine_serves_and_why() {
 /// As [`failed_start`], with environment variables set for the server.
 fn failed_start_env(model: &str, extra: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(BIN)
-        .args(["--rest_api_host", "127.0.0.1", "--rest_api_port", "0"])
+        .args([
+            "--rest_api_host",
+            "127.0.0.1",
+            "--rest_api_port",
+            "0",
+            "--port",
+            "0",
+        ])
         .args(["--model_name", model])
         .args(extra)
         .envs(env.iter().copied())

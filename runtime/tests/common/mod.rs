@@ -1,6 +1,8 @@
 //! Shared by the runtime's integration tests: fixtures, in-process app, JSON helpers.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -97,13 +99,19 @@ pub fn app_pooled(
     pool: &PoolOptions,
     limits: Limits,
 ) -> axum::Router {
+    runtime::app(state_pooled(dir, name, pool, limits))
+}
+
+/// The shared state serving the model in `dir` as `name`, as the server loads it.
+pub fn state_pooled(
+    dir: &std::path::Path,
+    name: &str,
+    pool: &PoolOptions,
+    limits: Limits,
+) -> Arc<AppState> {
     let found = find_latest_version(dir).expect("model folder");
     let model = load_and_warm_up(&found, pool).expect("model loads");
-    runtime::app(AppState::new(
-        name,
-        ModelState::Available(Arc::new(model)),
-        limits,
-    ))
+    AppState::new(name, ModelState::Available(Arc::new(model)), limits)
 }
 
 pub async fn send(

@@ -1,0 +1,231 @@
+//! TensorFlow Serving's gRPC API on `--port` (8500), over tonic, beside the REST API and
+//! sharing its models, workers, queue, batching and limits: `PredictionService` (Predict,
+//! GetModelMetadata), `ModelService` (GetModelStatus), the standard `grpc.health.v1.Health`
+//! service and server reflection (v1 and v1alpha, for grpcurl). Requests are turned into
+//! tensors here; the rules live in `service`, shared with REST.
+
+mod model;
+mod prediction;
+pub mod proto;
+pub mod tensor;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tonic::codegen::http::{HeaderValue, Response};
+use tonic::{Code, Status};
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::error::ApiError;
+use crate::service::{self, VersionChoice};
+use crate::state::{AppState, ModelState, ServedModel};
+use proto::tensorflow::serving as pb;
+use proto::tensorflow::serving::model_service_server::ModelServiceServer;
+use proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
+
+/// The gRPC server's settings (flags of `runtime serve`).
+#[derive(Clone, Debug)]
+pub struct GrpcOptions {
+    /// Largest request message, in bytes; larger ones get RESOURCE_EXHAUSTED.
+    pub max_receive_message_bytes: usize,
+    /// Answer with `tensor_content` bytes instead of typed fields (`float_val` ...).
+    pub response_tensor_content: bool,
+}
+
+impl Default for GrpcOptions {
+    fn default() -> Self {
+        GrpcOptions {
+            max_receive_message_bytes: 64 * 1024 * 1024,
+            response_tensor_content: false,
+        }
+    }
+}
+
+/// The gRPC status for an API error, as TF Serving maps them: INVALID_ARGUMENT for the
+/// client's mistakes, NOT_FOUND for unknown models, versions and labels, UNAVAILABLE while
+/// loading, RESOURCE_EXHAUSTED for a full queue or an oversized message.
+pub fn status(e: ApiError) -> Status {
+    let code = match &e {
+        ApiError::BadRequest(_) => Code::InvalidArgument,
+        ApiError::NotFound(_) => Code::NotFound,
+        ApiError::MethodNotAllowed(_) | ApiError::NotImplemented(_) => Code::Unimplemented,
+        ApiError::PayloadTooLarge(_) | ApiError::Overloaded(_) => Code::ResourceExhausted,
+        ApiError::Unavailable(_) => Code::Unavailable,
+        ApiError::Internal(_) => Code::Internal,
+    };
+    if code == Code::Internal {
+        tracing::error!(grpc_code = ?code, "{e}");
+    } else {
+        tracing::debug!(grpc_code = ?code, "{e}");
+    }
+    Status::new(code, e.to_string())
+}
+
+/// The request's `ModelSpec` in the protocol-neutral form; INVALID_ARGUMENT when it is missing
+/// or names a negative version.
+pub fn model_spec(spec: Option<&pb::ModelSpec>) -> Result<service::ModelSpec<'_>, Status> {
+    let spec = spec.ok_or_else(|| {
+        status(ApiError::BadRequest(
+            "the request has no model_spec: set model_spec.name to the model's name".into(),
+        ))
+    })?;
+    let version = match &spec.version_choice {
+        None => VersionChoice::Latest,
+        Some(pb::model_spec::VersionChoice::Version(v)) => match u64::try_from(*v) {
+            Ok(v) => VersionChoice::Number(v),
+            Err(_) => {
+                return Err(status(ApiError::BadRequest(format!(
+                    "model_spec.version is {v}; versions are folder numbers such as 1"
+                ))))
+            }
+        },
+        Some(pb::model_spec::VersionChoice::VersionLabel(l)) => VersionChoice::Label(l),
+    };
+    Ok(service::ModelSpec {
+        name: &spec.name,
+        version,
+        signature_name: &spec.signature_name,
+    })
+}
+
+/// The `ModelSpec` a response carries: the model, the version that answered, the signature.
+pub fn served_spec(state: &AppState, model: &ServedModel, signature: &str) -> pb::ModelSpec {
+    pb::ModelSpec {
+        name: state.model_name.clone(),
+        version_choice: Some(pb::model_spec::VersionChoice::Version(model.version as i64)),
+        signature_name: signature.into(),
+    }
+}
+
+/// Every service on one tonic router, and the reporter that sets the health service's answers.
+pub fn routes(
+    state: Arc<AppState>,
+    opts: &GrpcOptions,
+) -> Result<(tonic::service::Routes, HealthReporter)> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let limit = opts.max_receive_message_bytes;
+    let prediction = PredictionServiceServer::new(prediction::Prediction::new(state.clone(), opts))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    let models = ModelServiceServer::new(model::Models::new(state))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = reflection()
+        .build_v1()
+        .context("cannot build gRPC reflection (v1)")?;
+    let v1alpha = reflection()
+        .build_v1alpha()
+        .context("cannot build gRPC reflection (v1alpha)")?;
+    let mut routes = tonic::service::Routes::new(prediction);
+    routes = routes
+        .add_service(models)
+        .add_service(health)
+        .add_service(v1)
+        .add_service(v1alpha);
+    Ok((routes, reporter))
+}
+
+/// Serves gRPC on `listener` until `shutdown` resolves, then lets in-flight calls finish. The
+/// health service follows the model's state: SERVING once AVAILABLE, NOT_SERVING while loading,
+/// after a failed load and from the start of shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    opts: GrpcOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let (routes, reporter) = routes(state.clone(), &opts)?;
+    // Subscribe first, then set the first answers before the first call can come in: a change
+    // in between is then still seen by the follower.
+    let changes = state.watch_state();
+    set_health(&reporter, &state).await;
+    let follow = tokio::spawn(follow_health(state.clone(), reporter.clone(), changes));
+    let shutdown = {
+        let reporter = reporter.clone();
+        let names = health_names(&state);
+        async move {
+            shutdown.await;
+            follow.abort();
+            let _ = follow.await; // no SERVING written after the NOT_SERVING below
+            for name in names {
+                reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+        }
+    };
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(size_limit_code(
+            opts.max_receive_message_bytes,
+        )))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("gRPC server failed")
+}
+
+/// The names the health service answers for: "" (the whole server), the model's name and the
+/// two TF Serving services.
+fn health_names(state: &AppState) -> Vec<String> {
+    vec![
+        String::new(),
+        state.model_name.clone(),
+        "tensorflow.serving.PredictionService".into(),
+        "tensorflow.serving.ModelService".into(),
+    ]
+}
+
+/// SERVING when the model is AVAILABLE, else NOT_SERVING, for every health name.
+async fn set_health(reporter: &HealthReporter, state: &AppState) {
+    let status = match state.model_state() {
+        ModelState::Available(_) => ServingStatus::Serving,
+        _ => ServingStatus::NotServing,
+    };
+    for name in health_names(state) {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+async fn follow_health(
+    state: Arc<AppState>,
+    reporter: HealthReporter,
+    mut changes: tokio::sync::watch::Receiver<ModelState>,
+) {
+    while changes.changed().await.is_ok() {
+        set_health(&reporter, &state).await;
+    }
+}
+
+/// tonic refuses an oversized message with OUT_OF_RANGE; gRPC's other servers (TF Serving
+/// included) say RESOURCE_EXHAUSTED, which is what clients retry or report on. This rewrites
+/// that one answer, and says which flag raises the limit.
+fn size_limit_code<B>(limit: usize) -> impl Fn(Response<B>) -> Response<B> + Clone {
+    move |mut response| {
+        let headers = response.headers_mut();
+        let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+            && headers
+                .get("grpc-message")
+                .and_then(|m| m.to_str().ok())
+                .is_some_and(|m| m.contains("message") && m.contains("too") && m.contains("large"));
+        if too_large {
+            // Printable ASCII without '%' needs no percent-encoding in grpc-message.
+            let message = format!(
+                "Received message larger than max: this server takes request messages up to {limit} bytes (--grpc_max_receive_message_bytes)"
+            );
+            headers.insert("grpc-status", HeaderValue::from_static("8"));
+            if let Ok(v) = HeaderValue::from_str(&message) {
+                headers.insert("grpc-message", v);
+            }
+        }
+        response
+    }
+}

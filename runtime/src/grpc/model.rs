@@ -1,0 +1,67 @@
+//! `tensorflow.serving.ModelService`: GetModelStatus, from the same states REST reports.
+//! HandleReloadConfigRequest answers UNIMPLEMENTED until the server reads model config files.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::proto::tensorflow::error::Code as TfCode;
+use super::proto::tensorflow::serving::model_service_server::ModelService;
+use super::proto::tensorflow::serving::{
+    model_version_status, GetModelStatusRequest, GetModelStatusResponse, ModelVersionStatus,
+    ReloadConfigRequest, ReloadConfigResponse, StatusProto,
+};
+use super::{model_spec, status};
+use crate::error::ApiError;
+use crate::service::{self, ServableState};
+use crate::state::AppState;
+
+pub struct Models {
+    state: Arc<AppState>,
+}
+
+impl Models {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Models { state }
+    }
+}
+
+#[tonic::async_trait]
+impl ModelService for Models {
+    async fn get_model_status(
+        &self,
+        request: Request<GetModelStatusRequest>,
+    ) -> Result<Response<GetModelStatusResponse>, Status> {
+        let request = request.into_inner();
+        let spec = model_spec(request.model_spec.as_ref())?;
+        let versions = service::status(&self.state, &spec).map_err(status)?;
+        Ok(Response::new(GetModelStatusResponse {
+            model_version_status: versions
+                .into_iter()
+                .map(|v| ModelVersionStatus {
+                    version: v.version as i64,
+                    state: match v.state {
+                        ServableState::Loading => model_version_status::State::Loading,
+                        ServableState::Available => model_version_status::State::Available,
+                        ServableState::End => model_version_status::State::End,
+                    } as i32,
+                    status: Some(StatusProto {
+                        error_code: TfCode::from_str_name(v.error_code()).unwrap_or(TfCode::Unknown)
+                            as i32,
+                        error_message: v.error.unwrap_or_default(),
+                    }),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn handle_reload_config_request(
+        &self,
+        _: Request<ReloadConfigRequest>,
+    ) -> Result<Response<ReloadConfigResponse>, Status> {
+        Err(status(ApiError::NotImplemented(format!(
+            "this server serves one model ('{}') from --model_base_path and does not reload a model config yet; restart it to serve another model",
+            self.state.model_name
+        ))))
+    }
+}

@@ -1,0 +1,294 @@
+//! `tensorflow.serving.PredictionService`: Predict and GetModelMetadata; Classify, Regress and
+//! MultiInference answer UNIMPLEMENTED (they need TensorFlow's classification and regression
+//! signatures, which ONNX models do not have).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::proto::tensorflow::serving::prediction_service_server::PredictionService;
+use super::proto::tensorflow::serving::{
+    ClassificationRequest, ClassificationResponse, GetModelMetadataRequest,
+    GetModelMetadataResponse, MultiInferenceRequest, MultiInferenceResponse, PredictRequest,
+    PredictResponse, RegressionRequest, RegressionResponse, SignatureDefMap,
+};
+use super::proto::tensorflow::{tensor_info, DataType, SignatureDef, TensorInfo, TensorProto};
+use super::tensor::{self, Value};
+use super::{model_spec, served_spec, status, GrpcOptions};
+use crate::error::ApiError;
+use crate::model::serving::ImageSource;
+use crate::model::signature::{DEFAULT_SIGNATURE, PREDICT_METHOD};
+use crate::model::Signature;
+use crate::service;
+use crate::state::{AppState, ServedModel};
+use crate::tensor::{Tensor, TensorData};
+
+/// The one metadata field TF Serving defines.
+const SIGNATURE_DEF: &str = "signature_def";
+
+pub struct Prediction {
+    state: Arc<AppState>,
+    /// Answer with tensor_content bytes.
+    raw: bool,
+    /// The request message limit, which also bounds what short typed fields are filled up to.
+    max_bytes: usize,
+}
+
+impl Prediction {
+    pub fn new(state: Arc<AppState>, opts: &GrpcOptions) -> Self {
+        Prediction {
+            state,
+            raw: opts.response_tensor_content,
+            max_bytes: opts.max_receive_message_bytes,
+        }
+    }
+}
+
+fn onnx_only(method: &str) -> Status {
+    status(service::predict_only(method, "Predict"))
+}
+
+#[tonic::async_trait]
+impl PredictionService for Prediction {
+    async fn classify(
+        &self,
+        _: Request<ClassificationRequest>,
+    ) -> Result<Response<ClassificationResponse>, Status> {
+        Err(onnx_only("Classify"))
+    }
+
+    async fn regress(
+        &self,
+        _: Request<RegressionRequest>,
+    ) -> Result<Response<RegressionResponse>, Status> {
+        Err(onnx_only("Regress"))
+    }
+
+    async fn multi_inference(
+        &self,
+        _: Request<MultiInferenceRequest>,
+    ) -> Result<Response<MultiInferenceResponse>, Status> {
+        Err(onnx_only("MultiInference"))
+    }
+
+    async fn predict(
+        &self,
+        request: Request<PredictRequest>,
+    ) -> Result<Response<PredictResponse>, Status> {
+        let request = request.into_inner();
+        let spec = model_spec(request.model_spec.as_ref())?;
+        let model = service::resolve(&self.state, &spec).map_err(status)?;
+        let sig = model.api_signature();
+        let picked = service::select_outputs(sig, &request.output_filter).map_err(status)?;
+        // What the tensors will take once decoded (a short typed field may claim a large shape).
+        let size = request.inputs.values().map(claimed_bytes).sum::<usize>();
+        let max_bytes = self.max_bytes;
+        let inputs = if size > service::DECODE_INLINE_MAX || model.serving.is_some() {
+            let decoding = model.clone();
+            service::off_executor(move || decode_inputs(&decoding, request.inputs, max_bytes)).await
+        } else {
+            decode_inputs(&model, request.inputs, max_bytes)
+        }
+        .map_err(status)?;
+        let outputs = service::predict(&model, inputs).await.map_err(status)?;
+        let outputs = picked
+            .into_iter()
+            .map(|i| {
+                (
+                    sig.outputs[i].name.clone(),
+                    tensor::encode(&outputs[i], self.raw),
+                )
+            })
+            .collect();
+        Ok(Response::new(PredictResponse {
+            model_spec: Some(served_spec(&self.state, &model, DEFAULT_SIGNATURE)),
+            outputs,
+        }))
+    }
+
+    async fn get_model_metadata(
+        &self,
+        request: Request<GetModelMetadataRequest>,
+    ) -> Result<Response<GetModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let spec = model_spec(request.model_spec.as_ref())?;
+        if request.metadata_field.is_empty() {
+            return Err(status(ApiError::BadRequest(format!(
+                "GetModelMetadataRequest must name at least one metadata_field; the one supported is '{SIGNATURE_DEF}'"
+            ))));
+        }
+        if let Some(other) = request.metadata_field.iter().find(|f| *f != SIGNATURE_DEF) {
+            return Err(status(ApiError::BadRequest(format!(
+                "metadata_field '{other}' is not supported; the one supported is '{SIGNATURE_DEF}'"
+            ))));
+        }
+        // The metadata covers every signature: signature_name plays no part, as in TF Serving.
+        let spec = service::ModelSpec {
+            signature_name: "",
+            ..spec
+        };
+        let model = service::resolve(&self.state, &spec).map_err(status)?;
+        let map = SignatureDefMap {
+            signature_def: HashMap::from([(
+                DEFAULT_SIGNATURE.to_string(),
+                signature_def(model.api_signature()),
+            )]),
+        };
+        let any = prost_types::Any {
+            type_url: "type.googleapis.com/tensorflow.serving.SignatureDefMap".into(),
+            value: map.encode_to_vec(),
+        };
+        Ok(Response::new(GetModelMetadataResponse {
+            model_spec: Some(served_spec(&self.state, &model, "")),
+            metadata: HashMap::from([(SIGNATURE_DEF.to_string(), any)]),
+        }))
+    }
+}
+
+/// The encoded size of a request tensor, or what its shape claims if that is more.
+fn claimed_bytes(t: &TensorProto) -> usize {
+    let elements = t.tensor_shape.as_ref().map_or(1, |s| {
+        s.dim.iter().fold(1usize, |n, d| {
+            n.saturating_mul(usize::try_from(d.size).unwrap_or(0))
+        })
+    });
+    t.encoded_len().max(elements.saturating_mul(4))
+}
+
+/// The public signature as TF Serving's `SignatureDef` (method "tensorflow/serving/predict").
+pub fn signature_def(sig: &Signature) -> SignatureDef {
+    let infos = |specs: &[crate::model::TensorSpec]| {
+        specs
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    TensorInfo {
+                        encoding: Some(tensor_info::Encoding::Name(s.name.clone())),
+                        dtype: tensor::data_type(s.dtype) as i32,
+                        tensor_shape: Some(tensor::shape_proto(s)),
+                    },
+                )
+            })
+            .collect()
+    };
+    SignatureDef {
+        inputs: infos(&sig.inputs),
+        outputs: infos(&sig.outputs),
+        method_name: PREDICT_METHOD.into(),
+    }
+}
+
+/// The request's tensors as the model's inputs: images for a model with an image signature,
+/// else tensors checked against the signature (`service::check_inputs`).
+fn decode_inputs(
+    model: &ServedModel,
+    inputs: HashMap<String, TensorProto>,
+    max_bytes: usize,
+) -> Result<Vec<Tensor>, ApiError> {
+    let mut named = Vec::with_capacity(inputs.len());
+    if let Some(serving) = &model.serving {
+        let name = &serving.input.name;
+        let mut inputs = inputs.into_iter();
+        let (key, proto) = match (inputs.next(), inputs.next()) {
+            (Some(only), None) => only,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "the model takes one input, '{name}': a DT_STRING tensor of JPEG or PNG files (or DT_FLOAT [height, width, 3] pixels of 0-1)"
+                )))
+            }
+        };
+        if key != *name {
+            return Err(ApiError::BadRequest(service::unknown_input(
+                &serving.public,
+                &key,
+            )));
+        }
+        let at = |e: String| ApiError::BadRequest(format!("input '{name}': {e}"));
+        // The image count, before anything is decoded: a short string_val could claim millions.
+        let dims = proto.tensor_shape.as_ref().map_or(&[][..], |s| &s.dim[..]);
+        let count = match (proto.dtype == DataType::DtString as i32, dims) {
+            (true, [n]) | (false, [n, _, _, _]) => usize::try_from(n.size).unwrap_or(0),
+            _ => 1,
+        };
+        if count > service::MAX_IMAGES_PER_REQUEST {
+            return Err(at(format!(
+                "{count} images in one request; the server takes at most {}: split the batch",
+                service::MAX_IMAGES_PER_REQUEST
+            )));
+        }
+        let images = match tensor::decode(proto, max_bytes).map_err(at)? {
+            Value::Bytes { shape, values } if shape.len() <= 1 => {
+                return service::image_batch(
+                    serving,
+                    &model.signature,
+                    values.iter().map(|v| ImageSource::Encoded(v)).collect(),
+                    |i, e| ApiError::BadRequest(format!("input '{name}'[{i}]: {e}")),
+                )
+                .map(|t| vec![t]);
+            }
+            Value::Bytes { shape, .. } => {
+                return Err(at(format!(
+                    "a DT_STRING image tensor holds one file per image: shape [n], got {shape:?}"
+                )))
+            }
+            Value::Tensor(t) => pixel_images(t).map_err(at)?,
+        };
+        return service::image_batch(serving, &model.signature, images, |i, e| {
+            ApiError::BadRequest(format!("input '{name}'[{i}]: {e}"))
+        })
+        .map(|t| vec![t]);
+    }
+    for (name, proto) in inputs {
+        let at = |e: String| ApiError::BadRequest(format!("input '{name}': {e}"));
+        let tensor = match tensor::decode(proto, max_bytes).map_err(at)? {
+            Value::Tensor(t) => t,
+            Value::Bytes { shape, values } => {
+                let text = values
+                    .into_iter()
+                    .map(|v| {
+                        String::from_utf8(v)
+                            .map_err(|_| "a DT_STRING value is not UTF-8 text".to_string())
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(at)?;
+                Tensor::new(shape, TensorData::String(text)).map_err(|e| at(e.to_string()))?
+            }
+        };
+        named.push((name, tensor));
+    }
+    service::check_inputs(model.api_signature(), named)
+}
+
+/// DT_FLOAT/DT_DOUBLE pixels: one `[height, width, 3]` image or a `[n, height, width, 3]` batch.
+fn pixel_images(t: Tensor) -> Result<Vec<ImageSource<'static>>, String> {
+    let values: Vec<f64> = match t.data() {
+        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::F64(v) => v.clone(),
+        _ => {
+            return Err(format!(
+                "an image is a DT_STRING tensor of JPEG or PNG files, or DT_FLOAT pixels of 0-1; got {}",
+                super::tensor::data_type(t.dtype()).as_str_name()
+            ))
+        }
+    };
+    let shape = t.shape();
+    let (n, image) = match shape.len() {
+        3 => (1, shape),
+        4 => (shape[0], &shape[1..]),
+        _ => {
+            return Err(format!(
+                "pixels are [height, width, 3] or [n, height, width, 3]; got shape {shape:?}"
+            ))
+        }
+    };
+    let per: usize = image.iter().product();
+    (0..n)
+        .map(|i| {
+            let rows = values[i * per..(i + 1) * per].iter().copied();
+            service::float_image(image, rows).map(ImageSource::Pixels)
+        })
+        .collect()
+}
