@@ -3,10 +3,13 @@
 # a real pretrained classifier. Portable image, then the image optimized for this CPU, the same
 # with tract only, then an image with the model baked in; each serves the cat photo, which must
 # come out as a cat class, and says which engine served it.
-# Usage: scripts/example.sh EXAMPLE_DIR [PORT]     (EXAMPLE_DIR from `make example-model`)
+# Usage: scripts/example.sh EXAMPLE_DIR [REST_PORT] [GRPC_PORT]   (EXAMPLE_DIR from `make
+# example-model`; PYTHON names an interpreter with grpcio and grpcio-tools for the gRPC client)
 set -euo pipefail
-dir=${1:?usage: example.sh EXAMPLE_DIR [PORT]}
+dir=${1:?usage: example.sh EXAMPLE_DIR [REST_PORT] [GRPC_PORT]}
 port=${2:-8501}
+grpc_port=${3:-8500}
+python=${PYTHON:-python3}
 builder=${CARGO_TARGET_DIR:-target}/release/builder
 name=onnx_serving_resnet
 url="http://localhost:$port/v1/models/resnet:predict"
@@ -19,7 +22,7 @@ trap cleanup EXIT
 # The article's docker run: the model folder bind-mounted as /models/resnet.
 run_mounted() {
   cleanup
-  (set -x; docker run -d -p "$port:8501" --name "$name" \
+  (set -x; docker run -d -p "$grpc_port:8500" -p "$port:8501" --name "$name" \
     --mount "type=bind,source=$dir/efficientnet,target=/models/resnet" \
     -e MODEL_NAME=resnet -t "$1")
 }
@@ -37,6 +40,14 @@ serve_and_predict() {
   class=$(sed -n 's/^Prediction class: \([0-9]*\),.*/\1/p' <<<"$line")
   if [ -z "$class" ] || [ "$class" -lt 281 ] || [ "$class" -gt 285 ]; then
     echo "example: the cat photo came out as class '${class}', not a cat class (281-285)" >&2
+    exit 1
+  fi
+  # The same photo over gRPC (port 8500), with the article's gRPC client.
+  grpc=$("$python" examples/resnet_client_grpc.py --server "localhost:$grpc_port" --image "$dir/cat.jpg")
+  echo "gRPC: $grpc" >&2
+  class=$(sed -n 's/^Prediction class: \([0-9]*\),.*/\1/p' <<<"$grpc")
+  if [ -z "$class" ] || [ "$class" -lt 281 ] || [ "$class" -gt 285 ]; then
+    echo "example: over gRPC the cat photo came out as class '${class}', not a cat class (281-285)" >&2
     exit 1
   fi
   sed -n 's/.*avg latency: \([0-9.]*\) ms/\1/p' <<<"$line"
@@ -71,7 +82,7 @@ step "self-contained image: the model baked in"
 embedded=$("$builder" serve-image --devel-image "$devel" \
   --embed-model "$dir/efficientnet/1/model.onnx" --model-name resnet)
 cleanup
-(set -x; docker run -d -p "$port:8501" --name "$name" -t "$embedded")
+(set -x; docker run -d -p "$grpc_port:8500" -p "$port:8501" --name "$name" -t "$embedded")
 embedded_ms=$(serve_and_predict)
 
 step "summary"

@@ -315,13 +315,14 @@ async fn start(
     body: &str,
 ) -> Result<(String, u16, f64)> {
     let started = Instant::now();
-    let (id, port) = docker::run_serving(
+    let (id, ports) = docker::run_serving(
         docker,
         image,
         Some((model, "/models/bench")),
         &["MODEL_NAME=bench"],
     )
     .await?;
+    let port = ports.rest;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         match post(port, body) {

@@ -193,7 +193,8 @@ pub fn find_workspace() -> Result<PathBuf> {
     }
 }
 
-/// The devel build context: manifests, vendored crates, runtime sources, the Dockerfile.
+/// The devel build context: manifests, vendored crates, runtime sources and build script, the
+/// gRPC protos it compiles, the Dockerfile.
 pub fn devel_context(workspace: &Path, vendor: &Path) -> Result<Vec<u8>> {
     let mut ctx = BuildContext::new();
     ctx.add_file(
@@ -208,9 +209,11 @@ pub fn devel_context(workspace: &Path, vendor: &Path) -> Result<Vec<u8>> {
         "builder/Cargo.toml",
         "tests/Cargo.toml",
         "examples/Cargo.toml",
+        "runtime/build.rs",
     ] {
         ctx.add_file(&workspace.join(file), file)?;
     }
+    ctx.add_dir(&workspace.join("proto"), "proto")?;
     ctx.add_dir(&workspace.join("runtime/src"), "runtime/src")?;
     ctx.add_dir(&workspace.join("runtime/benches"), "runtime/benches")?;
     ctx.add_vendor(vendor)?;

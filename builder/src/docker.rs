@@ -290,15 +290,24 @@ pub async fn remove_image(docker: &Docker, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts a serving container of `image` as `docker run -p 127.0.0.1::8501 [--mount
-/// type=bind,source=…,target=…,readonly] [-e …]` does, labelled temporary; returns its id and the
-/// host port 8501 got. The caller removes it (`remove_container`).
+/// The host ports a serving container's APIs are published on (loopback).
+#[derive(Clone, Copy, Debug)]
+pub struct ServingPorts {
+    /// 8501 in the container: REST.
+    pub rest: u16,
+    /// 8500 in the container: gRPC.
+    pub grpc: u16,
+}
+
+/// Starts a serving container of `image` as `docker run -p 127.0.0.1::8501 -p 127.0.0.1::8500
+/// [--mount type=bind,source=…,target=…,readonly] [-e …]` does, labelled temporary; returns its
+/// id and the host ports 8501 and 8500 got. The caller removes it (`remove_container`).
 pub async fn run_serving(
     docker: &Docker,
     image: &str,
     bind: Option<(&std::path::Path, &str)>,
     env: &[&str],
-) -> Result<(String, u16)> {
+) -> Result<(String, ServingPorts)> {
     let mounts = bind.map(|(source, target)| {
         vec![Mount {
             typ: Some(MountType::BIND),
@@ -312,15 +321,17 @@ pub async fn run_serving(
         image: Some(image.into()),
         env: Some(env.iter().map(|e| e.to_string()).collect()),
         labels: Some(HashMap::from([(ROLE_LABEL.into(), "temporary".into())])),
-        exposed_ports: Some(vec!["8501/tcp".into()]),
+        exposed_ports: Some(vec!["8501/tcp".into(), "8500/tcp".into()]),
         host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                "8501/tcp".to_string(),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )])),
+            port_bindings: Some(HashMap::from(["8501/tcp", "8500/tcp"].map(|port| {
+                (
+                    port.to_string(),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(String::new()),
+                    }]),
+                )
+            }))),
             mounts,
             ..Default::default()
         }),
@@ -339,19 +350,29 @@ pub async fn run_serving(
             )
             .await
             .with_context(|| format!("cannot start a container of {image}"))?;
-        docker
+        let ports = docker
             .inspect_container(&id, None::<InspectContainerOptions>)
             .await?
             .network_settings
             .and_then(|n| n.ports)
-            .and_then(|p| p.get("8501/tcp").cloned().flatten())
-            .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
-            .and_then(|p| p.parse().ok())
-            .context("the container has no published port 8501")
+            .unwrap_or_default();
+        let published = |port: &str| {
+            ports
+                .get(port)
+                .cloned()
+                .flatten()
+                .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
+                .and_then(|p| p.parse().ok())
+                .with_context(|| format!("the container has no published port {port}"))
+        };
+        Ok::<_, anyhow::Error>(ServingPorts {
+            rest: published("8501/tcp")?,
+            grpc: published("8500/tcp")?,
+        })
     }
     .await;
     match started {
-        Ok(port) => Ok((id, port)),
+        Ok(ports) => Ok((id, ports)),
         Err(e) => {
             remove_container(docker, &id).await;
             Err(e)

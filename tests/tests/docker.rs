@@ -12,6 +12,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use builder::commands::{self, DevelOptions, Engines, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
 use builder::cpu::TargetCpu;
+use builder::docker::ServingPorts;
 use e2e::*;
 use serde_json::{json, Value};
 
@@ -187,7 +188,8 @@ async fn serving_image_with_embedded_model_answers_predict() {
         .any(|p| p == "8501/tcp"));
 
     // Run it with a published port, as `docker run -p …` does.
-    let (guard, port) = run_published(&docker, &built.tag, None, &[]).await;
+    let (guard, ports) = run_published(&docker, &built.tag, None, &[]).await;
+    let port = ports.rest;
     wait_available(port, "squeezenet", &docker, &guard.id).await;
 
     let shape: Vec<usize> = serde_json::from_value(reference["input_shape"].clone()).unwrap();
@@ -262,17 +264,18 @@ async fn serving_image_with_embedded_model_answers_predict() {
     drop(guard);
 }
 
-/// `docker run -p 127.0.0.1::8501 [--mount …] [-e …] image`, removed when the guard drops.
+/// `docker run -p 127.0.0.1::8501 -p 127.0.0.1::8500 [--mount …] [-e …] image`, removed when
+/// the guard drops.
 async fn run_published<'a>(
     docker: &'a Docker,
     image: &str,
     bind: Option<(&std::path::Path, &str)>,
     env: &[&str],
-) -> (ContainerGuard<'a>, u16) {
-    let (id, port) = builder::docker::run_serving(docker, image, bind, env)
+) -> (ContainerGuard<'a>, ServingPorts) {
+    let (id, ports) = builder::docker::run_serving(docker, image, bind, env)
         .await
         .expect("the serving container starts");
-    (ContainerGuard { docker, id }, port)
+    (ContainerGuard { docker, id }, ports)
 }
 
 /// Polls the model's status until AVAILABLE; fails with the container's logs after 90 s.
@@ -344,13 +347,14 @@ async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
         Some(64)
     );
     // onnxruntime named, so the cat must come from it (auto's timed choice is tested on the host).
-    let (guard, port) = run_published(
+    let (guard, ports) = run_published(
         &docker,
         &built.tag,
         Some((&model_dir, "/models/resnet")),
         &["MODEL_NAME=resnet", "ONNX_SERVING_ENGINE=onnxruntime"],
     )
     .await;
+    let port = ports.rest;
     wait_available(port, "resnet", &docker, &guard.id).await;
     let (_, status) = http(port, "GET", "/v1/models/resnet", "").unwrap();
     assert_eq!(
@@ -398,6 +402,33 @@ async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
     );
     let (status, _) = http(port, "POST", "/v1/models/resnet:predict", &request).unwrap();
     assert_eq!(status, 200);
+
+    // The article's gRPC client, on port 8500: the same cat, through PredictionService.Predict.
+    let client = workspace().join("examples/resnet_client_grpc.py");
+    let out = std::process::Command::new(python())
+        .arg(&client)
+        .args(["--server", &format!("127.0.0.1:{}", ports.grpc)])
+        .arg("--image")
+        .arg(models.join("cat.jpg"))
+        .args(["-n", "3"])
+        .output()
+        .expect("run resnet_client_grpc.py");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let class: i64 = said
+        .split("Prediction class: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no class in {said:?}"));
+    assert!(
+        (281..=285).contains(&class),
+        "over gRPC the cat came out as {class}"
+    );
     drop(guard);
 }
 
