@@ -4,8 +4,12 @@
 //! `InferenceSession.run` (scripts/ort_run_worker.py, in a child process) timed round by round;
 //! each engine's own run vs a `:predict` round trip over real HTTP to the in-process server,
 //! interleaved request by request so machine noise hits both alike; batch sizes x intra-op
-//! threads; dynamic batching; and the time to decode a 1x224x224x3 float JSON body. With
-//! `--write FILE`, the figures replace the runtime section of FILE (BENCHMARKS.md).
+//! threads; dynamic batching; the time to decode a 1x224x224x3 float JSON body; and gRPC vs
+//! REST on the image model (`serving/grpc.rs`). With `--write FILE`, the figures replace the
+//! runtime section of FILE (BENCHMARKS.md); `--only grpc` runs and writes the gRPC table alone.
+
+#[path = "serving/grpc.rs"]
+mod grpc;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -25,6 +29,8 @@ use runtime::{AppState, Limits, ModelState, ServedModel};
 
 const START: &str = "<!-- bench:runtime:start -->";
 const END: &str = "<!-- bench:runtime:end -->";
+const GRPC_START: &str = "<!-- bench:grpc:start -->";
+const GRPC_END: &str = "<!-- bench:grpc:end -->";
 
 struct Args {
     models: PathBuf,
@@ -33,6 +39,8 @@ struct Args {
     write: Option<PathBuf>,
     /// A Python with onnxruntime and numpy, for the engines-alone table.
     python: Option<PathBuf>,
+    /// Only the gRPC vs REST table.
+    only_grpc: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -42,6 +50,7 @@ fn parse_args() -> Result<Args> {
         requests: 50,
         write: None,
         python: None,
+        only_grpc: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -51,9 +60,13 @@ fn parse_args() -> Result<Args> {
             "--requests" => args.requests = it.next().context("--requests N")?.parse()?,
             "--write" => args.write = Some(it.next().context("--write FILE")?.into()),
             "--python" => args.python = Some(it.next().context("--python PATH")?.into()),
+            "--only" => match it.next().as_deref() {
+                Some("grpc") => args.only_grpc = true,
+                other => bail!("--only takes grpc, not {other:?}"),
+            },
             "--bench" => {} // passed by `cargo bench`
             other => bail!(
-                "unknown argument {other}; use --models DIR --model NAME --requests N --write FILE --python PATH"
+                "unknown argument {other}; use --models DIR --model NAME --requests N --write FILE --python PATH --only grpc"
             ),
         }
     }
@@ -80,6 +93,41 @@ fn main() -> Result<()> {
         eprintln!("onnxruntime is not available ({why}): tract only (make onnxruntime)");
     }
     let python = args.python.clone();
+
+    // gRPC vs REST: the walk-through's image model (it has the signature.toml) and ResNet-50,
+    // whose input tensor goes straight to the engine.
+    let mut grpc_report = grpc::header(args.requests);
+    for name in ["efficientnet", "resnet50"] {
+        let dir = args.models.join(name);
+        if !dir.exists() {
+            eprintln!(
+                "skipping {name} in the gRPC table: {} is missing (make bench-models)",
+                dir.display()
+            );
+            continue;
+        }
+        for &kind in &engines {
+            grpc_report.push_str(&rt.block_on(grpc::rows(
+                &dir,
+                name,
+                kind,
+                threads,
+                args.requests,
+            ))?);
+        }
+    }
+    println!("{grpc_report}");
+    if let Some(path) = &args.write {
+        write_section(
+            path,
+            &grpc_report,
+            (GRPC_START, GRPC_END),
+            "Runtime: gRPC vs REST",
+        )?;
+    }
+    if args.only_grpc {
+        return Ok(());
+    }
 
     let mut report = String::new();
     report.push_str(&format!(
@@ -181,7 +229,7 @@ fn main() -> Result<()> {
     ));
     println!("\n{report}");
     if let Some(path) = args.write {
-        write_section(&path, &report)?;
+        write_section(&path, &report, (START, END), "Runtime: serving overhead")?;
         println!("(written to {})", path.display());
     }
     Ok(())
@@ -756,16 +804,14 @@ fn machine() -> String {
     )
 }
 
-/// Replaces the text between our markers in `path` (or appends the section).
-fn write_section(path: &Path, report: &str) -> Result<()> {
+/// Replaces the text between the `markers` in `path` (or appends it as a `heading` section).
+fn write_section(path: &Path, report: &str, markers: (&str, &str), heading: &str) -> Result<()> {
+    let (start, end) = markers;
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let section = format!("{START}\n{report}{END}");
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if b > a => format!("{}{section}{}", &old[..a], &old[b + END.len()..]),
-        _ => format!(
-            "{}\n## Runtime: serving overhead\n\n{section}\n",
-            old.trim_end()
-        ),
+    let section = format!("{start}\n{report}{end}");
+    let new = match (old.find(start), old.find(end)) {
+        (Some(a), Some(b)) if b > a => format!("{}{section}{}", &old[..a], &old[b + end.len()..]),
+        _ => format!("{}\n## {heading}\n\n{section}\n", old.trim_end()),
     };
     std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
 }
