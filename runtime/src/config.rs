@@ -18,6 +18,9 @@ pub mod env {
     pub const DISABLE_GRPC: &str = "ONNX_SERVING_DISABLE_GRPC";
     pub const GRPC_MAX_RECEIVE_MESSAGE_BYTES: &str = "ONNX_SERVING_GRPC_MAX_RECEIVE_MESSAGE_BYTES";
     pub const GRPC_RESPONSE_TENSOR_CONTENT: &str = "ONNX_SERVING_GRPC_RESPONSE_TENSOR_CONTENT";
+    pub const ENABLE_METRICS: &str = "ONNX_SERVING_ENABLE_METRICS";
+    pub const METRICS_PATH: &str = "ONNX_SERVING_METRICS_PATH";
+    pub const ACCESS_LOG: &str = "ONNX_SERVING_ACCESS_LOG";
     pub const REST_API_PORT: &str = "ONNX_SERVING_REST_API_PORT";
     pub const REST_API_HOST: &str = "ONNX_SERVING_REST_API_HOST";
     pub const REST_API_NUM_THREADS: &str = "ONNX_SERVING_REST_API_NUM_THREADS";
@@ -116,6 +119,18 @@ pub struct ServeArgs {
     /// worker with a session of its own).
     #[arg(long = "inference_workers", alias = "inference-workers", env = env::INFERENCE_WORKERS, default_value_t = 0)]
     pub inference_workers: usize,
+    /// Serve Prometheus metrics on the REST port at --metrics_path: requests by model, version,
+    /// API, method and status, request and engine latency, in-flight requests, queue depth,
+    /// model state and load time, process CPU and memory.
+    #[arg(long = "enable_metrics", alias = "enable-metrics", env = env::ENABLE_METRICS)]
+    pub enable_metrics: bool,
+    /// Where --enable_metrics serves them (TF Serving's path by default).
+    #[arg(long = "metrics_path", alias = "metrics-path", env = env::METRICS_PATH, default_value = crate::metrics::DEFAULT_PATH)]
+    pub metrics_path: String,
+    /// Log every answered request (REST and gRPC): model, version, api, method, status and
+    /// latency, as one structured line each (target `access`). Off by default.
+    #[arg(long = "access_log", alias = "access-log", env = env::ACCESS_LOG)]
+    pub access_log: bool,
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[arg(long = "max_body_bytes", alias = "max-body-bytes", env = env::MAX_BODY_BYTES, default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -33,6 +33,20 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The canonical (gRPC) status code, number and name, as TF Serving maps these errors:
+    /// what gRPC answers, and the `status` label of the request metrics for both APIs.
+    pub fn code(&self) -> (i32, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (3, "INVALID_ARGUMENT"),
+            ApiError::NotFound(_) => (5, "NOT_FOUND"),
+            ApiError::PayloadTooLarge(_) | ApiError::Overloaded(_) => (8, "RESOURCE_EXHAUSTED"),
+            ApiError::MethodNotAllowed(_) | ApiError::NotImplemented(_) => (12, "UNIMPLEMENTED"),
+            ApiError::Internal(_) => (13, "INTERNAL"),
+            ApiError::Unavailable(_) => (14, "UNAVAILABLE"),
+        }
+    }
+
+    /// The HTTP status REST answers with.
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -126,6 +126,11 @@ impl InferencePool {
         })
     }
 
+    /// Requests waiting for a worker now.
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
     /// Runs and requests answered so far.
     pub fn stats(&self) -> PoolStats {
         PoolStats {

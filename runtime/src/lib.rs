@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod healthcheck;
 pub mod infer;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod service;

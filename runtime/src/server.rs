@@ -71,6 +71,18 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         },
         limits,
     );
+    if args.access_log {
+        crate::metrics::enable_access_log();
+    }
+    if args.enable_metrics {
+        if !args.metrics_path.starts_with('/') {
+            anyhow::bail!(
+                "--metrics_path must start with '/', e.g. {}",
+                crate::metrics::DEFAULT_PATH
+            );
+        }
+        state.enable_metrics(args.metrics_path.clone());
+    }
     let listener = TcpListener::bind((args.rest_api_host.as_str(), args.rest_api_port))
         .await
         .with_context(|| {
@@ -101,6 +113,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Some(listener)
     };
     info!("Exporting HTTP/REST API at:{addr} ...");
+    if let Some(path) = state.metrics_path() {
+        info!("Prometheus metrics at http://{addr}{path}");
+    }
     info!(
         "Model '{}' version {} from {} (engine: {}; intra-op threads: {})",
         args.model_name,

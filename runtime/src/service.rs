@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::error::ApiError;
+use crate::metrics::metrics;
 use crate::model::serving::{FloatImage, ImageSource, ServingSignature};
 use crate::model::signature::DEFAULT_SIGNATURE;
 use crate::model::{Signature, TensorSpec};
@@ -370,8 +371,13 @@ pub fn float_image(
 
 /// Runs the model on checked inputs; with a class signature, post-processes its raw output into
 /// the public outputs. The result follows `model.api_signature().outputs`.
-pub async fn predict(model: &ServedModel, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ApiError> {
-    let (mut outputs, _) = model.pool.run(inputs).await?;
+pub async fn predict(
+    st: &AppState,
+    model: &ServedModel,
+    inputs: Vec<Tensor>,
+) -> Result<Vec<Tensor>, ApiError> {
+    let (mut outputs, took) = model.pool.run(inputs).await?;
+    metrics().engine_run(&st.model_name, model.version, model.engine.name(), took);
     if let Some(post) = model.serving.as_ref().and_then(|s| s.output.as_ref()) {
         outputs = post
             .postprocess(&outputs[post.model_output])

@@ -1,7 +1,7 @@
 //! What the server is serving, and in what state: shared by the HTTP handlers.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -72,6 +72,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The current state; watchers (gRPC health) hear of every change.
     state: watch::Sender<ModelState>,
+    /// Where REST serves Prometheus metrics, once enabled.
+    metrics_path: OnceLock<String>,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
             model_name: model_name.into(),
             limits,
             state: watch::Sender::new(initial),
+            metrics_path: OnceLock::new(),
         })
     }
 
@@ -93,6 +96,16 @@ impl AppState {
 
     pub fn set_model_state(&self, new: ModelState) {
         self.state.send_replace(new);
+    }
+
+    /// Serves Prometheus metrics at `path` (REST's port), for apps built after this call.
+    pub fn enable_metrics(&self, path: impl Into<String>) {
+        let _ = self.metrics_path.set(path.into());
+    }
+
+    /// Where metrics are served, when enabled.
+    pub fn metrics_path(&self) -> Option<&str> {
+        self.metrics_path.get().map(String::as_str)
     }
 
     /// A receiver that wakes on every state change (the current state counts as seen).

@@ -215,6 +215,52 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     }
 }
 
+#[test]
+fn access_log_and_metrics_flags() {
+    let mut server = Server::start("linear", &["--access_log", "--enable_metrics"]);
+    let (status, _) = http(
+        server.port,
+        "POST",
+        "/v1/models/linear:predict",
+        r#"{"instances": [[1, 2, 3, 4]]}"#,
+    );
+    assert_eq!(status, 200);
+    let line = server.wait_for_log(" request ");
+    for field in [
+        "model=linear",
+        "version=1",
+        "api=rest",
+        "method=predict",
+        "status=OK",
+        "latency_us=",
+    ] {
+        assert!(
+            line.contains(field),
+            "{field} missing from the access log line {line:?}"
+        );
+    }
+    assert!(
+        server
+            .seen
+            .iter()
+            .any(|l| l.contains("Prometheus metrics at http://127.0.0.1:")),
+        "{:#?}",
+        server.seen
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        stream,
+        "GET /monitoring/prometheus/metrics HTTP/1.0\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(
+        text.contains("onnx_serving_requests_total{api=\"rest\",method=\"predict\",model=\"linear\",status=\"OK\",version=\"1\"} 1"),
+        "{text}"
+    );
+}
+
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {

@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::metrics::{metrics, RequestGuard};
 use crate::model::signature::DEFAULT_SIGNATURE;
 use crate::service::{self, ModelSpec, VersionChoice};
 use crate::state::{AppState, ServedModel};
@@ -30,7 +31,11 @@ use service::DECODE_INLINE_MAX;
 /// The HTTP application; tests drive it in-process with `tower::ServiceExt::oneshot`.
 pub fn app(state: Arc<AppState>) -> Router {
     let body_limit = state.limits.max_body_bytes;
-    Router::new()
+    let mut router = Router::new();
+    if let Some(path) = state.metrics_path() {
+        router = router.route(path, get(prometheus_metrics));
+    }
+    router
         .route("/v1/models/{segment}", get(status_latest).post(call_latest))
         .route("/v1/models/{name}/metadata", get(metadata_latest))
         .route(
@@ -130,6 +135,13 @@ fn spec(name: &str, version: Option<u64>) -> ModelSpec<'_> {
 }
 
 fn model_status(st: &AppState, name: &str, version: Option<u64>) -> Result<Response, ApiError> {
+    let guard = metrics().request(st, name, "rest", "status");
+    let result = status_json(st, name, version);
+    guard.finish(&result);
+    result
+}
+
+fn status_json(st: &AppState, name: &str, version: Option<u64>) -> Result<Response, ApiError> {
     let entries: Vec<Value> = service::status(st, &spec(name, version))?
         .into_iter()
         .map(|s| {
@@ -152,7 +164,20 @@ fn model_status(st: &AppState, name: &str, version: Option<u64>) -> Result<Respo
 }
 
 fn metadata(st: &AppState, name: &str, version: Option<u64>) -> Result<Response, ApiError> {
+    let mut guard = metrics().request(st, name, "rest", "metadata");
+    let result = metadata_json(st, name, version, &mut guard);
+    guard.finish(&result);
+    result
+}
+
+fn metadata_json(
+    st: &AppState,
+    name: &str,
+    version: Option<u64>,
+    guard: &mut RequestGuard,
+) -> Result<Response, ApiError> {
     let model = service::resolve(st, &spec(name, version))?;
+    guard.version(model.version);
     Ok(Json(json!({
         "model_spec": {"name": st.model_name, "signature_name": "", "version": model.version.to_string()},
         "metadata": {
@@ -172,6 +197,26 @@ async fn call(
     method: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let label = match method {
+        "predict" => "predict",
+        "classify" => "classify",
+        "regress" => "regress",
+        _ => "other",
+    };
+    let mut guard = metrics().request(st, name, "rest", label);
+    let result = predict_call(st, name, version, method, body, &mut guard).await;
+    guard.finish(&result);
+    result
+}
+
+async fn predict_call(
+    st: &AppState,
+    name: &str,
+    version: Option<u64>,
+    method: &str,
+    body: Body,
+    guard: &mut RequestGuard,
+) -> Result<Response, ApiError> {
     match method {
         "predict" => {}
         "classify" | "regress" => {
@@ -187,6 +232,7 @@ async fn call(
         }
     }
     let model = service::resolve(st, &spec(name, version))?;
+    guard.version(model.version);
     let body = body.map_err(|rejection| body_error(rejection, st.limits.max_body_bytes))?;
     // Image decoding takes milliseconds: never on the async executor.
     let (inputs, format) = if body.len() > DECODE_INLINE_MAX || model.serving.is_some() {
@@ -195,7 +241,7 @@ async fn call(
     } else {
         decode_predict(&model, &body)?
     };
-    let outputs = service::predict(&model, inputs).await?;
+    let outputs = service::predict(st, &model, inputs).await?;
     let sig = model.api_signature();
     let json = match format {
         Format::Rows { batch } => codec::predictions_json(sig, &outputs, batch)?,
@@ -270,6 +316,19 @@ fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
             rejection.body_text()
         ))
     }
+}
+
+/// Prometheus' text exposition of [`crate::metrics`].
+async fn prometheus_metrics(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let text = metrics().render(&st).map_err(ApiError::Internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {

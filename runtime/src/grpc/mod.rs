@@ -48,20 +48,44 @@ impl Default for GrpcOptions {
 /// client's mistakes, NOT_FOUND for unknown models, versions and labels, UNAVAILABLE while
 /// loading, RESOURCE_EXHAUSTED for a full queue or an oversized message.
 pub fn status(e: ApiError) -> Status {
-    let code = match &e {
-        ApiError::BadRequest(_) => Code::InvalidArgument,
-        ApiError::NotFound(_) => Code::NotFound,
-        ApiError::MethodNotAllowed(_) | ApiError::NotImplemented(_) => Code::Unimplemented,
-        ApiError::PayloadTooLarge(_) | ApiError::Overloaded(_) => Code::ResourceExhausted,
-        ApiError::Unavailable(_) => Code::Unavailable,
-        ApiError::Internal(_) => Code::Internal,
-    };
+    let code = Code::from_i32(e.code().0);
     if code == Code::Internal {
         tracing::error!(grpc_code = ?code, "{e}");
     } else {
         tracing::debug!(grpc_code = ?code, "{e}");
     }
     Status::new(code, e.to_string())
+}
+
+/// Records a gRPC call's outcome on its metrics guard.
+pub fn finish<T>(guard: crate::metrics::RequestGuard, result: &Result<T, Status>) {
+    guard.finish_as(match result {
+        Ok(_) => "OK",
+        Err(s) => code_name(s.code()),
+    });
+}
+
+/// The canonical name of a gRPC status code ("INVALID_ARGUMENT").
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+        Code::Unknown => "UNKNOWN",
+    }
 }
 
 /// The request's `ModelSpec` in the protocol-neutral form; INVALID_ARGUMENT when it is missing

@@ -11,8 +11,9 @@ use super::proto::tensorflow::serving::{
     model_version_status, GetModelStatusRequest, GetModelStatusResponse, ModelVersionStatus,
     ReloadConfigRequest, ReloadConfigResponse, StatusProto,
 };
-use super::{model_spec, status};
+use super::{finish, model_spec, status};
 use crate::error::ApiError;
+use crate::metrics::metrics;
 use crate::service::{self, ServableState};
 use crate::state::AppState;
 
@@ -33,9 +34,29 @@ impl ModelService for Models {
         request: Request<GetModelStatusRequest>,
     ) -> Result<Response<GetModelStatusResponse>, Status> {
         let request = request.into_inner();
+        let name = request.model_spec.as_ref().map_or("", |s| &s.name);
+        let guard = metrics().request(&self.state, name, "grpc", "status");
+        let result = self.status(&request);
+        finish(guard, &result);
+        result.map(Response::new)
+    }
+
+    async fn handle_reload_config_request(
+        &self,
+        _: Request<ReloadConfigRequest>,
+    ) -> Result<Response<ReloadConfigResponse>, Status> {
+        Err(status(ApiError::NotImplemented(format!(
+            "this server serves one model ('{}') from --model_base_path and does not reload a model config yet; restart it to serve another model",
+            self.state.model_name
+        ))))
+    }
+}
+
+impl Models {
+    fn status(&self, request: &GetModelStatusRequest) -> Result<GetModelStatusResponse, Status> {
         let spec = model_spec(request.model_spec.as_ref())?;
         let versions = service::status(&self.state, &spec).map_err(status)?;
-        Ok(Response::new(GetModelStatusResponse {
+        Ok(GetModelStatusResponse {
             model_version_status: versions
                 .into_iter()
                 .map(|v| ModelVersionStatus {
@@ -52,16 +73,6 @@ impl ModelService for Models {
                     }),
                 })
                 .collect(),
-        }))
-    }
-
-    async fn handle_reload_config_request(
-        &self,
-        _: Request<ReloadConfigRequest>,
-    ) -> Result<Response<ReloadConfigResponse>, Status> {
-        Err(status(ApiError::NotImplemented(format!(
-            "this server serves one model ('{}') from --model_base_path and does not reload a model config yet; restart it to serve another model",
-            self.state.model_name
-        ))))
+        })
     }
 }

@@ -16,8 +16,9 @@ use super::proto::tensorflow::serving::{
 };
 use super::proto::tensorflow::{tensor_info, DataType, SignatureDef, TensorInfo, TensorProto};
 use super::tensor::{self, Value};
-use super::{model_spec, served_spec, status, GrpcOptions};
+use super::{finish, model_spec, served_spec, status, GrpcOptions};
 use crate::error::ApiError;
+use crate::metrics::{metrics, RequestGuard};
 use crate::model::serving::ImageSource;
 use crate::model::signature::{DEFAULT_SIGNATURE, PREDICT_METHOD};
 use crate::model::Signature;
@@ -78,8 +79,35 @@ impl PredictionService for Prediction {
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
         let request = request.into_inner();
+        let name = request.model_spec.as_ref().map_or("", |s| &s.name);
+        let mut guard = metrics().request(&self.state, name, "grpc", "predict");
+        let result = self.run_predict(request, &mut guard).await;
+        finish(guard, &result);
+        result.map(Response::new)
+    }
+
+    async fn get_model_metadata(
+        &self,
+        request: Request<GetModelMetadataRequest>,
+    ) -> Result<Response<GetModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let name = request.model_spec.as_ref().map_or("", |s| &s.name);
+        let mut guard = metrics().request(&self.state, name, "grpc", "metadata");
+        let result = self.metadata(request, &mut guard);
+        finish(guard, &result);
+        result.map(Response::new)
+    }
+}
+
+impl Prediction {
+    async fn run_predict(
+        &self,
+        request: PredictRequest,
+        guard: &mut RequestGuard,
+    ) -> Result<PredictResponse, Status> {
         let spec = model_spec(request.model_spec.as_ref())?;
         let model = service::resolve(&self.state, &spec).map_err(status)?;
+        guard.version(model.version);
         let sig = model.api_signature();
         let picked = service::select_outputs(sig, &request.output_filter).map_err(status)?;
         // What the tensors will take once decoded (a short typed field may claim a large shape).
@@ -92,7 +120,9 @@ impl PredictionService for Prediction {
             decode_inputs(&model, request.inputs, max_bytes)
         }
         .map_err(status)?;
-        let outputs = service::predict(&model, inputs).await.map_err(status)?;
+        let outputs = service::predict(&self.state, &model, inputs)
+            .await
+            .map_err(status)?;
         let outputs = picked
             .into_iter()
             .map(|i| {
@@ -102,17 +132,17 @@ impl PredictionService for Prediction {
                 )
             })
             .collect();
-        Ok(Response::new(PredictResponse {
+        Ok(PredictResponse {
             model_spec: Some(served_spec(&self.state, &model, DEFAULT_SIGNATURE)),
             outputs,
-        }))
+        })
     }
 
-    async fn get_model_metadata(
+    fn metadata(
         &self,
-        request: Request<GetModelMetadataRequest>,
-    ) -> Result<Response<GetModelMetadataResponse>, Status> {
-        let request = request.into_inner();
+        request: GetModelMetadataRequest,
+        guard: &mut RequestGuard,
+    ) -> Result<GetModelMetadataResponse, Status> {
         let spec = model_spec(request.model_spec.as_ref())?;
         if request.metadata_field.is_empty() {
             return Err(status(ApiError::BadRequest(format!(
@@ -130,6 +160,7 @@ impl PredictionService for Prediction {
             ..spec
         };
         let model = service::resolve(&self.state, &spec).map_err(status)?;
+        guard.version(model.version);
         let map = SignatureDefMap {
             signature_def: HashMap::from([(
                 DEFAULT_SIGNATURE.to_string(),
@@ -140,10 +171,10 @@ impl PredictionService for Prediction {
             type_url: "type.googleapis.com/tensorflow.serving.SignatureDefMap".into(),
             value: map.encode_to_vec(),
         };
-        Ok(Response::new(GetModelMetadataResponse {
+        Ok(GetModelMetadataResponse {
             model_spec: Some(served_spec(&self.state, &model, "")),
             metadata: HashMap::from([(SIGNATURE_DEF.to_string(), any)]),
-        }))
+        })
     }
 }
 

@@ -114,6 +114,27 @@ pub fn state_pooled(
     AppState::new(name, ModelState::Available(Arc::new(model)), limits)
 }
 
+/// `GET uri`: the status and the body as text (for answers that are not JSON).
+pub async fn send_raw(app: &axum::Router, uri: &str) -> (StatusCode, String) {
+    let request = Request::builder()
+        .uri(uri)
+        .body(Body::empty())
+        .expect("request");
+    let response = app
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible service");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
 pub async fn send(
     app: &axum::Router,
     method: &str,

@@ -1,0 +1,212 @@
+//! Prometheus metrics: known traffic over REST and gRPC, then a scrape whose counts must match,
+//! checked by `promtool check metrics` (Debian's prometheus package; `make setup` installs it).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use axum::http::StatusCode;
+use common::*;
+use runtime::grpc::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use runtime::grpc::proto::tensorflow::serving::{ModelSpec, PredictRequest};
+use runtime::grpc::proto::tensorflow::{
+    tensor_shape_proto, DataType, TensorProto, TensorShapeProto,
+};
+use runtime::grpc::GrpcOptions;
+use runtime::Limits;
+
+const MODEL: &str = "metrics_linear";
+
+/// The value of the sample of `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn grpc_predict(port: u16, x: &[f32]) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    let request = PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: MODEL.into(),
+            ..Default::default()
+        }),
+        inputs: [(
+            "x".to_string(),
+            TensorProto {
+                dtype: DataType::DtFloat as i32,
+                tensor_shape: Some(TensorShapeProto {
+                    dim: [1, 4]
+                        .map(|size| tensor_shape_proto::Dim {
+                            size,
+                            name: String::new(),
+                        })
+                        .to_vec(),
+                    unknown_rank: false,
+                }),
+                float_val: x.to_vec(),
+                ..Default::default()
+            },
+        )]
+        .into(),
+        output_filter: vec![],
+    };
+    PredictionServiceClient::new(channel)
+        .predict(request)
+        .await
+        .expect("gRPC Predict");
+}
+
+#[tokio::test]
+async fn scrape_counts_the_traffic_and_passes_promtool() {
+    let state = state_pooled(
+        &models().join("linear"),
+        MODEL,
+        &pool_options(1, 8),
+        Limits::default(),
+    );
+    state.enable_metrics(runtime::metrics::DEFAULT_PATH);
+    let app = runtime::app(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_port = listener.local_addr().unwrap().port();
+    tokio::spawn(runtime::grpc::serve(
+        listener,
+        state,
+        GrpcOptions::default(),
+        std::future::pending(),
+    ));
+
+    let predict = format!("/v1/models/{MODEL}:predict");
+    for _ in 0..3 {
+        let (s, b) = post(&app, &predict, r#"{"instances": [[1, 2, 3, 4]]}"#).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let (s, _) = post(&app, &predict, r#"{"instances": [[1, 2, 3]]}"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = get(&app, &format!("/v1/models/{MODEL}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = post(&app, "/v1/models/some_client_string:predict", "{}").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for _ in 0..2 {
+        grpc_predict(grpc_port, &[1.0, 2.0, 3.0, 4.0]).await;
+    }
+
+    let (status, text) = send_raw(&app, runtime::metrics::DEFAULT_PATH).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let requests = |api, method, status| {
+        sample(
+            &text,
+            "onnx_serving_requests_total",
+            &[
+                ("model", MODEL),
+                ("api", api),
+                ("method", method),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(requests("rest", "predict", "OK"), Some(3.0), "{text}");
+    assert_eq!(requests("rest", "predict", "INVALID_ARGUMENT"), Some(1.0));
+    assert_eq!(requests("rest", "status", "OK"), Some(1.0));
+    assert_eq!(requests("grpc", "predict", "OK"), Some(2.0));
+    assert_eq!(
+        sample(
+            &text,
+            "onnx_serving_requests_total",
+            &[("model", "_unknown"), ("status", "NOT_FOUND")]
+        ),
+        Some(1.0),
+        "a client's model name is not a label value"
+    );
+    assert!(!text.contains("some_client_string"));
+    assert_eq!(
+        sample(
+            &text,
+            "onnx_serving_inference_duration_seconds_count",
+            &[("model", MODEL), ("version", "1")]
+        ),
+        Some(5.0),
+        "one engine run per answered predict"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "onnx_serving_request_duration_seconds_count",
+            &[("model", MODEL), ("api", "rest"), ("method", "predict")]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "onnx_serving_model_state",
+            &[("model", MODEL), ("version", "1"), ("state", "AVAILABLE")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "onnx_serving_requests_in_flight",
+            &[("model", MODEL), ("api", "rest")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "onnx_serving_queue_depth", &[("model", MODEL)]),
+        Some(0.0)
+    );
+    assert!(sample(
+        &text,
+        "onnx_serving_model_load_duration_seconds",
+        &[("model", MODEL)]
+    )
+    .is_some_and(|s| s > 0.0));
+    assert!(
+        sample(&text, "process_resident_memory_bytes", &[]).is_some_and(|b| b > 1e6),
+        "{text}"
+    );
+
+    // The exposition format, checked by Prometheus' own tool.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool ({e}): install Debian's prometheus package (make setup does)")
+        });
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn no_metrics_route_unless_enabled() {
+    let app = app_for("linear");
+    let (status, _) = send_raw(&app, runtime::metrics::DEFAULT_PATH).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
