@@ -75,9 +75,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         crate::metrics::enable_access_log();
     }
     if args.enable_metrics {
-        if !args.metrics_path.starts_with('/') {
+        if !args.metrics_path.starts_with('/') || args.metrics_path.starts_with("/v1/") {
             anyhow::bail!(
-                "--metrics_path must start with '/', e.g. {}",
+                "--metrics_path {} must start with '/' and stay out of the API's /v1/, e.g. {}",
+                args.metrics_path,
                 crate::metrics::DEFAULT_PATH
             );
         }

@@ -261,6 +261,18 @@ fn access_log_and_metrics_flags() {
     );
 }
 
+#[test]
+fn a_metrics_path_inside_the_api_is_refused() {
+    let err = failed_start(
+        "linear",
+        &["--enable_metrics", "--metrics_path", "/v1/models/x"],
+    );
+    assert!(
+        err.contains("--metrics_path /v1/models/x must start with '/'"),
+        "{err}"
+    );
+}
+
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
