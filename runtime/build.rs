@@ -5,16 +5,18 @@
 
 use std::path::PathBuf;
 
-const SERVICES: &[&str] = &[
+/// The services, and the config files' formats (read with prost-reflect's text format).
+const FILES: &[&str] = &[
     "tensorflow_serving/apis/prediction_service.proto",
     "tensorflow_serving/apis/model_service.proto",
+    "tensorflow_serving/config/monitoring_config.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest.join("../proto");
     println!("cargo:rerun-if-changed={}", root.display());
-    let files = protox::compile(SERVICES, [&root])
+    let files = protox::compile(FILES, [&root])
         .map_err(|e| format!("cannot compile the protos under {}: {e:?}", root.display()))?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(

@@ -21,6 +21,7 @@ pub mod env {
     pub const ENABLE_METRICS: &str = "ONNX_SERVING_ENABLE_METRICS";
     pub const METRICS_PATH: &str = "ONNX_SERVING_METRICS_PATH";
     pub const ACCESS_LOG: &str = "ONNX_SERVING_ACCESS_LOG";
+    pub const MONITORING_CONFIG_FILE: &str = "ONNX_SERVING_MONITORING_CONFIG_FILE";
     pub const REST_API_PORT: &str = "ONNX_SERVING_REST_API_PORT";
     pub const REST_API_HOST: &str = "ONNX_SERVING_REST_API_HOST";
     pub const REST_API_NUM_THREADS: &str = "ONNX_SERVING_REST_API_NUM_THREADS";
@@ -127,6 +128,11 @@ pub struct ServeArgs {
     /// Where --enable_metrics serves them (TF Serving's path by default).
     #[arg(long = "metrics_path", alias = "metrics-path", env = env::METRICS_PATH, default_value = crate::metrics::DEFAULT_PATH)]
     pub metrics_path: String,
+    /// TF Serving's monitoring config, protobuf text format:
+    /// `prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }`; the same
+    /// as --enable_metrics and --metrics_path.
+    #[arg(long = "monitoring_config_file", alias = "monitoring-config-file", env = env::MONITORING_CONFIG_FILE)]
+    pub monitoring_config_file: Option<PathBuf>,
     /// Log every answered request (REST and gRPC): model, version, api, method, status and
     /// latency, as one structured line each (target `access`). Off by default.
     #[arg(long = "access_log", alias = "access-log", env = env::ACCESS_LOG)]

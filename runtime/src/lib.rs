@@ -17,6 +17,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod tensor;
+pub mod textproto;
 
 pub use api::app;
 pub use state::{AppState, Limits, ModelState, ServedModel};

@@ -11,10 +11,45 @@ use tracing::{error, info, warn};
 
 use crate::config::{compute_cores, model_dir, ServeArgs};
 use crate::engine::{self, BatchSupport, EngineChoice, LoadOptions, Threads};
+use crate::grpc::proto::tensorflow::serving::MonitoringConfig;
 use crate::grpc::{self, GrpcOptions};
 use crate::infer::{Batching, InferencePool};
 use crate::model::{find_latest_version, ModelVersion, ServingSignature};
 use crate::state::{AppState, Limits, ModelState, ServedModel};
+
+/// Where metrics are served, if anywhere: --monitoring_config_file (TF Serving's), else
+/// --enable_metrics with --metrics_path.
+fn metrics_path(args: &ServeArgs) -> Result<Option<String>> {
+    let (enabled, path, flag) = match &args.monitoring_config_file {
+        Some(file) => {
+            let config: MonitoringConfig =
+                crate::textproto::read(file, "tensorflow.serving.MonitoringConfig")
+                    .map_err(anyhow::Error::msg)
+                    .context("--monitoring_config_file")?;
+            let prometheus = config.prometheus_config.unwrap_or_default();
+            let path = match prometheus.path.as_str() {
+                "" => crate::metrics::DEFAULT_PATH.to_string(),
+                p => p.to_string(),
+            };
+            (prometheus.enable, path, "prometheus_config.path")
+        }
+        None => (
+            args.enable_metrics,
+            args.metrics_path.clone(),
+            "--metrics_path",
+        ),
+    };
+    if !enabled {
+        return Ok(None);
+    }
+    if !path.starts_with('/') || path.starts_with("/v1/") {
+        anyhow::bail!(
+            "{flag} {path} must start with '/' and stay out of the API's /v1/, e.g. {}",
+            crate::metrics::DEFAULT_PATH
+        );
+    }
+    Ok(Some(path))
+}
 
 /// How long in-flight requests and calls may take to finish after SIGTERM: under Docker's
 /// default 10 s before SIGKILL.
@@ -74,15 +109,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     if args.access_log {
         crate::metrics::enable_access_log();
     }
-    if args.enable_metrics {
-        if !args.metrics_path.starts_with('/') || args.metrics_path.starts_with("/v1/") {
-            anyhow::bail!(
-                "--metrics_path {} must start with '/' and stay out of the API's /v1/, e.g. {}",
-                args.metrics_path,
-                crate::metrics::DEFAULT_PATH
-            );
-        }
-        state.enable_metrics(args.metrics_path.clone());
+    if let Some(path) = metrics_path(&args)? {
+        state.enable_metrics(path);
     }
     let listener = TcpListener::bind((args.rest_api_host.as_str(), args.rest_api_port))
         .await

@@ -262,6 +262,46 @@ fn access_log_and_metrics_flags() {
 }
 
 #[test]
+fn tf_servings_monitoring_config_file_enables_metrics() {
+    let dir = std::env::temp_dir().join(format!("onnx-serving-monitoring-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("monitoring.config");
+    std::fs::write(
+        &good,
+        "prometheus_config {\n  enable: true,\n  path: \"/metrics\"\n}\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        "linear",
+        &["--monitoring_config_file", good.to_str().unwrap()],
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    assert!(text.contains("onnx_serving_model_state{"), "{text}");
+
+    let bad = dir.join("bad.config");
+    std::fs::write(
+        &bad,
+        "prometheus_config {\n  enable: true\n  port: 9090\n}\n",
+    )
+    .unwrap();
+    let err = failed_start(
+        "linear",
+        &["--monitoring_config_file", bad.to_str().unwrap()],
+    );
+    assert!(
+        err.contains("--monitoring_config_file")
+            && err.contains("bad.config:3:3:")
+            && err.contains("port"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_metrics_path_inside_the_api_is_refused() {
     let err = failed_start(
         "linear",
