@@ -14,6 +14,9 @@ use crate::model::{Signature, TensorSpec};
 use crate::state::{AppState, ModelState, ServedModel};
 use crate::tensor::Tensor;
 
+mod status;
+pub use status::{status, ServableState, VersionStatus};
+
 /// Images one request may carry: each becomes a model-sized float tensor (0.6 MB at 224x224),
 /// and small JPEGs could otherwise turn a 64 MB body into gigabytes.
 pub const MAX_IMAGES_PER_REQUEST: usize = 64;
@@ -128,90 +131,6 @@ fn unknown_label(st: &AppState, label: &str) -> ApiError {
         "Unrecognized servable version label: {label}: model '{}' has no version labels",
         st.model_name
     ))
-}
-
-/// TF Serving's servable states (`ModelVersionStatus.State`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServableState {
-    Loading,
-    Available,
-    End,
-}
-
-impl ServableState {
-    /// The state's name in TF Serving's API ("AVAILABLE").
-    pub fn name(self) -> &'static str {
-        match self {
-            ServableState::Loading => "LOADING",
-            ServableState::Available => "AVAILABLE",
-            ServableState::End => "END",
-        }
-    }
-}
-
-/// One version's status, as GetModelStatus and `GET /v1/models/<name>` report it.
-#[derive(Clone, Debug)]
-pub struct VersionStatus {
-    pub version: u64,
-    pub state: ServableState,
-    /// Why loading failed (error code UNKNOWN), or None (OK).
-    pub error: Option<String>,
-    /// The engine running an AVAILABLE version.
-    pub engine: Option<&'static str>,
-}
-
-impl VersionStatus {
-    /// TF Serving's `error_code` for the status: "OK", or "UNKNOWN" with a load error.
-    pub fn error_code(&self) -> &'static str {
-        if self.error.is_some() {
-            "UNKNOWN"
-        } else {
-            "OK"
-        }
-    }
-}
-
-/// The status of the versions `spec` names (all of them for [`VersionChoice::Latest`]).
-pub fn status(st: &AppState, spec: &ModelSpec<'_>) -> Result<Vec<VersionStatus>, ApiError> {
-    check_name(st, spec)?;
-    if let VersionChoice::Label(label) = spec.version {
-        return Err(unknown_label(st, label));
-    }
-    let status = match st.model_state() {
-        ModelState::Available(model) => {
-            check_version(st, &model, spec.version)?;
-            VersionStatus {
-                version: model.version,
-                state: ServableState::Available,
-                error: None,
-                engine: Some(model.engine.name()),
-            }
-        }
-        ModelState::Loading { version } => {
-            check_version_number(st, version, spec.version)?;
-            VersionStatus {
-                version,
-                state: ServableState::Loading,
-                error: None,
-                engine: None,
-            }
-        }
-        ModelState::Failed { version, message } => {
-            if let Some(v) = version {
-                check_version_number(st, v, spec.version)?;
-            }
-            VersionStatus {
-                version: version.unwrap_or(match spec.version {
-                    VersionChoice::Number(n) => n,
-                    _ => 0,
-                }),
-                state: ServableState::End,
-                error: Some(message),
-                engine: None,
-            }
-        }
-    };
-    Ok(vec![status])
 }
 
 /// The error text for an input name the signature lacks.
