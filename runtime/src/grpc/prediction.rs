@@ -125,13 +125,15 @@ impl Prediction {
             .map_err(status)?;
         let outputs = picked
             .into_iter()
-            .map(|i| {
-                (
-                    sig.outputs[i].name.clone(),
-                    tensor::encode(&outputs[i], self.raw),
-                )
+            .map(|i| match (sig.outputs.get(i), outputs.get(i)) {
+                (Some(spec), Some(t)) => Ok((spec.name.clone(), tensor::encode(t, self.raw))),
+                _ => Err(status(ApiError::Internal(format!(
+                    "the model gave {} outputs, its signature lists {}",
+                    outputs.len(),
+                    sig.outputs.len()
+                )))),
             })
-            .collect();
+            .collect::<Result<_, Status>>()?;
         Ok(PredictResponse {
             model_spec: Some(served_spec(&self.state, &model, DEFAULT_SIGNATURE)),
             outputs,

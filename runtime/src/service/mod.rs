@@ -236,7 +236,7 @@ pub fn image_batch(
     if !spec.accepts_shape(&shape) {
         return Err(ApiError::BadRequest(format!(
             "the model takes {} image(s) per request (input '{}' is {}), got {}",
-            spec.shape[0].fixed().unwrap_or(1),
+            spec.shape.first().and_then(|d| d.fixed()).unwrap_or(1),
             spec.name,
             spec.shape_string(),
             images.len()
