@@ -96,11 +96,13 @@ pub struct PoolStats {
 impl InferencePool {
     /// Starts `workers` threads, each with a runner of its own from `backend`. Batching applies
     /// only when the backend can merge requests (`Backend::batch_support`).
+    /// `batch_sizes`, when given, receives the instances of every run (the batch-size metric).
     pub fn start(
         backend: &dyn Backend,
         workers: usize,
         queue_capacity: usize,
         batching: Option<Batching>,
+        batch_sizes: Option<prometheus::Histogram>,
     ) -> Result<InferencePool, String> {
         let (tx, rx) = bounded::<Job>(queue_capacity.max(1));
         let stats = Arc::new(Counters::default());
@@ -112,6 +114,7 @@ impl InferencePool {
                 runner: backend.runner()?,
                 support: support.clone(),
                 stats: stats.clone(),
+                batch_sizes: batch_sizes.clone(),
             };
             let batching = batching.clone();
             thread::Builder::new()
@@ -172,10 +175,14 @@ struct Worker {
     runner: Box<dyn Runner>,
     support: BatchSupport,
     stats: Arc<Counters>,
+    batch_sizes: Option<prometheus::Histogram>,
 }
 
 impl Worker {
-    fn count(&self, requests: usize) {
+    fn count(&self, requests: usize, instances: usize) {
+        if let Some(h) = &self.batch_sizes {
+            h.observe(instances as f64);
+        }
         self.stats.runs.fetch_add(1, Ordering::Relaxed);
         self.stats
             .requests
@@ -241,7 +248,7 @@ impl Worker {
         let elapsed = started.elapsed();
         match result {
             Ok(outputs) => {
-                self.count(group.len());
+                self.count(group.len(), total);
                 let mut offset = 0;
                 for (job, n) in group.into_iter().zip(sizes) {
                     let mine: Result<Vec<Tensor>, TensorError> =
@@ -264,9 +271,10 @@ impl Worker {
 
     /// Runs one request by itself and answers it.
     fn run_alone(&mut self, job: Job) {
+        let instances = common_batch(&job.inputs).unwrap_or(1);
         let started = Instant::now();
         let result = self.runner.run(job.inputs);
-        self.count(1);
+        self.count(1, instances);
         let _ = job.reply.send(result.map(|out| (out, started.elapsed())));
     }
 }

@@ -15,14 +15,15 @@
 //! | `onnx_serving_queue_depth` | model |
 //! | `onnx_serving_model_state` (1 for the version's state) | model, version, state |
 //! | `onnx_serving_model_load_duration_seconds` | model, version |
+//! | `onnx_serving_batch_size` (histogram, with `--enable_batching`) | model |
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::error::ApiError;
@@ -60,6 +61,7 @@ pub struct Metrics {
     queue: IntGaugeVec,
     state: IntGaugeVec,
     load_seconds: GaugeVec,
+    batch_size: HistogramVec,
 }
 
 /// The process's metrics, registered on first use.
@@ -125,6 +127,15 @@ impl Metrics {
                 &["model", "version"],
             )
             .unwrap_or_else(|e| panic!("metric load: {e}")),
+            batch_size: HistogramVec::new(
+                HistogramOpts::new(
+                    "onnx_serving_batch_size",
+                    "Instances per model run, with --enable_batching (merged requests, padding excluded)",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+                &["model"],
+            )
+            .unwrap_or_else(|e| panic!("metric batch size: {e}")),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -134,6 +145,7 @@ impl Metrics {
             Box::new(m.queue.clone()),
             Box::new(m.state.clone()),
             Box::new(m.load_seconds.clone()),
+            Box::new(m.batch_size.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -170,6 +182,11 @@ impl Metrics {
             started: Instant::now(),
             done: false,
         }
+    }
+
+    /// The histogram `model`'s inference workers record their batch sizes in.
+    pub fn batch_sizes(&self, model: &str) -> Histogram {
+        self.batch_size.with_label_values(&[model])
     }
 
     /// One engine run of `took` for a request to `model` `version`.

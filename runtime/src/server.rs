@@ -94,6 +94,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         engine: args.engine,
         threads,
         ort_spinning: args.ort_spinning,
+        model_name: args.model_name.clone(),
     };
 
     let limits = Limits {
@@ -270,6 +271,8 @@ pub struct PoolOptions {
     pub engine: EngineChoice,
     pub threads: Threads,
     pub ort_spinning: bool,
+    /// The name metrics label this model's runs with.
+    pub model_name: String,
 }
 
 impl PoolOptions {
@@ -284,6 +287,7 @@ impl PoolOptions {
             engine: EngineChoice::Auto,
             threads: Threads::Fixed(1),
             ort_spinning: false,
+            model_name: String::new(),
         }
     }
 }
@@ -317,8 +321,18 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
         .workers
         .unwrap_or_else(|| backend.default_workers(pool.cores));
     let engine = backend.kind();
-    let pool = InferencePool::start(&*backend, workers, pool.queue, pool.batching.clone())
-        .map_err(anyhow::Error::msg)?;
+    let batch_sizes = pool
+        .batching
+        .as_ref()
+        .map(|_| crate::metrics::metrics().batch_sizes(&pool.model_name));
+    let pool = InferencePool::start(
+        &*backend,
+        workers,
+        pool.queue,
+        pool.batching.clone(),
+        batch_sizes,
+    )
+    .map_err(anyhow::Error::msg)?;
     Ok(ServedModel {
         version: found.version,
         path: found.path.clone(),

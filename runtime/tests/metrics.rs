@@ -204,6 +204,35 @@ async fn scrape_counts_the_traffic_and_passes_promtool() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_sizes_are_recorded_with_batching() {
+    const NAME: &str = "metrics_batching";
+    // One worker that waits up to 50 ms for a batch: four concurrent requests share runs.
+    let pool = runtime::server::PoolOptions {
+        batching: Some(
+            runtime::infer::Batching::new(4, std::time::Duration::from_millis(50), &[]).unwrap(),
+        ),
+        model_name: NAME.into(),
+        ..pool_options(1, 16)
+    };
+    let state = state_pooled(&models().join("linear"), NAME, &pool, Limits::default());
+    state.enable_metrics(runtime::metrics::DEFAULT_PATH);
+    let app = runtime::app(state);
+    let path = format!("/v1/models/{NAME}:predict");
+    let requests = (0..4).map(|_| post(&app, &path, r#"{"instances": [[1, 2, 3, 4]]}"#));
+    for (s, b) in futures_util::future::join_all(requests).await {
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let (_, text) = send_raw(&app, runtime::metrics::DEFAULT_PATH).await;
+    let runs = sample(&text, "onnx_serving_batch_size_count", &[("model", NAME)]);
+    let instances = sample(&text, "onnx_serving_batch_size_sum", &[("model", NAME)]);
+    assert_eq!(instances, Some(4.0), "every instance counted once:\n{text}");
+    assert!(
+        runs.is_some_and(|r| (1.0..4.0).contains(&r)),
+        "merged runs: {runs:?}\n{text}"
+    );
+}
+
 #[tokio::test]
 async fn no_metrics_route_unless_enabled() {
     let app = app_for("linear");
