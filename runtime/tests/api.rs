@@ -427,6 +427,26 @@ async fn unknown_models_versions_routes_and_methods() {
 }
 
 #[tokio::test]
+async fn an_unknown_version_label_is_400_as_in_tf_serving() {
+    let app = app_for("linear");
+    let body = r#"{"instances": [[1, 2, 3, 4]]}"#;
+    let (s, b) = get(&app, "/v1/models/linear/labels/stable").await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::BAD_REQUEST,
+        &["Unrecognized servable version label: stable"],
+    );
+    let (s, b) = get(&app, "/v1/models/linear/labels/canary/metadata").await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, &["label: canary"]);
+    let (s, b) = post(&app, "/v1/models/linear/labels/stable:predict", body).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, &["label: stable"]);
+    // An unknown model is still 404 before its labels are looked at.
+    let (s, b) = post(&app, "/v1/models/other/labels/stable:predict", body).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, &["Labeled(other, stable)"]);
+}
+
+#[tokio::test]
 async fn body_over_the_limit_is_413() {
     let app = app_with(
         "linear",

@@ -46,6 +46,14 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/v1/models/{name}/versions/{version}/metadata",
             get(metadata_version),
         )
+        .route(
+            "/v1/models/{name}/labels/{segment}",
+            get(status_label).post(call_label),
+        )
+        .route(
+            "/v1/models/{name}/labels/{label}/metadata",
+            get(metadata_label),
+        )
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -63,7 +71,7 @@ async fn status_latest(
             ":{method} takes POST, not GET"
         )));
     }
-    model_status(&st, &segment, None)
+    model_status(&st, &segment, VersionChoice::Latest)
 }
 
 async fn status_version(
@@ -75,21 +83,51 @@ async fn status_version(
             ":{method} takes POST, not GET"
         )));
     }
-    model_status(&st, &name, Some(parse_version(&segment)?))
+    let version = VersionChoice::Number(parse_version(&segment)?);
+    model_status(&st, &name, version)
+}
+
+async fn status_label(
+    State(st): State<Arc<AppState>>,
+    Path((name, segment)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if let Some((_, method)) = segment.split_once(':') {
+        return Err(ApiError::MethodNotAllowed(format!(
+            ":{method} takes POST, not GET"
+        )));
+    }
+    model_status(&st, &name, VersionChoice::Label(&segment))
+}
+
+async fn metadata_label(
+    State(st): State<Arc<AppState>>,
+    Path((name, label)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    metadata(&st, &name, VersionChoice::Label(&label))
+}
+
+async fn call_label(
+    State(st): State<Arc<AppState>>,
+    Path((name, segment)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (label, method) = split_method(&segment)?;
+    call(&st, &name, VersionChoice::Label(label), method, body).await
 }
 
 async fn metadata_latest(
     State(st): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    metadata(&st, &name, None)
+    metadata(&st, &name, VersionChoice::Latest)
 }
 
 async fn metadata_version(
     State(st): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    metadata(&st, &name, Some(parse_version(&version)?))
+    let version = VersionChoice::Number(parse_version(&version)?);
+    metadata(&st, &name, version)
 }
 
 async fn call_latest(
@@ -98,7 +136,7 @@ async fn call_latest(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (name, method) = split_method(&segment)?;
-    call(&st, name, None, method, body).await
+    call(&st, name, VersionChoice::Latest, method, body).await
 }
 
 async fn call_version(
@@ -107,7 +145,8 @@ async fn call_version(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (version, method) = split_method(&segment)?;
-    call(&st, &name, Some(parse_version(version)?), method, body).await
+    let version = VersionChoice::Number(parse_version(version)?);
+    call(&st, &name, version, method, body).await
 }
 
 fn split_method(segment: &str) -> Result<(&str, &str), ApiError> {
@@ -126,22 +165,30 @@ fn parse_version(v: &str) -> Result<u64, ApiError> {
     })
 }
 
-fn spec(name: &str, version: Option<u64>) -> ModelSpec<'_> {
+fn spec<'a>(name: &'a str, version: VersionChoice<'a>) -> ModelSpec<'a> {
     ModelSpec {
         name,
-        version: version.map_or(VersionChoice::Latest, VersionChoice::Number),
+        version,
         signature_name: "",
     }
 }
 
-fn model_status(st: &AppState, name: &str, version: Option<u64>) -> Result<Response, ApiError> {
+fn model_status(
+    st: &AppState,
+    name: &str,
+    version: VersionChoice<'_>,
+) -> Result<Response, ApiError> {
     let guard = metrics().request(st, name, "rest", "status");
     let result = status_json(st, name, version);
     guard.finish(&result);
     result
 }
 
-fn status_json(st: &AppState, name: &str, version: Option<u64>) -> Result<Response, ApiError> {
+fn status_json(
+    st: &AppState,
+    name: &str,
+    version: VersionChoice<'_>,
+) -> Result<Response, ApiError> {
     let entries: Vec<Value> = service::status(st, &spec(name, version))?
         .into_iter()
         .map(|s| {
@@ -163,7 +210,7 @@ fn status_json(st: &AppState, name: &str, version: Option<u64>) -> Result<Respon
     Ok(Json(json!({ "model_version_status": entries })).into_response())
 }
 
-fn metadata(st: &AppState, name: &str, version: Option<u64>) -> Result<Response, ApiError> {
+fn metadata(st: &AppState, name: &str, version: VersionChoice<'_>) -> Result<Response, ApiError> {
     let mut guard = metrics().request(st, name, "rest", "metadata");
     let result = metadata_json(st, name, version, &mut guard);
     guard.finish(&result);
@@ -173,7 +220,7 @@ fn metadata(st: &AppState, name: &str, version: Option<u64>) -> Result<Response,
 fn metadata_json(
     st: &AppState,
     name: &str,
-    version: Option<u64>,
+    version: VersionChoice<'_>,
     guard: &mut RequestGuard,
 ) -> Result<Response, ApiError> {
     let model = service::resolve(st, &spec(name, version))?;
@@ -193,7 +240,7 @@ fn metadata_json(
 async fn call(
     st: &AppState,
     name: &str,
-    version: Option<u64>,
+    version: VersionChoice<'_>,
     method: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -212,7 +259,7 @@ async fn call(
 async fn predict_call(
     st: &AppState,
     name: &str,
-    version: Option<u64>,
+    version: VersionChoice<'_>,
     method: &str,
     body: Body,
     guard: &mut RequestGuard,
@@ -333,7 +380,7 @@ async fn prometheus_metrics(State(st): State<Arc<AppState>>) -> Result<Response,
 
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!(
-        "no route for {}; the API is GET /v1/models/<name>[/versions/<v>][/metadata] and POST /v1/models/<name>[/versions/<v>]:predict",
+        "no route for {}; the API is GET /v1/models/<name>[/versions/<v> or /labels/<label>][/metadata] and POST /v1/models/<name>[/versions/<v> or /labels/<label>]:predict",
         uri.path()
     ))
 }
