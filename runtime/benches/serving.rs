@@ -389,6 +389,22 @@ impl Drop for PythonWorker {
     }
 }
 
+/// The model in `dir` on engine `kind` twice: loaded alone (for its own runs) and served (one
+/// inference worker, `threads` intra-op threads), both warmed up.
+fn engine_and_served(
+    dir: &Path,
+    kind: EngineKind,
+    threads: usize,
+) -> Result<(engine::Loaded, ServedModel)> {
+    let found = find_latest_version(dir)?;
+    let direct = load_engine(kind, &found.path, threads, &[])?;
+    let mut pool = PoolOptions::new(1, 4);
+    pool.engine = engine_choice(kind);
+    pool.threads = Threads::Fixed(threads);
+    let served = load_and_warm_up(&found, &pool)?;
+    Ok((direct, served))
+}
+
 async fn bench_model(
     dir: &Path,
     name: &str,
@@ -396,12 +412,7 @@ async fn bench_model(
     threads: usize,
     n: usize,
 ) -> Result<String> {
-    let found = find_latest_version(dir)?;
-    let direct = load_engine(kind, &found.path, threads, &[])?;
-    let mut pool = PoolOptions::new(1, 4);
-    pool.engine = engine_choice(kind);
-    pool.threads = Threads::Fixed(threads);
-    let served = load_and_warm_up(&found, &pool)?;
+    let (direct, served) = engine_and_served(dir, kind, threads)?;
     let signature = served.signature.clone();
     let has_image_signature = served.serving.is_some();
     let port = serve_in_process(name, served).await?;

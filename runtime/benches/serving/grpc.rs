@@ -8,20 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use runtime::engine::{EngineKind, Threads};
+use runtime::engine::EngineKind;
 use runtime::grpc::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use runtime::grpc::proto::tensorflow::serving::{ModelSpec, PredictRequest};
 use runtime::grpc::proto::tensorflow::{
     tensor_shape_proto, DataType, TensorProto, TensorShapeProto,
 };
 use runtime::grpc::GrpcOptions;
-use runtime::model::find_latest_version;
-use runtime::server::{load_and_warm_up, PoolOptions};
 use runtime::{AppState, Limits, ModelState};
 
-use super::{
-    engine_choice, load_engine, mean, ms, nhwc_body, p50, random_input, request_body, Client,
-};
+use super::{engine_and_served, mean, ms, nhwc_body, p50, random_input, request_body, Client};
 
 /// Table rows for the model in `dir` on engine `kind`: an image model (signature.toml) gets the
 /// cat JPEG and 0-1 pixels, any other model its input as a float tensor.
@@ -32,12 +28,7 @@ pub async fn rows(
     threads: usize,
     n: usize,
 ) -> Result<String> {
-    let found = find_latest_version(dir)?;
-    let direct = load_engine(kind, &found.path, threads, &[])?;
-    let mut pool = PoolOptions::new(1, 4);
-    pool.engine = engine_choice(kind);
-    pool.threads = Threads::Fixed(threads);
-    let served = load_and_warm_up(&found, &pool)?;
+    let (direct, served) = engine_and_served(dir, kind, threads)?;
     let image_model = served.serving.is_some();
     let input = random_input(&served.signature)?;
     let input_name = served.signature.inputs[0].name.clone();

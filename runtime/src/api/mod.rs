@@ -66,11 +66,7 @@ async fn status_latest(
     State(st): State<Arc<AppState>>,
     Path(segment): Path<String>,
 ) -> Result<Response, ApiError> {
-    if let Some((_, method)) = segment.split_once(':') {
-        return Err(ApiError::MethodNotAllowed(format!(
-            ":{method} takes POST, not GET"
-        )));
-    }
+    get_only(&segment)?;
     model_status(&st, &segment, VersionChoice::Latest)
 }
 
@@ -78,11 +74,7 @@ async fn status_version(
     State(st): State<Arc<AppState>>,
     Path((name, segment)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if let Some((_, method)) = segment.split_once(':') {
-        return Err(ApiError::MethodNotAllowed(format!(
-            ":{method} takes POST, not GET"
-        )));
-    }
+    get_only(&segment)?;
     let version = VersionChoice::Number(parse_version(&segment)?);
     model_status(&st, &name, version)
 }
@@ -91,11 +83,7 @@ async fn status_label(
     State(st): State<Arc<AppState>>,
     Path((name, segment)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if let Some((_, method)) = segment.split_once(':') {
-        return Err(ApiError::MethodNotAllowed(format!(
-            ":{method} takes POST, not GET"
-        )));
-    }
+    get_only(&segment)?;
     model_status(&st, &name, VersionChoice::Label(&segment))
 }
 
@@ -147,6 +135,16 @@ async fn call_version(
     let (version, method) = split_method(&segment)?;
     let version = VersionChoice::Number(parse_version(version)?);
     call(&st, &name, version, method, body).await
+}
+
+/// A GET of `name:method` is the wrong HTTP method, not an unknown model.
+fn get_only(segment: &str) -> Result<(), ApiError> {
+    match segment.split_once(':') {
+        Some((_, method)) => Err(ApiError::MethodNotAllowed(format!(
+            ":{method} takes POST, not GET"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn split_method(segment: &str) -> Result<(&str, &str), ApiError> {

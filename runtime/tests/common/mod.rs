@@ -114,11 +114,17 @@ pub fn state_pooled(
     AppState::new(name, ModelState::Available(Arc::new(model)), limits)
 }
 
-/// `GET uri`: the status and the body as text (for answers that are not JSON).
-pub async fn send_raw(app: &axum::Router, uri: &str) -> (StatusCode, String) {
+/// One request through the app: the status and the whole body.
+async fn respond(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Body,
+) -> (StatusCode, axum::body::Bytes) {
     let request = Request::builder()
+        .method(method)
         .uri(uri)
-        .body(Body::empty())
+        .body(body)
         .expect("request");
     let response = app
         .clone()
@@ -132,6 +138,12 @@ pub async fn send_raw(app: &axum::Router, uri: &str) -> (StatusCode, String) {
         .await
         .expect("body")
         .to_bytes();
+    (status, bytes)
+}
+
+/// `GET uri`: the status and the body as text (for answers that are not JSON).
+pub async fn send_raw(app: &axum::Router, uri: &str) -> (StatusCode, String) {
+    let (status, bytes) = respond(app, "GET", uri, Body::empty()).await;
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -141,23 +153,7 @@ pub async fn send(
     uri: &str,
     body: impl Into<Body>,
 ) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(body.into())
-        .expect("request");
-    let response = app
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("infallible service");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let (status, bytes) = respond(app, method, uri, body.into()).await;
     let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
         panic!(
             "{method} {uri}: {status} body is not JSON ({e}): {}",
