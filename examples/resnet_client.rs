@@ -203,9 +203,8 @@ mod grpc {
     use anyhow::{anyhow, Context, Result};
     use runtime::grpc::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
     use runtime::grpc::proto::tensorflow::serving::{ModelSpec, PredictRequest};
-    use runtime::grpc::proto::tensorflow::{
-        tensor_shape_proto, DataType, TensorProto, TensorShapeProto,
-    };
+    use runtime::grpc::proto::tensorflow::{DataType, TensorProto};
+    use runtime::grpc::tensor::known_shape;
 
     pub async fn classify(addr: &str, model: &str, photo: Vec<u8>, n: u32) -> Result<()> {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -216,13 +215,7 @@ mod grpc {
         let mut client = PredictionServiceClient::new(channel);
         let image = TensorProto {
             dtype: DataType::DtString as i32,
-            tensor_shape: Some(TensorShapeProto {
-                dim: vec![tensor_shape_proto::Dim {
-                    size: 1,
-                    name: String::new(),
-                }],
-                unknown_rank: false,
-            }),
+            tensor_shape: Some(known_shape([1])),
             string_val: vec![photo],
             ..Default::default()
         };

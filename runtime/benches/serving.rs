@@ -621,11 +621,16 @@ async fn batching_rows(
 
 /// Serves `served` as `name` on a free loopback port, in this process; returns the port.
 async fn serve_in_process(name: &str, served: ServedModel) -> Result<u16> {
-    let state = AppState::new(
+    serve_rest(AppState::new(
         name,
         ModelState::Available(Arc::new(served)),
         Limits::default(),
-    );
+    ))
+    .await
+}
+
+/// Serves `state`'s REST API on a free loopback port, in this process; returns the port.
+async fn serve_rest(state: Arc<AppState>) -> Result<u16> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     tokio::spawn(async move { axum::serve(listener, runtime::app(state)).await });

@@ -13,47 +13,15 @@ use runtime::grpc::proto::tensorflow::serving::prediction_service_client::Predic
 use runtime::grpc::proto::tensorflow::serving::{
     model_spec, GetModelStatusRequest, ModelSpec, PredictRequest,
 };
-use runtime::grpc::proto::tensorflow::{
-    tensor_shape_proto, DataType, TensorProto, TensorShapeProto,
-};
-use runtime::grpc::GrpcOptions;
 use runtime::{AppState, Limits, ModelState};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 /// Serves `state` over gRPC on a free loopback port; the server stops with the test's runtime.
 async fn serve(state: Arc<AppState>) -> Channel {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(runtime::grpc::serve(
-        listener,
-        state,
-        GrpcOptions::default(),
-        std::future::pending(),
-    ));
-    Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
+    grpc_channel(serve_grpc(state).await)
         .await
         .expect("connect to the gRPC server")
-}
-
-fn floats(shape: &[i64], values: &[f32]) -> TensorProto {
-    TensorProto {
-        dtype: DataType::DtFloat as i32,
-        tensor_shape: Some(TensorShapeProto {
-            dim: shape
-                .iter()
-                .map(|&size| tensor_shape_proto::Dim {
-                    size,
-                    name: String::new(),
-                })
-                .collect(),
-            unknown_rank: false,
-        }),
-        float_val: values.to_vec(),
-        ..Default::default()
-    }
 }
 
 fn spec(name: &str) -> Option<ModelSpec> {
@@ -81,7 +49,7 @@ async fn tonic_client_predicts_and_reads_status() {
     let response = client
         .predict(PredictRequest {
             model_spec: spec("linear"),
-            inputs: [("x".to_string(), floats(&[2, 4], &x))].into(),
+            inputs: [("x".to_string(), float_tensor(&[2, 4], &x))].into(),
             output_filter: vec![],
         })
         .await
@@ -110,7 +78,7 @@ async fn tonic_client_predicts_and_reads_status() {
     let err = client
         .predict(PredictRequest {
             model_spec: spec("linear"),
-            inputs: [("x".to_string(), floats(&[1, 3], &[1.0, 2.0, 3.0]))].into(),
+            inputs: [("x".to_string(), float_tensor(&[1, 3], &[1.0, 2.0, 3.0]))].into(),
             output_filter: vec![],
         })
         .await

@@ -9,11 +9,6 @@ use std::process::{Command, Stdio};
 use axum::http::StatusCode;
 use common::*;
 use runtime::grpc::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-use runtime::grpc::proto::tensorflow::serving::{ModelSpec, PredictRequest};
-use runtime::grpc::proto::tensorflow::{
-    tensor_shape_proto, DataType, TensorProto, TensorShapeProto,
-};
-use runtime::grpc::GrpcOptions;
 use runtime::Limits;
 
 const MODEL: &str = "metrics_linear";
@@ -33,38 +28,9 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 async fn grpc_predict(port: u16, x: &[f32]) {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect");
-    let request = PredictRequest {
-        model_spec: Some(ModelSpec {
-            name: MODEL.into(),
-            ..Default::default()
-        }),
-        inputs: [(
-            "x".to_string(),
-            TensorProto {
-                dtype: DataType::DtFloat as i32,
-                tensor_shape: Some(TensorShapeProto {
-                    dim: [1, 4]
-                        .map(|size| tensor_shape_proto::Dim {
-                            size,
-                            name: String::new(),
-                        })
-                        .to_vec(),
-                    unknown_rank: false,
-                }),
-                float_val: x.to_vec(),
-                ..Default::default()
-            },
-        )]
-        .into(),
-        output_filter: vec![],
-    };
+    let channel = grpc_channel(port).await.expect("connect");
     PredictionServiceClient::new(channel)
-        .predict(request)
+        .predict(predict_request(MODEL, "x", float_tensor(&[1, 4], x)))
         .await
         .expect("gRPC Predict");
 }
@@ -79,14 +45,7 @@ async fn scrape_counts_the_traffic_and_passes_promtool() {
     );
     state.enable_metrics(runtime::metrics::DEFAULT_PATH);
     let app = runtime::app(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_port = listener.local_addr().unwrap().port();
-    tokio::spawn(runtime::grpc::serve(
-        listener,
-        state,
-        GrpcOptions::default(),
-        std::future::pending(),
-    ));
+    let grpc_port = serve_grpc(state).await;
 
     let predict = format!("/v1/models/{MODEL}:predict");
     for _ in 0..3 {

@@ -132,42 +132,13 @@ fn grpc_predict_slow(
     connected: std::sync::mpsc::Sender<()>,
 ) -> Result<Vec<f32>, tonic::Status> {
     use runtime::grpc::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-    use runtime::grpc::proto::tensorflow::serving::{ModelSpec, PredictRequest};
-    use runtime::grpc::proto::tensorflow::{
-        tensor_shape_proto::Dim, TensorProto, TensorShapeProto,
-    };
-    let dim = |size| Dim {
-        size,
-        name: String::new(),
-    };
-    let request = PredictRequest {
-        model_spec: Some(ModelSpec {
-            name: "slow".into(),
-            ..Default::default()
-        }),
-        inputs: [(
-            "x".to_string(),
-            TensorProto {
-                dtype: 1, // DT_FLOAT
-                tensor_shape: Some(TensorShapeProto {
-                    dim: vec![dim(1), dim(1)],
-                    unknown_rank: false,
-                }),
-                float_val: vec![0.5],
-                ..Default::default()
-            },
-        )]
-        .into(),
-        output_filter: vec![],
-    };
+    let request = predict_request("slow", "x", float_tensor(&[1, 1], &[0.5]));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
+        let channel = grpc_channel(port)
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let _ = connected.send(());

@@ -11,13 +11,14 @@ use anyhow::{bail, Context, Result};
 use runtime::engine::EngineKind;
 use runtime::grpc::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use runtime::grpc::proto::tensorflow::serving::{ModelSpec, PredictRequest};
-use runtime::grpc::proto::tensorflow::{
-    tensor_shape_proto, DataType, TensorProto, TensorShapeProto,
-};
+use runtime::grpc::proto::tensorflow::{DataType, TensorProto, TensorShapeProto};
+use runtime::grpc::tensor::known_shape;
 use runtime::grpc::GrpcOptions;
 use runtime::{AppState, Limits, ModelState};
 
-use super::{engine_and_served, mean, ms, nhwc_body, p50, random_input, request_body, Client};
+use super::{
+    engine_and_served, mean, ms, nhwc_body, p50, random_input, request_body, serve_rest, Client,
+};
 
 /// Table rows for the model in `dir` on engine `kind`: an image model (signature.toml) gets the
 /// cat JPEG and 0-1 pixels, any other model its input as a float tensor.
@@ -37,11 +38,7 @@ pub async fn rows(
         ModelState::Available(Arc::new(served)),
         Limits::default(),
     );
-
-    let rest = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let rest_port = rest.local_addr()?.port();
-    let app = runtime::app(state.clone());
-    tokio::spawn(async move { axum::serve(rest, app).await });
+    let rest_port = serve_rest(state.clone()).await?;
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let grpc_addr = grpc.local_addr()?;
     tokio::spawn(runtime::grpc::serve(
@@ -186,16 +183,7 @@ pub fn header(n: usize) -> String {
 }
 
 fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
-    Some(TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|&size| tensor_shape_proto::Dim {
-                size,
-                name: String::new(),
-            })
-            .collect(),
-        unknown_rank: false,
-    })
+    Some(known_shape(dims.iter().copied()))
 }
 
 fn bytes_tensor(file: Vec<u8>) -> TensorProto {

@@ -44,6 +44,20 @@ pub fn dtype_name(dtype: i32) -> String {
     )
 }
 
+/// A `TensorShapeProto` of known sizes, outermost first (`[1, 224, 224, 3]`).
+pub fn known_shape(dims: impl IntoIterator<Item = i64>) -> TensorShapeProto {
+    TensorShapeProto {
+        dim: dims
+            .into_iter()
+            .map(|size| tensor_shape_proto::Dim {
+                size,
+                name: String::new(),
+            })
+            .collect(),
+        unknown_rank: false,
+    }
+}
+
 /// `spec`'s shape as a `TensorShapeProto`: -1 and the symbol for a free dimension.
 pub fn shape_proto(spec: &TensorSpec) -> TensorShapeProto {
     TensorShapeProto {
@@ -215,17 +229,7 @@ fn narrow<T: TryFrom<i32>>(v: i32) -> Result<T, String> {
 pub fn encode(t: &Tensor, raw: bool) -> TensorProto {
     let mut p = TensorProto {
         dtype: data_type(t.dtype()) as i32,
-        tensor_shape: Some(TensorShapeProto {
-            dim: t
-                .shape()
-                .iter()
-                .map(|&d| tensor_shape_proto::Dim {
-                    size: d as i64,
-                    name: String::new(),
-                })
-                .collect(),
-            unknown_rank: false,
-        }),
+        tensor_shape: Some(known_shape(t.shape().iter().map(|&d| d as i64))),
         ..Default::default()
     };
     macro_rules! raw_bytes {
@@ -270,16 +274,7 @@ mod tests {
     fn proto(dtype: DataType, dims: &[i64]) -> TensorProto {
         TensorProto {
             dtype: dtype as i32,
-            tensor_shape: Some(TensorShapeProto {
-                dim: dims
-                    .iter()
-                    .map(|&size| tensor_shape_proto::Dim {
-                        size,
-                        name: String::new(),
-                    })
-                    .collect(),
-                unknown_rank: false,
-            }),
+            tensor_shape: Some(known_shape(dims.iter().copied())),
             ..Default::default()
         }
     }

@@ -10,11 +10,59 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use runtime::engine::EngineChoice;
+use runtime::grpc::proto::tensorflow::serving::{ModelSpec, PredictRequest};
+use runtime::grpc::proto::tensorflow::{DataType, TensorProto};
 use runtime::model::find_latest_version;
 use runtime::server::{load_and_warm_up, PoolOptions};
 use runtime::{AppState, Limits, ModelState};
 use serde_json::Value;
 use tower::ServiceExt;
+
+/// A DT_FLOAT tensor of `dims` holding `values` in `float_val`.
+pub fn float_tensor(dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        dtype: DataType::DtFloat as i32,
+        tensor_shape: Some(runtime::grpc::tensor::known_shape(dims.iter().copied())),
+        float_val: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A Predict request for the latest version of `model` with one input.
+pub fn predict_request(model: &str, input: &str, tensor: TensorProto) -> PredictRequest {
+    PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: model.into(),
+            ..Default::default()
+        }),
+        inputs: [(input.to_string(), tensor)].into(),
+        output_filter: vec![],
+    }
+}
+
+/// Serves `state` over gRPC on a free loopback port, in this process (until the test's runtime
+/// ends); returns the port.
+pub async fn serve_grpc(state: Arc<AppState>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let port = listener.local_addr().expect("an address").port();
+    tokio::spawn(runtime::grpc::serve(
+        listener,
+        state,
+        runtime::grpc::GrpcOptions::default(),
+        std::future::pending(),
+    ));
+    port
+}
+
+/// A channel to a gRPC server on the loopback `port`.
+pub async fn grpc_channel(port: u16) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("a loopback URI")
+        .connect()
+        .await
+}
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
