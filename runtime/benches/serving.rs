@@ -25,7 +25,7 @@ use runtime::infer::Batching;
 use runtime::model::{find_latest_version, DType, Dim, Signature, TensorSpec};
 use runtime::server::{load_and_warm_up, PoolOptions};
 use runtime::tensor::Tensor;
-use runtime::{AppState, Limits, ModelState, ServedModel};
+use runtime::{AppState, Limits, Servable, ServedModel};
 
 const START: &str = "<!-- bench:runtime:start -->";
 const END: &str = "<!-- bench:runtime:end -->";
@@ -620,10 +620,12 @@ async fn batching_rows(
 }
 
 /// Serves `served` as `name` on a free loopback port, in this process; returns the port.
-async fn serve_in_process(name: &str, served: ServedModel) -> Result<u16> {
-    serve_rest(AppState::new(
+async fn serve_in_process(name: &str, mut served: ServedModel) -> Result<u16> {
+    served.name = name.into();
+    serve_rest(AppState::serving(
         name,
-        ModelState::Available(Arc::new(served)),
+        served.version,
+        Servable::Available(Arc::new(served)),
         Limits::default(),
     ))
     .await

@@ -14,6 +14,12 @@ use crate::infer::Batching;
 pub mod env {
     pub const MODEL_NAME: &str = "MODEL_NAME";
     pub const MODEL_BASE_PATH: &str = "MODEL_BASE_PATH";
+    pub const MODEL_CONFIG_FILE: &str = "ONNX_SERVING_MODEL_CONFIG_FILE";
+    pub const MODEL_CONFIG_FILE_POLL_WAIT_SECONDS: &str =
+        "ONNX_SERVING_MODEL_CONFIG_FILE_POLL_WAIT_SECONDS";
+    pub const FILE_SYSTEM_POLL_WAIT_SECONDS: &str = "ONNX_SERVING_FILE_SYSTEM_POLL_WAIT_SECONDS";
+    pub const ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS: &str =
+        "ONNX_SERVING_ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS";
     pub const GRPC_PORT: &str = "ONNX_SERVING_PORT";
     pub const DISABLE_GRPC: &str = "ONNX_SERVING_DISABLE_GRPC";
     pub const GRPC_MAX_RECEIVE_MESSAGE_BYTES: &str = "ONNX_SERVING_GRPC_MAX_RECEIVE_MESSAGE_BYTES";
@@ -107,6 +113,26 @@ pub struct ServeArgs {
     /// versions is served directly, as TF Serving's --model_base_path=/models/resnet is.
     #[arg(long = "model_base_path", alias = "model-base-path", env = env::MODEL_BASE_PATH, default_value = "/models")]
     pub model_base_path: PathBuf,
+    /// Serve several models: TF Serving's ModelServerConfig in protobuf text format,
+    /// `model_config_list { config { name: "resnet" base_path: "/models/resnet"
+    /// model_platform: "onnx" model_version_policy { latest { num_versions: 2 } }
+    /// version_labels { key: "stable" value: 1 } } }`. Replaces --model_name and
+    /// --model_base_path. Policies: latest { num_versions }, all { }, specific { versions }.
+    #[arg(long = "model_config_file", alias = "model-config-file", env = env::MODEL_CONFIG_FILE)]
+    pub model_config_file: Option<PathBuf>,
+    /// Re-read --model_config_file every this many seconds and apply what changed (models
+    /// added or removed, policies, labels); 0 reads it once.
+    #[arg(long = "model_config_file_poll_wait_seconds", alias = "model-config-file-poll-wait-seconds", env = env::MODEL_CONFIG_FILE_POLL_WAIT_SECONDS, default_value_t = 0)]
+    pub model_config_file_poll_wait_seconds: u64,
+    /// Look for new and removed version folders every this many seconds (0: only at start). A
+    /// new version loads in the background once its files stop changing between two looks,
+    /// then replaces the old one without a failed request.
+    #[arg(long = "file_system_poll_wait_seconds", alias = "file-system-poll-wait-seconds", env = env::FILE_SYSTEM_POLL_WAIT_SECONDS, default_value_t = 1)]
+    pub file_system_poll_wait_seconds: u64,
+    /// Let a new version label name a version that is not AVAILABLE yet (requests using it get
+    /// 503 until it is); without it a label moves only to an AVAILABLE version.
+    #[arg(long = "allow_version_labels_for_unavailable_models", alias = "allow-version-labels-for-unavailable-models", env = env::ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS)]
+    pub allow_version_labels_for_unavailable_models: bool,
     /// Threads answering HTTP (0: one per CPU core).
     #[arg(long = "rest_api_num_threads", alias = "rest-api-num-threads", env = env::REST_API_NUM_THREADS, default_value_t = 0)]
     pub rest_api_num_threads: usize,

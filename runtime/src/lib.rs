@@ -13,6 +13,7 @@ pub mod infer;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod registry;
 pub mod server;
 pub mod service;
 pub mod state;
@@ -20,4 +21,4 @@ pub mod tensor;
 pub mod textproto;
 
 pub use api::app;
-pub use state::{AppState, Limits, ModelState, ServedModel};
+pub use state::{AppState, Limits, ModelEntry, Servable, ServedModel};

@@ -27,7 +27,8 @@ use prometheus::{
 };
 
 use crate::error::ApiError;
-use crate::state::{AppState, ModelState};
+use crate::service::VersionStatus;
+use crate::state::{AppState, Servable};
 
 /// TF Serving's metrics path.
 pub const DEFAULT_PATH: &str = "/monitoring/prometheus/metrics";
@@ -166,7 +167,7 @@ impl Metrics {
         api: &'static str,
         method: &'static str,
     ) -> RequestGuard {
-        let model = if model == st.model_name {
+        let model = if st.models().contains_key(model) {
             model.to_string()
         } else {
             UNKNOWN_MODEL.to_string()
@@ -196,32 +197,30 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The exposition text, with the model's state, load time and queue read now.
+    /// The exposition text, with every version's state, load time and queue read now.
     pub fn render(&self, st: &AppState) -> Result<String, String> {
-        let name = st.model_name.as_str();
         self.state.reset();
-        match st.model_state() {
-            ModelState::Available(model) => {
-                let v = model.version.to_string();
+        self.queue.reset();
+        self.load_seconds.reset();
+        for (name, entry) in st.models().iter() {
+            let mut queued = 0;
+            for (version, servable) in &entry.versions {
+                let v = version.to_string();
+                let status = VersionStatus::of(*version, servable);
                 self.state
-                    .with_label_values(&[name, &v, "AVAILABLE"])
+                    .with_label_values(&[name.as_str(), &v, status.state.name()])
                     .set(1);
-                self.load_seconds
-                    .with_label_values(&[name, &v])
-                    .set(model.load_time.as_secs_f64());
-                self.queue
-                    .with_label_values(&[name])
-                    .set(i64::try_from(model.pool.queued()).unwrap_or(i64::MAX));
+                if let Servable::Available(model) = servable {
+                    self.load_seconds
+                        .with_label_values(&[name.as_str(), &v])
+                        .set(model.load_time.as_secs_f64());
+                    queued += model.pool.queued();
+                }
             }
-            ModelState::Loading { version } => {
-                self.state
-                    .with_label_values(&[name, &version.to_string(), "LOADING"])
-                    .set(1);
-            }
-            ModelState::Failed { version, .. } => {
-                let v = version.map_or_else(String::new, |v| v.to_string());
-                self.state.with_label_values(&[name, &v, "END"]).set(1);
-            }
+            // Requests waiting for any of the model's versions.
+            self.queue
+                .with_label_values(&[name.as_str()])
+                .set(i64::try_from(queued).unwrap_or(i64::MAX));
         }
         let mut text = Vec::new();
         TextEncoder::new()

@@ -1,21 +1,22 @@
-//! `runtime serve`: bind, load the model in the background, answer REST and gRPC until
-//! SIGTERM/SIGINT.
+//! `runtime serve`: bind, load the models in the background (the model manager, `registry`),
+//! answer REST and gRPC until SIGTERM/SIGINT.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{compute_cores, model_dir, ServeArgs};
 use crate::engine::{self, BatchSupport, EngineChoice, LoadOptions, Threads};
 use crate::grpc::proto::tensorflow::serving::MonitoringConfig;
 use crate::grpc::{self, GrpcOptions};
 use crate::infer::{Batching, InferencePool};
-use crate::model::{find_latest_version, ModelVersion, ServingSignature};
-use crate::state::{AppState, Limits, ModelState, ServedModel};
+use crate::model::{ModelVersion, ServingSignature};
+use crate::registry::{self, config, Manager, ManagerOptions, ModelConfig};
+use crate::state::{AppState, Limits, ServedModel};
 
 /// Where metrics are served, if anywhere: --monitoring_config_file (TF Serving's), else
 /// --enable_metrics with --metrics_path.
@@ -53,12 +54,26 @@ fn metrics_path(args: &ServeArgs) -> Result<Option<String>> {
 
 /// How long in-flight requests and calls may take to finish after SIGTERM: under Docker's
 /// default 10 s before SIGKILL.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(8);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
-    let dir = model_dir(&args.model_base_path, &args.model_name);
-    let found = find_latest_version(&dir)
-        .with_context(|| format!("cannot serve model '{}'", args.model_name))?;
+    let configs = match &args.model_config_file {
+        Some(file) => {
+            let configs = config::read(file)
+                .map_err(anyhow::Error::msg)
+                .context("--model_config_file")?;
+            info!(
+                "Model config {}: {} model(s); --model_name and --model_base_path are not used",
+                file.display(),
+                configs.len()
+            );
+            configs
+        }
+        None => vec![ModelConfig::single(
+            &args.model_name,
+            model_dir(&args.model_base_path, &args.model_name),
+        )],
+    };
     // Workers: 0 means as many as keep the cores busy (the engine knows). Intra-op threads: 0
     // means 1 or the cores this process may use, whichever serves this model better (timed at
     // warm-up).
@@ -94,19 +109,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         engine: args.engine,
         threads,
         ort_spinning: args.ort_spinning,
-        model_name: args.model_name.clone(),
+        model_name: String::new(),
     };
 
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
     };
-    let state = AppState::new(
-        args.model_name.clone(),
-        ModelState::Loading {
-            version: found.version,
-        },
-        limits,
-    );
+    let state = AppState::new(limits);
     if args.access_log {
         crate::metrics::enable_access_log();
     }
@@ -146,22 +155,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(path) = state.metrics_path() {
         info!("Prometheus metrics at http://{addr}{path}");
     }
-    info!(
-        "Model '{}' version {} from {} (engine: {}; intra-op threads: {})",
-        args.model_name,
-        found.version,
-        found.path.display(),
-        args.engine,
-        intra_op
-    );
-
-    let (failed_tx, failed_rx) = watch::channel(None::<String>);
-    let failed_rx_signal = failed_rx.clone();
-    let grpc_opts = GrpcOptions {
-        max_receive_message_bytes: args.grpc_max_receive_message_bytes,
-        response_tensor_content: args.grpc_response_tensor_content,
-    };
-    let loader_state = state.clone();
+    info!("Engine: {}; intra-op threads: {intra_op}", args.engine);
     if let Some(b) = &pool.batching {
         info!(
             "Dynamic batching: up to {} instances per run, batch sizes {:?}, waiting up to {} µs for a batch to fill",
@@ -170,52 +164,36 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             b.timeout.as_micros()
         );
     }
-    tokio::task::spawn_blocking(move || match load_and_warm_up(&found, &pool) {
-        Ok(model) => {
-            // Publish the model before saying so: clients (and tests) act on this log line.
-            let model = Arc::new(model);
-            loader_state.set_model_state(ModelState::Available(model.clone()));
-            info!(
-                "Successfully loaded servable version {{name: {} version: {}}} in {:.0} ms \
-                 (engine {}, {} inference worker(s))",
-                loader_state.model_name,
-                model.version,
-                model.load_time.as_secs_f64() * 1000.0,
-                model.engine,
-                model.workers
-            );
-            for spec in &model.signature.inputs {
-                info!("  input  {spec}");
-            }
-            for spec in &model.signature.outputs {
-                info!("  output {spec}");
-            }
-            if let Some(serving) = &model.serving {
-                info!("Serving signature from {}:", serving.file.display());
-                for spec in &serving.public.inputs {
-                    info!("  input  {spec} (an image: {{\"b64\": JPEG or PNG}} or [height, width, 3] of 0-1)");
-                }
-                for spec in &serving.public.outputs {
-                    info!("  output {spec}");
-                }
-            }
-        }
-        Err(e) => {
-            let message = format!("{e:#}");
-            error!(
-                "Failed to load model '{}': {message}",
-                loader_state.model_name
-            );
-            loader_state.set_model_state(ModelState::Failed {
-                version: Some(found.version),
-                message: message.clone(),
-            });
-            let _ = failed_tx.send(Some(message));
-        }
-    });
+    let poll = |seconds: u64| (seconds > 0).then(|| Duration::from_secs(seconds));
+    let manager = Manager::new(
+        state.clone(),
+        pool,
+        ManagerOptions {
+            file_system_poll: poll(args.file_system_poll_wait_seconds),
+            allow_labels_for_unavailable: args.allow_version_labels_for_unavailable_models,
+        },
+    );
+    let failed_rx = manager.startup_failure();
+    manager.start(configs)?;
+    state.set_reloader(Arc::downgrade(&manager) as _);
+    if let (Some(file), Some(every)) = (
+        &args.model_config_file,
+        poll(args.model_config_file_poll_wait_seconds),
+    ) {
+        tokio::spawn(registry::follow_config_file(
+            manager.clone(),
+            file.clone(),
+            every,
+        ));
+    }
+    let grpc_opts = GrpcOptions {
+        max_receive_message_bytes: args.grpc_max_receive_message_bytes,
+        response_tensor_content: args.grpc_response_tensor_content,
+    };
 
     // One signal stops both servers: each stops accepting, in-flight calls finish.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let failed_rx_signal = failed_rx.clone();
     tokio::spawn(async move {
         shutdown_signal(failed_rx_signal).await;
         let _ = stop_tx.send(true);
@@ -251,10 +229,40 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         ),
     }
     if let Some(message) = failed_rx.borrow().clone() {
-        anyhow::bail!("model '{}' could not be loaded: {message}", args.model_name);
+        anyhow::bail!("{message}");
     }
     info!("Server stopped");
     Ok(())
+}
+
+/// Says that a version is loaded, with its engine, workers and signature.
+pub fn log_loaded(model: &ServedModel) {
+    info!(
+        "Successfully loaded servable version {{name: {} version: {}}} in {:.0} ms \
+         (engine {}, {} inference worker(s))",
+        model.name,
+        model.version,
+        model.load_time.as_secs_f64() * 1000.0,
+        model.engine,
+        model.workers
+    );
+    for spec in &model.signature.inputs {
+        info!("  input  {spec}");
+    }
+    for spec in &model.signature.outputs {
+        info!("  output {spec}");
+    }
+    if let Some(serving) = &model.serving {
+        info!("Serving signature from {}:", serving.file.display());
+        for spec in &serving.public.inputs {
+            info!(
+                "  input  {spec} (an image: {{\"b64\": JPEG or PNG}} or [height, width, 3] of 0-1)"
+            );
+        }
+        for spec in &serving.public.outputs {
+            info!("  output {spec}");
+        }
+    }
 }
 
 /// How a model is loaded and its runs scheduled.
@@ -325,6 +333,7 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
         .batching
         .as_ref()
         .map(|_| crate::metrics::metrics().batch_sizes(&pool.model_name));
+    let name = pool.model_name.clone();
     let pool = InferencePool::start(
         &*backend,
         workers,
@@ -334,6 +343,7 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
     )
     .map_err(anyhow::Error::msg)?;
     Ok(ServedModel {
+        name,
         version: found.version,
         path: found.path.clone(),
         signature,

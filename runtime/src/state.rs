@@ -1,17 +1,22 @@
-//! What the server is serving, and in what state: shared by the HTTP handlers.
+//! What the server is serving, and in what state: shared by the REST and gRPC handlers and
+//! changed by the model manager (`registry`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::engine::EngineKind;
+use crate::grpc::proto::tensorflow::serving::ModelServerConfig;
 use crate::infer::InferencePool;
 use crate::model::{ServingSignature, Signature};
 
 /// A model version loaded and ready.
 pub struct ServedModel {
+    /// The model's name, as clients use it.
+    pub name: String,
     pub version: u64,
     pub path: PathBuf,
     /// The ONNX graph's own inputs and outputs.
@@ -37,20 +42,53 @@ impl ServedModel {
     }
 }
 
-/// TF Serving's servable states, as `GET /v1/models/<name>` reports them.
+impl Drop for ServedModel {
+    /// The last request holding an unloaded version is done: its workers stop and its memory
+    /// is freed.
+    fn drop(&mut self) {
+        tracing::info!(
+            "Done unloading servable version {{name: {} version: {}}}",
+            self.name,
+            self.version
+        );
+    }
+}
+
+/// One version's place in TF Serving's servable life cycle.
 #[derive(Clone)]
-pub enum ModelState {
-    /// Loading this version (parse, optimize, warm up).
-    Loading {
-        version: u64,
-    },
+pub enum Servable {
+    /// Being loaded (parse, optimize, warm up).
+    Loading,
     Available(Arc<ServedModel>),
-    /// Loading failed; the message says why.
-    Failed {
-        version: Option<u64>,
-        message: String,
+    /// Out of the version policy: takes no new request, and is dropped (its workers and memory
+    /// freed) once the requests holding it finish.
+    Unloading(Weak<ServedModel>),
+    /// Unloaded, or failed to load (`error` says why).
+    End {
+        error: Option<String>,
     },
 }
+
+/// A model's versions (by number) and its version labels.
+#[derive(Clone, Default)]
+pub struct ModelEntry {
+    pub versions: BTreeMap<u64, Servable>,
+    /// Label -> version (`stable` -> 1), set by the model config.
+    pub labels: BTreeMap<String, u64>,
+}
+
+impl ModelEntry {
+    /// The highest-numbered AVAILABLE version, which "latest" requests run on.
+    pub fn latest_available(&self) -> Option<&Arc<ServedModel>> {
+        self.versions.values().rev().find_map(|s| match s {
+            Servable::Available(m) => Some(m),
+            _ => None,
+        })
+    }
+}
+
+/// Every model served, by name.
+pub type Models = BTreeMap<String, ModelEntry>;
 
 /// Request limits the handlers enforce.
 #[derive(Clone, Debug)]
@@ -66,36 +104,61 @@ impl Default for Limits {
     }
 }
 
-/// What every protocol's handlers share: the model and its state, and the request limits.
+/// What every protocol's handlers share: the models and their versions, and the request limits.
 pub struct AppState {
-    pub model_name: String,
     pub limits: Limits,
-    /// The current state; watchers (gRPC health) hear of every change.
-    state: watch::Sender<ModelState>,
+    /// Every model and version; watchers (gRPC health) hear of every change.
+    models: watch::Sender<Models>,
     /// Where REST serves Prometheus metrics, once enabled.
     metrics_path: OnceLock<String>,
+    /// Who applies a new model config (the model manager), once set.
+    reloader: OnceLock<Weak<dyn Reload>>,
+}
+
+/// Applies a new model config: ModelService.HandleReloadConfigRequest.
+pub trait Reload: Send + Sync {
+    /// Checks `config` and serves it from now on. Errors: what is wrong with it; the models
+    /// served are then unchanged.
+    fn reload(&self, config: &ModelServerConfig) -> Result<(), String>;
 }
 
 impl AppState {
-    pub fn new(
-        model_name: impl Into<String>,
-        initial: ModelState,
-        limits: Limits,
-    ) -> Arc<AppState> {
+    /// A server with no model yet (the model manager adds them).
+    pub fn new(limits: Limits) -> Arc<AppState> {
         Arc::new(AppState {
-            model_name: model_name.into(),
             limits,
-            state: watch::Sender::new(initial),
+            models: watch::Sender::new(Models::new()),
             metrics_path: OnceLock::new(),
+            reloader: OnceLock::new(),
         })
     }
 
-    pub fn model_state(&self) -> ModelState {
-        self.state.borrow().clone()
+    /// A server with one model, `name`, whose `version` is in state `servable`.
+    pub fn serving(name: &str, version: u64, servable: Servable, limits: Limits) -> Arc<AppState> {
+        let state = AppState::new(limits);
+        state.set_version(name, version, servable);
+        state
     }
 
-    pub fn set_model_state(&self, new: ModelState) {
-        self.state.send_replace(new);
+    /// The models now. Hold the guard briefly: updates wait for it.
+    pub fn models(&self) -> watch::Ref<'_, Models> {
+        self.models.borrow()
+    }
+
+    /// Changes the models; watchers are told.
+    pub fn update(&self, change: impl FnOnce(&mut Models)) {
+        self.models.send_modify(change);
+    }
+
+    /// Sets one version's state (adding the model if new).
+    pub fn set_version(&self, name: &str, version: u64, servable: Servable) {
+        self.update(|models| {
+            models
+                .entry(name.to_string())
+                .or_default()
+                .versions
+                .insert(version, servable);
+        });
     }
 
     /// Serves Prometheus metrics at `path` (REST's port), for apps built after this call.
@@ -108,8 +171,18 @@ impl AppState {
         self.metrics_path.get().map(String::as_str)
     }
 
-    /// A receiver that wakes on every state change (the current state counts as seen).
-    pub fn watch_state(&self) -> watch::Receiver<ModelState> {
-        self.state.subscribe()
+    /// Lets HandleReloadConfigRequest reach `reloader`.
+    pub fn set_reloader(&self, reloader: Weak<dyn Reload>) {
+        let _ = self.reloader.set(reloader);
+    }
+
+    /// Who applies a new model config, if anyone.
+    pub fn reloader(&self) -> Option<Arc<dyn Reload>> {
+        self.reloader.get().and_then(Weak::upgrade)
+    }
+
+    /// A receiver that wakes on every change of the models (the current state counts as seen).
+    pub fn watch_models(&self) -> watch::Receiver<Models> {
+        self.models.subscribe()
     }
 }

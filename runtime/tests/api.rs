@@ -6,7 +6,7 @@ mod common;
 use axum::http::StatusCode;
 use common::*;
 use futures_util::future::join_all;
-use runtime::{AppState, Limits, ModelState};
+use runtime::{AppState, Limits, Servable};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -387,7 +387,7 @@ async fn unknown_models_versions_routes_and_methods() {
         s,
         &b,
         StatusCode::NOT_FOUND,
-        &["Specific(linear, 2)", "version served is 1"],
+        &["Specific(linear, 2)", "version available is 1"],
     );
     let (s, b) = post(&app, "/v1/models/linear/versions/7:predict", body).await;
     assert_error(s, &b, StatusCode::NOT_FOUND, &["Specific(linear, 7)"]);
@@ -525,11 +525,7 @@ async fn a_full_queue_answers_429() {
 
 #[tokio::test]
 async fn not_ready_is_503_and_status_says_loading_or_failed() {
-    let state = AppState::new(
-        "linear",
-        ModelState::Loading { version: 3 },
-        Limits::default(),
-    );
+    let state = AppState::serving("linear", 3, Servable::Loading, Limits::default());
     let app = runtime::app(state.clone());
     let (status, body) = get(&app, "/v1/models/linear").await;
     assert_eq!(status, StatusCode::OK);
@@ -555,10 +551,13 @@ async fn not_ready_is_503_and_status_says_loading_or_failed() {
         &["still loading"],
     );
 
-    state.set_model_state(ModelState::Failed {
-        version: Some(3),
-        message: "tract could not parse".into(),
-    });
+    state.set_version(
+        "linear",
+        3,
+        Servable::End {
+            error: Some("tract could not parse".into()),
+        },
+    );
     let (status, body) = get(&app, "/v1/models/linear").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["model_version_status"][0]["state"], "END");
@@ -615,10 +614,13 @@ async fn batching_merges_concurrent_requests_and_answers_each_its_own() {
         batching: Some(Batching::new(4, Duration::from_millis(300), &[]).unwrap()),
         ..pool_options(1, 64)
     };
-    let model = Arc::new(load_and_warm_up(&found, &pool).expect("model loads"));
-    let app = runtime::app(AppState::new(
+    let mut model = load_and_warm_up(&found, &pool).expect("model loads");
+    model.name = "linear".into();
+    let model = Arc::new(model);
+    let app = runtime::app(AppState::serving(
         "linear",
-        ModelState::Available(model.clone()),
+        1,
+        Servable::Available(model.clone()),
         Limits::default(),
     ));
     let requests = (0..12).map(|i| {

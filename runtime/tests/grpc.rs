@@ -13,7 +13,7 @@ use runtime::grpc::proto::tensorflow::serving::prediction_service_client::Predic
 use runtime::grpc::proto::tensorflow::serving::{
     model_spec, GetModelStatusRequest, ModelSpec, PredictRequest,
 };
-use runtime::{AppState, Limits, ModelState};
+use runtime::{AppState, Limits, Servable};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -119,12 +119,10 @@ async fn health_follows_the_model_from_loading_to_available() {
         &pool_options(1, 8),
         Limits::default(),
     )
-    .model_state();
-    let state = AppState::new(
-        "linear",
-        ModelState::Loading { version: 1 },
-        Limits::default(),
-    );
+    .models()["linear"]
+        .versions[&1]
+        .clone();
+    let state = AppState::serving("linear", 1, Servable::Loading, Limits::default());
     let channel = serve(state.clone()).await;
     for service in ["", "linear", "tensorflow.serving.PredictionService"] {
         assert_eq!(
@@ -133,7 +131,7 @@ async fn health_follows_the_model_from_loading_to_available() {
             "{service:?} while loading"
         );
     }
-    state.set_model_state(loaded);
+    state.set_version("linear", 1, loaded);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while health(&channel, "linear").await != SERVING {
         assert!(
@@ -147,7 +145,7 @@ async fn health_follows_the_model_from_loading_to_available() {
 
 #[tokio::test]
 async fn a_loading_model_is_unavailable() {
-    let state = AppState::new("m", ModelState::Loading { version: 3 }, Limits::default());
+    let state = AppState::serving("m", 3, Servable::Loading, Limits::default());
     let channel = serve(state).await;
     let err = PredictionServiceClient::new(channel.clone())
         .predict(PredictRequest {

@@ -340,8 +340,12 @@ class Status(GrpcTestCase):
         self.assertEqual(v.status.error_code, 0)
         r.model_spec.name = "nope"
         self.assert_code(lambda: stub.GetModelStatus(r), grpc.StatusCode.NOT_FOUND, "nope")
+        # A reload with no model list is refused, and changes nothing.
         reload = apis.model_management_pb2.ReloadConfigRequest()
-        self.assert_code(lambda: stub.HandleReloadConfigRequest(reload), grpc.StatusCode.UNIMPLEMENTED)
+        self.assert_code(lambda: stub.HandleReloadConfigRequest(reload),
+                         grpc.StatusCode.INVALID_ARGUMENT, "model_config_list")
+        r.model_spec.name = "multi_io"
+        self.assertEqual(len(stub.GetModelStatus(r, timeout=30).model_version_status), 1)
 
 
 class HealthAndReflection(GrpcTestCase):

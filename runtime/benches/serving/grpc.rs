@@ -14,7 +14,7 @@ use runtime::grpc::proto::tensorflow::serving::{ModelSpec, PredictRequest};
 use runtime::grpc::proto::tensorflow::{DataType, TensorProto, TensorShapeProto};
 use runtime::grpc::tensor::known_shape;
 use runtime::grpc::GrpcOptions;
-use runtime::{AppState, Limits, ModelState};
+use runtime::{AppState, Limits, Servable};
 
 use super::{
     engine_and_served, mean, ms, nhwc_body, p50, random_input, request_body, serve_rest, Client,
@@ -33,9 +33,12 @@ pub async fn rows(
     let image_model = served.serving.is_some();
     let input = random_input(&served.signature)?;
     let input_name = served.signature.inputs[0].name.clone();
-    let state = AppState::new(
+    let mut served = served;
+    served.name = name.into();
+    let state = AppState::serving(
         name,
-        ModelState::Available(Arc::new(served)),
+        served.version,
+        Servable::Available(Arc::new(served)),
         Limits::default(),
     );
     let rest_port = serve_rest(state.clone()).await?;

@@ -224,7 +224,7 @@ fn metadata_json(
     let model = service::resolve(st, &spec(name, version))?;
     guard.version(model.version);
     Ok(Json(json!({
-        "model_spec": {"name": st.model_name, "signature_name": "", "version": model.version.to_string()},
+        "model_spec": {"name": model.name, "signature_name": "", "version": model.version.to_string()},
         "metadata": {
             "signature_def": {
                 "signature_def": {DEFAULT_SIGNATURE: model.api_signature().signature_def()}
@@ -286,7 +286,7 @@ async fn predict_call(
     } else {
         decode_predict(&model, &body)?
     };
-    let outputs = service::predict(st, &model, inputs).await?;
+    let outputs = service::predict(&model, inputs).await?;
     let sig = model.api_signature();
     let json = match format {
         Format::Rows { batch } => codec::predictions_json(sig, &outputs, batch)?,

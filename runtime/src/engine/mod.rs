@@ -179,7 +179,9 @@ fn load_auto(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     let mut ready = Vec::new();
     let mut failures = Vec::new();
     if let Err(why) = onnxruntime::library() {
-        info!("onnxruntime is not available ({why}); tract serves");
+        // Said once, not at every version loaded.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| info!("onnxruntime is not available ({why}); tract serves"));
     }
     for kind in available() {
         match load(kind, path, opts) {

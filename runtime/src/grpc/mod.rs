@@ -21,7 +21,7 @@ use tonic_health::ServingStatus;
 
 use crate::error::ApiError;
 use crate::service::{self, VersionChoice};
-use crate::state::{AppState, ModelState, ServedModel};
+use crate::state::{AppState, Models, ServedModel};
 use proto::tensorflow::serving as pb;
 use proto::tensorflow::serving::model_service_server::ModelServiceServer;
 use proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
@@ -116,9 +116,9 @@ pub fn model_spec(spec: Option<&pb::ModelSpec>) -> Result<service::ModelSpec<'_>
 }
 
 /// The `ModelSpec` a response carries: the model, the version that answered, the signature.
-pub fn served_spec(state: &AppState, model: &ServedModel, signature: &str) -> pb::ModelSpec {
+pub fn served_spec(model: &ServedModel, signature: &str) -> pb::ModelSpec {
     pb::ModelSpec {
-        name: state.model_name.clone(),
+        name: model.name.clone(),
         version_choice: Some(pb::model_spec::VersionChoice::Version(model.version as i64)),
         signature_name: signature.into(),
     }
@@ -158,8 +158,9 @@ pub fn routes(
 }
 
 /// Serves gRPC on `listener` until `shutdown` resolves, then lets in-flight calls finish. The
-/// health service follows the model's state: SERVING once AVAILABLE, NOT_SERVING while loading,
-/// after a failed load and from the start of shutdown.
+/// health service follows the models: a model's name is SERVING while it has an AVAILABLE
+/// version; "" and the two services are SERVING while every model has one; all turn
+/// NOT_SERVING from the start of shutdown.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -169,17 +170,22 @@ pub async fn serve(
     let (routes, reporter) = routes(state.clone(), &opts)?;
     // Subscribe first, then set the first answers before the first call can come in: a change
     // in between is then still seen by the follower.
-    let changes = state.watch_state();
-    set_health(&reporter, &state).await;
-    let follow = tokio::spawn(follow_health(state.clone(), reporter.clone(), changes));
+    let changes = state.watch_models();
+    let named = set_health(&reporter, &state, Vec::new()).await;
+    let follow = tokio::spawn(follow_health(
+        state.clone(),
+        reporter.clone(),
+        changes,
+        named,
+    ));
     let shutdown = {
         let reporter = reporter.clone();
-        let names = health_names(&state);
+        let state = state.clone();
         async move {
             shutdown.await;
             follow.abort();
             let _ = follow.await; // no SERVING written after the NOT_SERVING below
-            for name in names {
+            for (name, _) in health(&state) {
                 reporter
                     .set_service_status(name, ServingStatus::NotServing)
                     .await;
@@ -203,35 +209,62 @@ pub async fn serve(
         .context("gRPC server failed")
 }
 
-/// The names the health service answers for: "" (the whole server), the model's name and the
-/// two TF Serving services.
-fn health_names(state: &AppState) -> Vec<String> {
-    vec![
-        String::new(),
-        state.model_name.clone(),
-        "tensorflow.serving.PredictionService".into(),
-        "tensorflow.serving.ModelService".into(),
+/// What the health service answers for each name: "" (the whole server) and the two TF
+/// Serving services are SERVING when every model has an AVAILABLE version; each model's name
+/// when it has one.
+fn health(state: &AppState) -> Vec<(String, ServingStatus)> {
+    let models = state.models();
+    let serving = |yes: bool| {
+        if yes {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        }
+    };
+    let all = !models.is_empty() && models.values().all(|m| m.latest_available().is_some());
+    let mut names: Vec<(String, ServingStatus)> = [
+        "",
+        "tensorflow.serving.PredictionService",
+        "tensorflow.serving.ModelService",
     ]
+    .into_iter()
+    .map(|n| (n.to_string(), serving(all)))
+    .collect();
+    for (name, entry) in models.iter() {
+        names.push((name.clone(), serving(entry.latest_available().is_some())));
+    }
+    names
 }
 
-/// SERVING when the model is AVAILABLE, else NOT_SERVING, for every health name.
-async fn set_health(reporter: &HealthReporter, state: &AppState) {
-    let status = match state.model_state() {
-        ModelState::Available(_) => ServingStatus::Serving,
-        _ => ServingStatus::NotServing,
-    };
-    for name in health_names(state) {
-        reporter.set_service_status(name, status).await;
+/// Sets every health answer; names answered before (in `before`) that are gone (a model
+/// removed from the config) are forgotten. Returns the names answered now.
+async fn set_health(
+    reporter: &HealthReporter,
+    state: &AppState,
+    before: Vec<String>,
+) -> Vec<String> {
+    let now = health(state);
+    for name in before {
+        if !now.iter().any(|(n, _)| *n == name) {
+            reporter.clone().clear_service_status(&name).await;
+        }
     }
+    let mut names = Vec::with_capacity(now.len());
+    for (name, status) in now {
+        reporter.set_service_status(&name, status).await;
+        names.push(name);
+    }
+    names
 }
 
 async fn follow_health(
     state: Arc<AppState>,
     reporter: HealthReporter,
-    mut changes: tokio::sync::watch::Receiver<ModelState>,
+    mut changes: tokio::sync::watch::Receiver<Models>,
+    mut named: Vec<String>,
 ) {
     while changes.changed().await.is_ok() {
-        set_health(&reporter, &state).await;
+        named = set_health(&reporter, &state, named).await;
     }
 }
 

@@ -1,5 +1,5 @@
 //! `tensorflow.serving.ModelService`: GetModelStatus, from the same states REST reports.
-//! HandleReloadConfigRequest answers UNIMPLEMENTED until the server reads model config files.
+//! HandleReloadConfigRequest hands a new model config to the model manager.
 
 use std::sync::Arc;
 
@@ -41,18 +41,41 @@ impl ModelService for Models {
         result.map(Response::new)
     }
 
+    /// Serves the request's `ModelServerConfig` from now on (models added, removed, policies
+    /// and labels changed), as `--model_config_file` would. Answers once the config is
+    /// accepted; versions then load in the background (GetModelStatus shows them).
     async fn handle_reload_config_request(
         &self,
-        _: Request<ReloadConfigRequest>,
+        request: Request<ReloadConfigRequest>,
     ) -> Result<Response<ReloadConfigResponse>, Status> {
-        Err(status(ApiError::NotImplemented(format!(
-            "this server serves one model ('{}') from --model_base_path and does not reload a model config yet; restart it to serve another model",
-            self.state.model_name
-        ))))
+        let guard = metrics().request(&self.state, "", "grpc", "reload_config");
+        let result = self.reload(request.into_inner());
+        finish(guard, &result);
+        result.map(Response::new)
     }
 }
 
 impl Models {
+    fn reload(&self, request: ReloadConfigRequest) -> Result<ReloadConfigResponse, Status> {
+        let reloader = self.state.reloader().ok_or_else(|| {
+            status(ApiError::Unavailable(
+                "this server has no model manager to reload".into(),
+            ))
+        })?;
+        let config = request.config.unwrap_or_default();
+        reloader.reload(&config).map_err(|e| {
+            status(ApiError::BadRequest(format!(
+                "the model config is refused: {e}"
+            )))
+        })?;
+        Ok(ReloadConfigResponse {
+            status: Some(StatusProto {
+                error_code: TfCode::Ok as i32,
+                error_message: String::new(),
+            }),
+        })
+    }
+
     fn status(&self, request: &GetModelStatusRequest) -> Result<GetModelStatusResponse, Status> {
         let spec = model_spec(request.model_spec.as_ref())?;
         let versions = service::status(&self.state, &spec).map_err(status)?;
@@ -64,6 +87,7 @@ impl Models {
                     state: match v.state {
                         ServableState::Loading => model_version_status::State::Loading,
                         ServableState::Available => model_version_status::State::Available,
+                        ServableState::Unloading => model_version_status::State::Unloading,
                         ServableState::End => model_version_status::State::End,
                     } as i32,
                     status: Some(StatusProto {

@@ -120,9 +120,7 @@ impl Prediction {
             decode_inputs(&model, request.inputs, max_bytes)
         }
         .map_err(status)?;
-        let outputs = service::predict(&self.state, &model, inputs)
-            .await
-            .map_err(status)?;
+        let outputs = service::predict(&model, inputs).await.map_err(status)?;
         let outputs = picked
             .into_iter()
             .map(|i| match (sig.outputs.get(i), outputs.get(i)) {
@@ -135,7 +133,7 @@ impl Prediction {
             })
             .collect::<Result<_, Status>>()?;
         Ok(PredictResponse {
-            model_spec: Some(served_spec(&self.state, &model, DEFAULT_SIGNATURE)),
+            model_spec: Some(served_spec(&model, DEFAULT_SIGNATURE)),
             outputs,
         })
     }
@@ -174,7 +172,7 @@ impl Prediction {
             value: map.encode_to_vec(),
         };
         Ok(GetModelMetadataResponse {
-            model_spec: Some(served_spec(&self.state, &model, "")),
+            model_spec: Some(served_spec(&model, "")),
             metadata: HashMap::from([(SIGNATURE_DEF.to_string(), any)]),
         })
     }

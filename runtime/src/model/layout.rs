@@ -47,7 +47,7 @@ pub fn find_latest_version(model_dir: &Path) -> Result<ModelVersion, ModelError>
 }
 
 /// `model.onnx`, or else the only `*.onnx` file of the folder.
-fn onnx_file_in(dir: &Path) -> Result<PathBuf, ModelError> {
+pub fn onnx_file_in(dir: &Path) -> Result<PathBuf, ModelError> {
     let preferred = dir.join("model.onnx");
     if preferred.is_file() {
         return Ok(preferred);

@@ -11,7 +11,7 @@ use crate::metrics::metrics;
 use crate::model::serving::{FloatImage, ImageSource, ServingSignature};
 use crate::model::signature::DEFAULT_SIGNATURE;
 use crate::model::{Signature, TensorSpec};
-use crate::state::{AppState, ModelState, ServedModel};
+use crate::state::{AppState, ModelEntry, Models, Servable, ServedModel};
 use crate::tensor::Tensor;
 
 mod status;
@@ -64,26 +64,20 @@ impl VersionChoice<'_> {
 /// version, BadRequest for an unknown label or a signature other than `serving_default`,
 /// Unavailable while it loads or after it failed.
 pub fn resolve(st: &AppState, spec: &ModelSpec<'_>) -> Result<Arc<ServedModel>, ApiError> {
-    check_name(st, spec)?;
-    if let VersionChoice::Label(label) = spec.version {
-        return Err(unknown_label(st, label));
-    }
-    let model = match st.model_state() {
-        ModelState::Available(model) => model,
-        ModelState::Loading { version } => {
-            return Err(ApiError::Unavailable(format!(
-                "model '{}' version {version} is still loading; retry shortly (GetModelStatus, or GET /v1/models/{}, shows its state)",
-                st.model_name, st.model_name
-            )))
-        }
-        ModelState::Failed { message, .. } => {
-            return Err(ApiError::Unavailable(format!(
-                "model '{}' failed to load: {message}",
-                st.model_name
-            )))
+    let model = {
+        let models = st.models();
+        let entry = model_entry(&models, spec)?;
+        match spec.version {
+            VersionChoice::Latest => match entry.latest_available() {
+                Some(model) => model.clone(),
+                None => return Err(none_available(spec, entry)),
+            },
+            VersionChoice::Number(n) => version_of(spec, entry, n)?,
+            VersionChoice::Label(label) => {
+                version_of(spec, entry, label_version(spec.name, entry, label)?)?
+            }
         }
     };
-    check_version(st, &model, spec.version)?;
     check_signature_name(spec.signature_name)?;
     Ok(model)
 }
@@ -98,39 +92,113 @@ pub fn check_signature_name(name: &str) -> Result<(), ApiError> {
     )))
 }
 
-fn check_name(st: &AppState, spec: &ModelSpec<'_>) -> Result<(), ApiError> {
-    if spec.name == st.model_name {
-        return Ok(());
-    }
-    Err(ApiError::NotFound(format!(
-        "Servable not found for request: {}: this server serves model '{}'",
-        spec.version.describe(spec.name),
-        st.model_name
-    )))
+/// The model `spec` names, or NotFound naming the models served.
+fn model_entry<'m>(models: &'m Models, spec: &ModelSpec<'_>) -> Result<&'m ModelEntry, ApiError> {
+    models.get(spec.name).ok_or_else(|| {
+        let served = match models.len() {
+            0 => "no model yet".to_string(),
+            1 => "model ".to_string() + &quoted(models.keys()),
+            _ => "models ".to_string() + &quoted(models.keys()),
+        };
+        ApiError::NotFound(format!(
+            "Servable not found for request: {}: this server serves {served}",
+            spec.version.describe(spec.name)
+        ))
+    })
 }
 
-fn check_version(st: &AppState, model: &ServedModel, v: VersionChoice<'_>) -> Result<(), ApiError> {
-    check_version_number(st, model.version, v)
+/// `'a', 'b'`.
+fn quoted<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    names
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// NotFound when `v` names a version other than `served`.
-fn check_version_number(st: &AppState, served: u64, v: VersionChoice<'_>) -> Result<(), ApiError> {
-    match v {
-        VersionChoice::Number(n) if n != served => Err(ApiError::NotFound(format!(
-            "Servable not found for request: Specific({}, {n}): the version served is {served}",
-            st.model_name
+/// Version `n` of the model, if AVAILABLE; Unavailable while it loads or after it failed,
+/// NotFound otherwise.
+fn version_of(
+    spec: &ModelSpec<'_>,
+    entry: &ModelEntry,
+    n: u64,
+) -> Result<Arc<ServedModel>, ApiError> {
+    match entry.versions.get(&n) {
+        Some(Servable::Available(model)) => Ok(model.clone()),
+        Some(Servable::Loading) => Err(loading(spec.name, n)),
+        Some(Servable::End { error: Some(e) }) => Err(ApiError::Unavailable(format!(
+            "model '{}' version {n} failed to load: {e}",
+            spec.name
         ))),
-        _ => Ok(()),
+        _ => Err(ApiError::NotFound(format!(
+            "Servable not found for request: {}: {}",
+            spec.version.describe(spec.name),
+            available(entry)
+        ))),
     }
 }
 
-/// An unknown label is the client's mistake in TF Serving (INVALID_ARGUMENT, 400), not a
-/// missing servable.
-fn unknown_label(st: &AppState, label: &str) -> ApiError {
-    ApiError::BadRequest(format!(
-        "Unrecognized servable version label: {label}: model '{}' has no version labels",
-        st.model_name
+fn loading(name: &str, n: u64) -> ApiError {
+    ApiError::Unavailable(format!(
+        "model '{name}' version {n} is still loading; retry shortly (GetModelStatus, or GET /v1/models/{name}, shows its state)"
     ))
+}
+
+/// "the versions available are [1, 2]" or "no version is available".
+fn available(entry: &ModelEntry) -> String {
+    let v: Vec<u64> = entry
+        .versions
+        .iter()
+        .filter(|(_, s)| matches!(s, Servable::Available(_)))
+        .map(|(v, _)| *v)
+        .collect();
+    match v.len() {
+        0 => "no version is available".into(),
+        1 => format!("the version available is {}", v[0]),
+        _ => format!("the versions available are {v:?}"),
+    }
+}
+
+/// Why a "latest" request finds no AVAILABLE version: a version loading, one that failed, or
+/// none at all.
+fn none_available(spec: &ModelSpec<'_>, entry: &ModelEntry) -> ApiError {
+    let newest = |want: fn(&Servable) -> bool| {
+        entry
+            .versions
+            .iter()
+            .rev()
+            .find(|(_, s)| want(s))
+            .map(|(v, s)| (*v, s))
+    };
+    if let Some((v, _)) = newest(|s| matches!(s, Servable::Loading)) {
+        return loading(spec.name, v);
+    }
+    if let Some((v, Servable::End { error: Some(e) })) =
+        newest(|s| matches!(s, Servable::End { error: Some(_) }))
+    {
+        return ApiError::Unavailable(format!(
+            "model '{}' failed to load: version {v}: {e}",
+            spec.name
+        ));
+    }
+    ApiError::NotFound(format!(
+        "Servable not found for request: {}: no version is available",
+        spec.version.describe(spec.name)
+    ))
+}
+
+/// The version `label` names. An unknown label is the client's mistake in TF Serving
+/// (INVALID_ARGUMENT, 400), not a missing servable.
+fn label_version(name: &str, entry: &ModelEntry, label: &str) -> Result<u64, ApiError> {
+    entry.labels.get(label).copied().ok_or_else(|| {
+        let known = if entry.labels.is_empty() {
+            "has no version labels".to_string()
+        } else {
+            format!("has labels {}", quoted(entry.labels.keys()))
+        };
+        ApiError::BadRequest(format!(
+            "Unrecognized servable version label: {label}: model '{name}' {known}"
+        ))
+    })
 }
 
 /// The error text for an input name the signature lacks.
@@ -290,13 +358,9 @@ pub fn float_image(
 
 /// Runs the model on checked inputs; with a class signature, post-processes its raw output into
 /// the public outputs. The result follows `model.api_signature().outputs`.
-pub async fn predict(
-    st: &AppState,
-    model: &ServedModel,
-    inputs: Vec<Tensor>,
-) -> Result<Vec<Tensor>, ApiError> {
+pub async fn predict(model: &ServedModel, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ApiError> {
     let (mut outputs, took) = model.pool.run(inputs).await?;
-    metrics().engine_run(&st.model_name, model.version, model.engine.name(), took);
+    metrics().engine_run(&model.name, model.version, model.engine.name(), took);
     if let Some(post) = model.serving.as_ref().and_then(|s| s.output.as_ref()) {
         outputs = post
             .postprocess(&outputs[post.model_output])

@@ -1,16 +1,15 @@
 //! The servable status both APIs report (`GET /v1/models/<name>`, ModelService.GetModelStatus).
 
-use super::{
-    check_name, check_version, check_version_number, unknown_label, ModelSpec, VersionChoice,
-};
+use super::{available, label_version, model_entry, ModelSpec, VersionChoice};
 use crate::error::ApiError;
-use crate::state::{AppState, ModelState};
+use crate::state::{AppState, Servable};
 
 /// TF Serving's servable states (`ModelVersionStatus.State`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServableState {
     Loading,
     Available,
+    Unloading,
     End,
 }
 
@@ -20,6 +19,7 @@ impl ServableState {
         match self {
             ServableState::Loading => "LOADING",
             ServableState::Available => "AVAILABLE",
+            ServableState::Unloading => "UNLOADING",
             ServableState::End => "END",
         }
     }
@@ -45,47 +45,58 @@ impl VersionStatus {
             "OK"
         }
     }
+
+    /// The status of `version` in state `servable`.
+    pub fn of(version: u64, servable: &Servable) -> VersionStatus {
+        let (state, error, engine) = match servable {
+            Servable::Loading => (ServableState::Loading, None, None),
+            Servable::Available(m) => (ServableState::Available, None, Some(m.engine.name())),
+            // Requests still hold it: its memory is not freed yet.
+            Servable::Unloading(m) if m.strong_count() > 0 => {
+                (ServableState::Unloading, None, None)
+            }
+            Servable::Unloading(_) => (ServableState::End, None, None),
+            Servable::End { error } => (ServableState::End, error.clone(), None),
+        };
+        VersionStatus {
+            version,
+            state,
+            error,
+            engine,
+        }
+    }
 }
 
-/// The status of the versions `spec` names (all of them for [`VersionChoice::Latest`]).
+/// The status of the versions `spec` names: every version known, newest first, for
+/// [`VersionChoice::Latest`] (as TF Serving lists them); NotFound for an unknown model or
+/// version, BadRequest for an unknown label.
 pub fn status(st: &AppState, spec: &ModelSpec<'_>) -> Result<Vec<VersionStatus>, ApiError> {
-    check_name(st, spec)?;
-    if let VersionChoice::Label(label) = spec.version {
-        return Err(unknown_label(st, label));
-    }
-    let status = match st.model_state() {
-        ModelState::Available(model) => {
-            check_version(st, &model, spec.version)?;
-            VersionStatus {
-                version: model.version,
-                state: ServableState::Available,
-                error: None,
-                engine: Some(model.engine.name()),
+    let models = st.models();
+    let entry = model_entry(&models, spec)?;
+    let version = match spec.version {
+        VersionChoice::Latest => {
+            if entry.versions.is_empty() {
+                return Err(ApiError::NotFound(format!(
+                    "Could not find any versions of model {}: none is on disk yet",
+                    spec.name
+                )));
             }
+            return Ok(entry
+                .versions
+                .iter()
+                .rev()
+                .map(|(v, s)| VersionStatus::of(*v, s))
+                .collect());
         }
-        ModelState::Loading { version } => {
-            check_version_number(st, version, spec.version)?;
-            VersionStatus {
-                version,
-                state: ServableState::Loading,
-                error: None,
-                engine: None,
-            }
-        }
-        ModelState::Failed { version, message } => {
-            if let Some(v) = version {
-                check_version_number(st, v, spec.version)?;
-            }
-            VersionStatus {
-                version: version.unwrap_or(match spec.version {
-                    VersionChoice::Number(n) => n,
-                    _ => 0,
-                }),
-                state: ServableState::End,
-                error: Some(message),
-                engine: None,
-            }
-        }
+        VersionChoice::Number(n) => n,
+        VersionChoice::Label(label) => label_version(spec.name, entry, label)?,
     };
-    Ok(vec![status])
+    match entry.versions.get(&version) {
+        Some(s) => Ok(vec![VersionStatus::of(version, s)]),
+        None => Err(ApiError::NotFound(format!(
+            "Servable not found for request: {}: {}",
+            spec.version.describe(spec.name),
+            available(entry)
+        ))),
+    }
 }

@@ -14,7 +14,7 @@ use runtime::grpc::proto::tensorflow::serving::{ModelSpec, PredictRequest};
 use runtime::grpc::proto::tensorflow::{DataType, TensorProto};
 use runtime::model::find_latest_version;
 use runtime::server::{load_and_warm_up, PoolOptions};
-use runtime::{AppState, Limits, ModelState};
+use runtime::{AppState, Limits, Servable};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -158,8 +158,14 @@ pub fn state_pooled(
     limits: Limits,
 ) -> Arc<AppState> {
     let found = find_latest_version(dir).expect("model folder");
-    let model = load_and_warm_up(&found, pool).expect("model loads");
-    AppState::new(name, ModelState::Available(Arc::new(model)), limits)
+    let mut model = load_and_warm_up(&found, pool).expect("model loads");
+    model.name = name.into();
+    AppState::serving(
+        name,
+        model.version,
+        Servable::Available(Arc::new(model)),
+        limits,
+    )
 }
 
 /// One request through the app: the status and the whole body.
