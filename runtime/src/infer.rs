@@ -4,7 +4,7 @@
 //! every other request. A full queue turns into 429 at once instead of an ever-growing backlog.
 //! The workers know models only as [`Backend`]s: which engine runs them is not their concern.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -108,8 +108,10 @@ impl InferencePool {
         let stats = Arc::new(Counters::default());
         let support = backend.batch_support();
         let batching = batching.filter(|b| b.max_batch_size > 1 && support != BatchSupport::None);
+        let running = Arc::new(AtomicUsize::new(workers.max(1)));
         for i in 0..workers.max(1) {
             let rx = rx.clone();
+            let running = running.clone();
             let worker = Worker {
                 runner: backend.runner()?,
                 support: support.clone(),
@@ -119,7 +121,14 @@ impl InferencePool {
             let batching = batching.clone();
             thread::Builder::new()
                 .name(format!("inference-{i}"))
-                .spawn(move || worker.serve(&rx, batching))
+                .spawn(move || {
+                    worker.serve(&rx, batching);
+                    // The last worker of an unloaded model has dropped its runner: the model's
+                    // memory is free, and can go back to the system.
+                    if running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        release_free_memory();
+                    }
+                })
                 .map_err(|e| format!("cannot start inference threads: {e}"))?;
         }
         Ok(InferencePool {
@@ -167,6 +176,17 @@ impl InferencePool {
                 "an inference worker stopped while running this request".into(),
             )),
         }
+    }
+}
+
+/// Returns the heap's free pages to the system. glibc's malloc keeps what a model freed in its
+/// arenas; after unloading a version that is tens or hundreds of MB the process would stay at
+/// its peak (the reload test measured +50 MB kept over five swaps of a 18 MB CNN without it).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; it takes no pointer from us.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
