@@ -49,6 +49,23 @@ def linear():
     return path, {"x": x}, {"y": x @ w + b}
 
 
+def linear_v2():
+    # linear's signature with other weights (y = x @ W + b + 100): a second version of the
+    # same model whose answers tell the two apart (the reload tests copy it in as version 2).
+    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0
+    b = np.array([100.5, 99.0, 102.0], dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
+        "linear",
+        [vi("x", TensorProto.FLOAT, ["batch", 4])],
+        [vi("y", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
+    path = save("linear_v2", graph)
+    x = np.array([[1, 2, 3, 4], [0.5, -0.5, 0.25, 0]], dtype=np.float32)
+    return path, {"x": x}, {"y": x @ w + b}
+
+
 def multi_io():
     # Several named inputs and outputs; the batch dimension has neither value nor name.
     graph = helper.make_graph(
@@ -260,7 +277,7 @@ def image_fixtures():
 
 def main():
     expected = {"image_identity": image_fixtures()}
-    for make in (linear, multi_io, int64_ids, fixed_batch, dtypes, slow, determinant):
+    for make in (linear, linear_v2, multi_io, int64_ids, fixed_batch, dtypes, slow, determinant):
         path, inputs, outputs = make()
         check_with_onnxruntime(path, inputs, outputs)
         name = make.__name__

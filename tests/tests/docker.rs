@@ -430,6 +430,77 @@ async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
         "over gRPC the cat came out as {class}"
     );
     drop(guard);
+    several_models_from_a_config_file(&docker, &built.tag).await;
+}
+
+/// The same image with `--model_config_file` (through its environment variable) on a read-only
+/// bind mount: two models, each answering; a version copied into the host folder afterwards is
+/// picked up by polling.
+async fn several_models_from_a_config_file(docker: &Docker, image: &str) {
+    let dir = std::env::temp_dir().join(format!("onnx-serving-e2e-config-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let copy = |from: std::path::PathBuf, to: std::path::PathBuf| {
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    };
+    let fixtures = workspace().join("runtime/tests/fixtures/models");
+    copy(test_models().join("efficientnet/1"), dir.join("cat/1"));
+    copy(fixtures.join("linear/1"), dir.join("linear/1"));
+    std::fs::write(
+        dir.join("models.config"),
+        "model_config_list {\n  config { name: \"cat\" base_path: \"/models/cat\" model_platform: \"onnx\" }\n  config { name: \"linear\" base_path: \"/models/linear\" }\n}\n",
+    )
+    .unwrap();
+    let (guard, ports) = run_published(
+        docker,
+        image,
+        Some((&dir, "/models")),
+        &[
+            "MODEL_NAME=cat",
+            "ONNX_SERVING_MODEL_CONFIG_FILE=/models/models.config",
+            "ONNX_SERVING_ENGINE=tract",
+        ],
+    )
+    .await;
+    let port = ports.rest;
+    wait_available(port, "cat", docker, &guard.id).await;
+    wait_available(port, "linear", docker, &guard.id).await;
+    let cat = std::fs::read(test_models().join("cat.jpg")).unwrap();
+    let request = json!({"instances": [{"b64": base64(&cat)}]}).to_string();
+    let (status, answer) = http(port, "POST", "/v1/models/cat:predict", &request).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let class = answer["predictions"][0]["classes"].as_i64().unwrap_or(-1);
+    assert!((281..=285).contains(&class), "{answer}");
+    let linear = r#"{"instances": [[1, 2, 3, 4]]}"#;
+    let (status, answer) = http(port, "POST", "/v1/models/linear:predict", linear).unwrap();
+    assert_eq!(
+        (status, &answer["predictions"][0][0]),
+        (200, &json!(6.5)),
+        "{answer}"
+    );
+    // Version 2 appears in the host folder: the container loads it and answers with it.
+    let staged = dir.join(".linear-2");
+    copy(fixtures.join("linear_v2/1"), staged.clone());
+    std::fs::rename(&staged, dir.join("linear/2")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, answer) = http(port, "POST", "/v1/models/linear:predict", linear).unwrap();
+        assert_eq!(status, 200, "{answer}");
+        if answer["predictions"][0][0] == json!(106.5) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "version 2 was never served:\n{}",
+            builder::docker::container_logs(docker, &guard.id).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(guard);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn flatten(v: &Value) -> Vec<f64> {
