@@ -56,7 +56,9 @@ pub mod env {
         gRPC API (--port, 8500), run by tract or \
         onnxruntime (--engine; auto keeps the faster).\n\n\
         Models live at <model_base_path>/<model_name>/<version>/model.onnx; the highest numeric \
-        version is served. An optional signature.toml beside model.onnx makes an image \
+        version is served, and a higher one copied in later replaces it without a restart. \
+        --model_config_file serves several models, with version policies and labels (TF \
+        Serving's format). An optional signature.toml beside model.onnx makes an image \
         classifier take {\"b64\": JPEG or PNG} and answer classes and probabilities, as TF \
         Serving's ResNet did (see the README). With no subcommand, `runtime` serves (as \
         `runtime serve`).\n\n\
