@@ -66,6 +66,33 @@ def linear_v2():
     return path, {"x": x}, {"y": x @ w + b}
 
 
+def leading_dims():
+    # The free batch dimension under the names other exporters give it: "N", "batch_size", or
+    # tf2onnx's "unk__616" on the input and another "unk__" on the output. Each must get the
+    # concrete batch plans a dimension named "batch" gets. The last has free spatial
+    # dimensions too ([N, 3, H, W] -> mean over H, W -> [N, 3]).
+    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0
+    b = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+    made = []
+    for name, dim_in, dim_out in [("dim_n", "N", "N"), ("dim_unk", "unk__616", "unk__617")]:
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
+            name,
+            [vi("x", TensorProto.FLOAT, [dim_in, 4])],
+            [vi("y", TensorProto.FLOAT, [dim_out, 3])],
+            [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+        )
+        made.append(save(name, graph))
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)],
+        "dim_spatial",
+        [vi("x", TensorProto.FLOAT, ["batch_size", 3, "H", "W"])],
+        [vi("y", TensorProto.FLOAT, ["batch_size", 3])],
+    )
+    made.append(save("dim_spatial", graph))
+    return made
+
+
 def multi_io():
     # Several named inputs and outputs; the batch dimension has neither value nor name.
     graph = helper.make_graph(
@@ -277,6 +304,7 @@ def image_fixtures():
 
 def main():
     expected = {"image_identity": image_fixtures()}
+    leading_dims()
     for make in (linear, linear_v2, multi_io, int64_ids, fixed_batch, dtypes, slow, determinant):
         path, inputs, outputs = make()
         check_with_onnxruntime(path, inputs, outputs)

@@ -92,14 +92,15 @@ pub fn load_onnx_batched(path: &Path, batch_sizes: &[usize]) -> Result<LoadedMod
         })
         .collect();
 
-    // Each input closed over its free dimensions; the inputs whose first dimension is the free
-    // batch are remembered, for the concrete-batch plans.
-    let batch: TDim = model.symbols.sym("batch").into();
+    // Each input closed over its free dimensions; the inputs whose first dimension is free are
+    // remembered, for the concrete-batch plans. The exporter's name for it does not matter:
+    // `batch`, `N`, `batch_size`, tf2onnx's `unk__616` or none at all.
     let mut batched_inputs = Vec::with_capacity(input_names.len());
     for (ix, name) in input_names.iter().enumerate() {
         let fact = model.input_fact(ix).map_err(tract_err("parse"))?.clone();
         let fixed = close_input_fact(&model, name, fact)?;
-        if fixed.shape.dim(0).and_then(|d| d.concretize()) == Some(batch.clone()) {
+        let leading = fixed.shape.dim(0).and_then(|d| d.concretize());
+        if leading.is_some_and(|d| d.to_i64().is_err()) {
             batched_inputs.push((ix, fixed.clone()));
         }
         model
@@ -112,6 +113,12 @@ pub fn load_onnx_batched(path: &Path, batch_sizes: &[usize]) -> Result<LoadedMod
             let mut fact = fact.clone();
             fact.shape.set_dim(0, n.into());
             one.set_input_fact(*ix, fact)
+                .map_err(tract_err("parse (concrete batch)"))?;
+        }
+        // The outputs' declared shapes may name the batch otherwise (tf2onnx: `unk__617` out,
+        // `unk__616` in), which a concrete batch could not unify with: let tract infer them.
+        for ix in 0..output_names.len() {
+            one.set_output_fact(ix, InferenceFact::default())
                 .map_err(tract_err("parse (concrete batch)"))?;
         }
         one.into_optimized()
@@ -310,6 +317,39 @@ mod tests {
         // A fixed batch gets no plans, whatever is asked.
         let fixed = load_onnx_batched(&fixture("fixed_batch"), &[2, 4]).unwrap();
         assert!(fixed.plan.fixed.is_empty());
+    }
+
+    #[test]
+    fn a_free_batch_gets_its_plans_whatever_its_name() {
+        for (name, input) in [
+            ("dim_n", tensor2(&[[1.0f32, 2.0, 3.0, 4.0]])),
+            ("dim_unk", tensor2(&[[1.0f32, 2.0, 3.0, 4.0]])),
+            (
+                "dim_spatial",
+                Tensor::from_shape(&[1, 3, 2, 5], &[0.5f32; 30]).unwrap(),
+            ),
+        ] {
+            let loaded = load_onnx_batched(&fixture(name), &[2]).unwrap();
+            let one = loaded
+                .plan
+                .batch1()
+                .unwrap_or_else(|| panic!("{name}: no batch-1 plan"));
+            assert!(loaded.plan.batch_first, "{name}");
+            assert_eq!(loaded.plan.batch_sizes().collect::<Vec<_>>(), [2], "{name}");
+            let a = one.run(tvec![input.clone().into_tvalue()]).unwrap();
+            let b = loaded.plan.any.run(tvec![input.into_tvalue()]).unwrap();
+            assert_eq!(a[0], b[0], "{name}");
+        }
+        // Free spatial dimensions stay free in the batch-1 plan: another size runs too.
+        let loaded = load_onnx(&fixture("dim_spatial")).unwrap();
+        let x = Tensor::from_shape(&[1, 3, 7, 3], &[2.0f32; 63]).unwrap();
+        let y = loaded
+            .plan
+            .batch1()
+            .unwrap()
+            .run(tvec![x.into_tvalue()])
+            .unwrap();
+        assert_eq!(y[0].shape(), [1, 3]);
     }
 
     #[test]
