@@ -128,6 +128,50 @@ async fn classes_labels_and_probabilities() {
 }
 
 #[tokio::test]
+async fn columnar_b64_lists_hold_one_image_per_batch_entry() {
+    let app = app_for("image_classifier");
+    let uri = "/v1/models/image_classifier:predict";
+    let (red, blue) = (b64(&image("red.jpg")), b64(&image("blue.png")));
+    for (body, classes) in [
+        (
+            json!({"inputs": {"image_bytes": [{"b64": red}, {"b64": blue}]}}),
+            json!([1, 3]),
+        ),
+        (json!({"inputs": [{"b64": blue}]}), json!([3])),
+        (json!({"inputs": {"image_bytes": {"b64": red}}}), json!(1)),
+    ] {
+        let (status, got) = post(&app, uri, &body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{body}: {got}");
+        assert_eq!(got["outputs"]["classes"], classes, "{got}");
+    }
+    let (status, got) = post(
+        &app,
+        uri,
+        &json!({"inputs": [{"b64": red}, [[[0.0, 1.0, 0.0]]]]}).to_string(),
+    )
+    .await;
+    assert_error(
+        status,
+        &got,
+        StatusCode::BAD_REQUEST,
+        &["one per batch entry"],
+    );
+    // Not for a numeric input: its tensor is asked for.
+    let (status, got) = post(
+        &app_for("linear"),
+        "/v1/models/linear:predict",
+        &json!({"inputs": [{"b64": red}]}).to_string(),
+    )
+    .await;
+    assert_error(
+        status,
+        &got,
+        StatusCode::BAD_REQUEST,
+        &["b64", "not accepted"],
+    );
+}
+
+#[tokio::test]
 async fn bad_images_get_400_with_a_reason() {
     let app = app_for("image_classifier");
     let uri = "/v1/models/image_classifier:predict";

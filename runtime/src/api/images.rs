@@ -51,7 +51,8 @@ pub fn from_instances(
     })
 }
 
-/// Columnar format: `inputs` is one `{"b64"}` image, or a `[batch, height, width, 3]` tensor.
+/// Columnar format: `inputs` is one `{"b64"}` image, a list of them (`[{"b64": ...}, ...]`, one
+/// per batch entry), or a `[batch, height, width, 3]` tensor; bare or under the input's name.
 pub fn from_inputs(
     sig: &ServingSignature,
     model: &Signature,
@@ -62,6 +63,11 @@ pub fn from_inputs(
     let images: Vec<&JsonInput> = match value {
         JsonInput::Tensor(t) if t.shape.len() == 4 => {
             split = split_batch(t);
+            split.iter().collect()
+        }
+        // Columnar binary values: one image per batch entry.
+        JsonInput::B64List(list) => {
+            split = list.iter().map(|b| JsonInput::B64(b.clone())).collect();
             split.iter().collect()
         }
         other => vec![other],

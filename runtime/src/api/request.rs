@@ -32,6 +32,12 @@ pub enum Scalar {
 impl fmt::Display for Scalar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Scalar::F(v) if v.is_infinite() => {
+                f.write_str(if *v > 0.0 { "Infinity" } else { "-Infinity" })
+            }
+            Scalar::F(v) if v.is_finite() && *v != 0.0 && !(1e-4..1e16).contains(&v.abs()) => {
+                write!(f, "{v:e}")
+            }
             Scalar::F(v) => write!(f, "{v}"),
             Scalar::I(v) => write!(f, "{v}"),
             Scalar::U(v) => write!(f, "{v}"),
@@ -47,11 +53,13 @@ pub struct NdArray {
     pub data: Vec<Scalar>,
 }
 
-/// One value of a request: a tensor, a binary `{"b64": "..."}`, or tensors keyed by input name.
+/// One value of a request: a tensor, a binary `{"b64": "..."}`, a list of binary values (the
+/// columnar form of a batch of them, `[{"b64": ...}, ...]`), or tensors keyed by input name.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JsonInput {
     Tensor(NdArray),
     B64(String),
+    B64List(Vec<String>),
     Named(Vec<(String, JsonInput)>),
 }
 
@@ -199,6 +207,17 @@ impl Parser<'_> {
             return Err(format!("nested deeper than {MAX_DEPTH} levels"));
         }
         match self.peek() {
+            Some(b'[') if self.list_of_objects() => {
+                let mut list = Vec::new();
+                self.array(|p| match p.input(depth + 1)? {
+                    JsonInput::B64(data) => {
+                        list.push(data);
+                        Ok(())
+                    }
+                    _ => Err("a list of objects holds binary values, {\"b64\": \"...\"}, one per batch entry".into()),
+                })?;
+                Ok(JsonInput::B64List(list))
+            }
             Some(b'[') => {
                 let mut builder = NdBuilder::default();
                 builder.read_array(self, 0)?;
@@ -210,6 +229,14 @@ impl Parser<'_> {
                 data: vec![self.scalar()?],
             })),
         }
+    }
+
+    /// Positioned on `[`: whether the first element is an object (`[{"b64": ...}, ...]`).
+    fn list_of_objects(&self) -> bool {
+        self.s[self.pos + 1..]
+            .iter()
+            .find(|c| !c.is_ascii_whitespace())
+            == Some(&b'{')
     }
 
     fn named(&mut self, depth: usize) -> PResult<JsonInput> {
@@ -251,6 +278,12 @@ impl Parser<'_> {
                 Err("strings are not tensor values; send binary data as {\"b64\": \"...\"}".into())
             }
             Some(b'{') => Err("objects cannot appear inside a tensor's nested arrays".into()),
+            // TF Serving's (and Python's json) non-finite numbers; `nan`, `inf` stay errors.
+            Some(b'N') => self.literal("NaN").map(|_| Scalar::F(f64::NAN)),
+            Some(b'I') => self.literal("Infinity").map(|_| Scalar::F(f64::INFINITY)),
+            Some(b'-') if self.s[self.pos..].starts_with(b"-I") => self
+                .literal("-Infinity")
+                .map(|_| Scalar::F(f64::NEG_INFINITY)),
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b) => Err(format!("expected a value, found '{}'", b as char)),
             None => Err("EOF while parsing a value".into()),
@@ -477,9 +510,17 @@ mod tests {
     fn strings_nulls_and_objects_inside_tensors_are_refused() {
         assert!(parse("[\"a\"]").unwrap_err().contains("b64"));
         assert!(parse("[null]").unwrap_err().contains("null"));
-        assert!(parse("[{\"a\": 1}]")
+        assert!(parse("[1, {\"a\": 1}]")
             .unwrap_err()
             .contains("objects cannot appear"));
+        // A list that starts with an object is a list of binary values, and only that.
+        assert!(parse("[{\"a\": 1}]")
+            .unwrap_err()
+            .contains("one per batch entry"));
+        assert_eq!(
+            parse(r#"[{"b64": "aGk="}, {"b64": "aA"}]"#).unwrap(),
+            JsonInput::B64List(vec!["aGk=".into(), "aA".into()])
+        );
     }
 
     #[test]
