@@ -674,3 +674,54 @@ async fn batching_is_a_no_op_for_a_fixed_batch_model() {
     );
     answers_fixed_batch_as_expected(&app).await;
 }
+
+#[tokio::test]
+async fn non_finite_numbers_as_tf_serving_reads_and_writes_them() {
+    let app = app_for("linear");
+    let uri = "/v1/models/linear:predict";
+    // linear: y = x @ W + b with W's first row [0, 0.1, 0.2]: inf * 0 is NaN.
+    for (x, want) in [
+        ("NaN", "[[NaN,NaN,NaN]]"),
+        ("Infinity", "[[NaN,Infinity,Infinity]]"),
+        ("-Infinity", "[[NaN,-Infinity,-Infinity]]"),
+    ] {
+        let body = format!(r#"{{"instances": [[{x}, 0, 0, 0]]}}"#);
+        let (status, text) = post_raw(&app, uri, &body).await;
+        assert_eq!(status, StatusCode::OK, "{x}: {text}");
+        assert_eq!(text, format!(r#"{{"predictions":{want}}}"#), "{x}");
+    }
+    let (status, text) = post_raw(&app, uri, r#"{"inputs": [[NaN, 1, 2, 3]]}"#).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.starts_with(r#"{"outputs":[[NaN,"#), "{text}");
+    // Other spellings are not JSON, and a string is not a number.
+    for x in [
+        "nan",
+        "Nan",
+        "inf",
+        "-inf",
+        "infinity",
+        "\"NaN\"",
+        "+Infinity",
+    ] {
+        let body = format!(r#"{{"instances": [[{x}, 0, 0, 0]]}}"#);
+        let (status, text) = post_raw(&app, uri, &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{x}: {text}");
+    }
+    // A finite literal beyond float32 is refused, not sent as infinity.
+    let (status, body) = post(&app, uri, r#"{"instances": [[1e39, 0, 0, 0]]}"#).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        &["1e39", "range of float32"],
+    );
+    // float64 takes it; integers take no NaN.
+    let dtypes = app_for("dtypes");
+    let body = r#"{"instances": [{"f64_in": [1e39, NaN], "i32_in": [1, 2], "bool_in": [true, false], "u8_in": [0, 1]}]}"#;
+    let (status, text) = post_raw(&dtypes, "/v1/models/dtypes:predict", body).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains("[2e39,NaN]"), "{text}");
+    let body = r#"{"instances": [{"f64_in": [1, 2], "i32_in": [NaN, 2], "bool_in": [true, false], "u8_in": [0, 1]}]}"#;
+    let (status, got) = post(&dtypes, "/v1/models/dtypes:predict", body).await;
+    assert_error(status, &got, StatusCode::BAD_REQUEST, &["i32_in", "NaN"]);
+}

@@ -97,7 +97,7 @@ fn check_known_names(sig: &Signature, named: &[(String, JsonInput)]) -> Result<(
 fn tensor_value<'a>(value: &'a JsonInput, spec: &TensorSpec) -> Result<&'a NdArray, String> {
     match value {
         JsonInput::Tensor(t) => Ok(t),
-        JsonInput::B64(_) => Err(format!(
+        JsonInput::B64(_) | JsonInput::B64List(_) => Err(format!(
             "input '{}' is a {} tensor of shape {}: binary {{\"b64\": ...}} values are not accepted for it",
             spec.name,
             spec.dtype,
@@ -156,9 +156,13 @@ fn to_tensor(spec: &TensorSpec, shape: &[usize], rows: &[&NdArray]) -> Result<Te
         }};
     }
     match spec.dtype {
-        DType::F32 => build!(f32, |s| as_f64(s).map(|v| v as f32)),
+        DType::F32 => build!(f32, |s| as_f64(s)
+            .map(|v| (v, v as f32))
+            .and_then(|(v, n)| narrowed(v, n.is_finite(), n))),
         DType::F64 => build!(f64, as_f64),
-        DType::F16 => build!(f16, |s| as_f64(s).map(f16::from_f64)),
+        DType::F16 => build!(f16, |s| as_f64(s)
+            .map(|v| (v, f16::from_f64(v)))
+            .and_then(|(v, n)| narrowed(v, n.is_finite(), n))),
         DType::I8 => build!(i8, |s| as_i128(s).and_then(|v| i8::try_from(v).ok())),
         DType::I16 => build!(i16, |s| as_i128(s).and_then(|v| i16::try_from(v).ok())),
         DType::I32 => build!(i32, |s| as_i128(s).and_then(|v| i32::try_from(v).ok())),
@@ -176,6 +180,12 @@ fn to_tensor(spec: &TensorSpec, shape: &[usize], rows: &[&NdArray]) -> Result<Te
             spec.name
         ))),
     }
+}
+
+/// `v` in a narrower float type, unless it was finite and is no longer (`1e39` as float32):
+/// TF Serving refuses such a value rather than sending infinity to the model.
+fn narrowed<T>(v: f64, finite: bool, n: T) -> Option<T> {
+    (finite || !v.is_finite()).then_some(n)
 }
 
 fn as_f64(s: Scalar) -> Option<f64> {
@@ -200,6 +210,9 @@ fn as_i128(s: Scalar) -> Option<i128> {
 fn wrong_value(spec: &TensorSpec, s: Scalar) -> ApiError {
     let what = match (spec.dtype, s) {
         (DType::Bool, _) => "true or false".to_string(),
+        (DType::F16 | DType::F32 | DType::F64, Scalar::F(_)) => {
+            format!("numbers in the range of {}", spec.dtype)
+        }
         (DType::F16 | DType::F32 | DType::F64, _) => "numbers".to_string(),
         (dt, _) => format!("integers in the range of {dt}"),
     };
@@ -227,8 +240,8 @@ impl Serialize for TensorJson<'_> {
         };
         match self.tensor.data() {
             TensorData::F16(v) => serialize_nd(&Half(&v[range]), shape, s),
-            TensorData::F32(v) => serialize_nd(&&v[range], shape, s),
-            TensorData::F64(v) => serialize_nd(&&v[range], shape, s),
+            TensorData::F32(v) => serialize_nd(&Floats(&v[range]), shape, s),
+            TensorData::F64(v) => serialize_nd(&Floats(&v[range]), shape, s),
             TensorData::I8(v) => serialize_nd(&&v[range], shape, s),
             TensorData::I16(v) => serialize_nd(&&v[range], shape, s),
             TensorData::I32(v) => serialize_nd(&&v[range], shape, s),
@@ -273,13 +286,72 @@ impl Values for Half<'_> {
         self.0.len()
     }
     fn serialize_at<S: SerializeSeq>(&self, i: usize, seq: &mut S) -> Result<(), S::Error> {
-        seq.serialize_element(&self.0[i].to_f32())
+        seq.serialize_element(&Float(self.0[i].to_f32()))
     }
     fn serialize_one<S: Serializer>(&self, i: usize, s: S) -> Result<S::Ok, S::Error> {
-        self.0[i].to_f32().serialize(s)
+        Float(self.0[i].to_f32()).serialize(s)
     }
     fn sub(&self, start: usize, end: usize) -> Self {
         Half(&self.0[start..end])
+    }
+}
+
+/// float32 or float64 values, non-finite ones written as TF Serving writes them.
+struct Floats<'a, T>(&'a [T]);
+
+impl<T: Copy + Into<f64> + Serialize> Values for Floats<'_, T> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn serialize_at<S: SerializeSeq>(&self, i: usize, seq: &mut S) -> Result<(), S::Error> {
+        seq.serialize_element(&Float(self.0[i]))
+    }
+    fn serialize_one<S: Serializer>(&self, i: usize, s: S) -> Result<S::Ok, S::Error> {
+        Float(self.0[i]).serialize(s)
+    }
+    fn sub(&self, start: usize, end: usize) -> Self {
+        Floats(&self.0[start..end])
+    }
+}
+
+thread_local! {
+    /// The token [`TfFormatter`] writes for the non-finite float being serialized.
+    static NON_FINITE: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// A float that serializes as TF Serving writes it: a number, or the bare tokens `NaN`,
+/// `Infinity` and `-Infinity` (Python's json, which TF Serving's clients use, reads them).
+/// serde_json writes non-finite floats as null through its formatter's `write_null`; the token
+/// is handed to [`TfFormatter`] for that call.
+struct Float<T>(T);
+
+impl<T: Copy + Into<f64> + Serialize> Serialize for Float<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v: f64 = self.0.into();
+        if !v.is_finite() {
+            let token = if v.is_nan() {
+                "NaN"
+            } else if v > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            NON_FINITE.with(|t| t.set(Some(token)));
+        }
+        self.0.serialize(s)
+    }
+}
+
+/// serde_json's compact formatter, but a null that stands for a non-finite float is that
+/// float's token (see [`Float`]).
+struct TfFormatter;
+
+impl serde_json::ser::Formatter for TfFormatter {
+    fn write_null<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        match NON_FINITE.with(|t| t.take()) {
+            Some(token) => writer.write_all(token.as_bytes()),
+            None => writer.write_all(b"null"),
+        }
     }
 }
 
@@ -365,8 +437,12 @@ pub fn outputs_json(sig: &Signature, outputs: &[Tensor]) -> Result<Vec<u8>, ApiE
 }
 
 fn write_json(value: &impl Serialize) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(value)
-        .map_err(|e| ApiError::Internal(format!("cannot write the response: {e}")))
+    let mut out = Vec::with_capacity(128);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, TfFormatter);
+    let written = value.serialize(&mut ser);
+    NON_FINITE.with(|t| t.set(None));
+    written.map_err(|e| ApiError::Internal(format!("cannot write the response: {e}")))?;
+    Ok(out)
 }
 
 struct Wrapped<'a, T> {

@@ -201,6 +201,12 @@ pub async fn send_raw(app: &axum::Router, uri: &str) -> (StatusCode, String) {
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// POSTs `body`; the status and the body as text (for answers that are not strict JSON).
+pub async fn post_raw(app: &axum::Router, uri: &str, body: &str) -> (StatusCode, String) {
+    let (status, bytes) = respond(app, "POST", uri, Body::from(body.to_string())).await;
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
 pub async fn send(
     app: &axum::Router,
     method: &str,
