@@ -18,6 +18,9 @@ pub enum ApiError {
     /// Request body over `--max_body_bytes`: 413.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A body in a Content-Encoding the server cannot decode: 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The inference queue is full: 429, try again later.
     #[error("{0}")]
     Overloaded(String),
@@ -37,7 +40,7 @@ impl ApiError {
     /// what gRPC answers, and the `status` label of the request metrics for both APIs.
     pub fn code(&self) -> (i32, &'static str) {
         match self {
-            ApiError::BadRequest(_) => (3, "INVALID_ARGUMENT"),
+            ApiError::BadRequest(_) | ApiError::UnsupportedMediaType(_) => (3, "INVALID_ARGUMENT"),
             ApiError::NotFound(_) => (5, "NOT_FOUND"),
             ApiError::PayloadTooLarge(_) | ApiError::Overloaded(_) => (8, "RESOURCE_EXHAUSTED"),
             ApiError::MethodNotAllowed(_) | ApiError::NotImplemented(_) => (12, "UNIMPLEMENTED"),
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

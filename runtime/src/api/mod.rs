@@ -17,6 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use tower::util::MapResponseLayer;
+use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::error::ApiError;
 use crate::metrics::{metrics, RequestGuard};
@@ -56,8 +58,30 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
+        // The limit counts the bytes the handler reads: decompressed ones, so a small gzip of
+        // a huge body ends in 413 once the limit is reached, without holding more.
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
+        .layer(MapResponseLayer::new(unsupported_encoding))
         .with_state(state)
+}
+
+/// tower-http answers a Content-Encoding it cannot decode with an empty 415: say why in JSON.
+fn unsupported_encoding(response: Response) -> Response {
+    if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return response;
+    }
+    let mut answer = ApiError::UnsupportedMediaType(
+        "this server decodes request bodies sent with Content-Encoding gzip or deflate (or none)"
+            .into(),
+    )
+    .into_response();
+    if let Some(accepted) = response.headers().get(header::ACCEPT_ENCODING) {
+        answer
+            .headers_mut()
+            .insert(header::ACCEPT_ENCODING, accepted.clone());
+    }
+    answer
 }
 
 type Body = Result<Bytes, BytesRejection>;
