@@ -103,7 +103,9 @@ async fn the_decompressed_size_is_what_the_limit_counts() {
     );
     assert!(grew < 256.0, "peak memory grew by {grew:.0} MiB");
     // Under the limit compressed, over it decompressed: 413.
-    let small = Limits { max_body_bytes: 100 };
+    let small = Limits {
+        max_body_bytes: 100,
+    };
     let app = app_with("linear", 1, 4, small);
     let padded = gzip(format!("{BODY}{}", " ".repeat(1000)).as_bytes());
     assert!(padded.len() < 100, "{}", padded.len());

@@ -173,16 +173,6 @@ async fn a_loading_model_is_unavailable() {
     assert!(err.message().contains("model_spec"), "{}", err.message());
 }
 
-/// The Python interpreter with grpcio (the venv `make test` makes), or the fix.
-fn python() -> String {
-    std::env::var("ONNX_SERVING_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "ONNX_SERVING_TEST_PYTHON is not set: this test runs Python's grpcio client; `make test` \
-             points it at .cache/venv (scripts/requirements-models.txt)"
-        )
-    })
-}
-
 #[test]
 fn python_grpcio_client_against_real_servers() {
     let servers = [

@@ -67,13 +67,6 @@ fn run_client(case: &str, server: &Server, base: &Path, config: Option<&Path>) {
     eprintln!("{report}");
 }
 
-fn python() -> String {
-    std::env::var("ONNX_SERVING_TEST_PYTHON").expect(
-        "ONNX_SERVING_TEST_PYTHON is not set: these tests run Python clients; `make test` points \
-         it at .cache/venv (scripts/requirements-models.txt)",
-    )
-}
-
 /// A server started with `args` (its model folders are the test's own).
 fn start(args: &[&str]) -> Server {
     Server::start("unused", args)

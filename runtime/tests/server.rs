@@ -579,3 +579,42 @@ fn healthcheck_fails_when_nothing_listens() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no server answers"));
 }
+
+/// Bodies refused before they are read (over --max_body_bytes, a body on a GET) still get
+/// their JSON answer in clients that write the whole body before reading: Python's urllib.
+#[test]
+fn big_bodies_refused_early_still_get_their_answer() {
+    let server = Server::start("linear", &["--max_body_bytes", "1000000"]);
+    let script = r#"
+import json, sys, urllib.error, urllib.request
+port = sys.argv[1]
+for method, path, size in [("POST", "/v1/models/linear:predict", 5_000_000),
+                           ("GET", "/v1/models/linear:predict", 6_000_000),
+                           ("POST", "/v1/models/nope:predict", 3_000_000)]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"[" * size, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            print(r.status, r.read().decode())
+    except urllib.error.HTTPError as e:
+        print(e.code, json.loads(e.read())["error"])
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, &server.port.to_string()])
+        .output()
+        .expect("run python");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = said.lines().collect();
+    assert!(
+        lines.len() == 3
+            && lines[0].starts_with("413 ")
+            && lines[0].contains("--max_body_bytes")
+            && lines[1].starts_with("405 ")
+            && lines[2].starts_with("404 "),
+        "{said}"
+    );
+}

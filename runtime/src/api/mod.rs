@@ -4,6 +4,7 @@
 //! `resnet:predict` is captured whole and split on `:` here.
 
 pub mod codec;
+pub mod drain;
 pub mod images;
 pub mod request;
 
@@ -63,6 +64,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
         .layer(MapResponseLayer::new(unsupported_encoding))
+        .layer(axum::middleware::from_fn(drain::drain_unread_body))
         .with_state(state)
 }
 

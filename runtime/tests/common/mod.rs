@@ -269,3 +269,15 @@ pub fn assert_close(got: &Value, want: &Value, tol: f64) {
         );
     }
 }
+
+/// The Python interpreter with the clients the tests use (grpcio, ...): the venv `make test`
+/// makes; or the fix.
+#[allow(dead_code)]
+pub fn python() -> String {
+    std::env::var("ONNX_SERVING_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "ONNX_SERVING_TEST_PYTHON is not set: this test runs Python clients; `make test` points \
+             it at .cache/venv (scripts/requirements-models.txt)"
+        )
+    })
+}
