@@ -720,7 +720,7 @@ async fn non_finite_numbers_as_tf_serving_reads_and_writes_them() {
     let body = r#"{"instances": [{"f64_in": [1e39, NaN], "i32_in": [1, 2], "bool_in": [true, false], "u8_in": [0, 1]}]}"#;
     let (status, text) = post_raw(&dtypes, "/v1/models/dtypes:predict", body).await;
     assert_eq!(status, StatusCode::OK, "{text}");
-    assert!(text.contains("[2e39,NaN]"), "{text}");
+    assert!(text.contains("[2e+39,NaN]"), "{text}");
     let body = r#"{"instances": [{"f64_in": [1, 2], "i32_in": [NaN, 2], "bool_in": [true, false], "u8_in": [0, 1]}]}"#;
     let (status, got) = post(&dtypes, "/v1/models/dtypes:predict", body).await;
     assert_error(status, &got, StatusCode::BAD_REQUEST, &["i32_in", "NaN"]);

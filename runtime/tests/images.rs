@@ -138,7 +138,7 @@ async fn columnar_b64_lists_hold_one_image_per_batch_entry() {
             json!([1, 3]),
         ),
         (json!({"inputs": [{"b64": blue}]}), json!([3])),
-        (json!({"inputs": {"image_bytes": {"b64": red}}}), json!(1)),
+        (json!({"inputs": {"image_bytes": {"b64": red}}}), json!([1])),
     ] {
         let (status, got) = post(&app, uri, &body.to_string()).await;
         assert_eq!(status, StatusCode::OK, "{body}: {got}");
