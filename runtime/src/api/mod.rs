@@ -11,7 +11,6 @@ pub mod request;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -86,7 +85,8 @@ fn unsupported_encoding(response: Response) -> Response {
     answer
 }
 
-type Body = Result<Bytes, BytesRejection>;
+/// A request body, read by the handler once the request is admitted (see [`read_body`]).
+type Body = axum::body::Body;
 
 async fn status_latest(
     State(st): State<Arc<AppState>>,
@@ -304,7 +304,9 @@ async fn predict_call(
     }
     let model = service::resolve(st, &spec(name, version))?;
     guard.version(model.version);
-    let body = body.map_err(|rejection| body_error(rejection, st.limits.max_body_bytes))?;
+    // Admitted or refused before the body is even read: a refusal under a flood costs nothing.
+    let _admitted = model.pool.admit()?;
+    let body = read_body(body, st.limits.max_body_bytes).await?;
     // Image decoding takes milliseconds: never on the async executor.
     let (inputs, format) = if body.len() > DECODE_INLINE_MAX || model.serving.is_some() {
         let decoding = model.clone();
@@ -376,17 +378,21 @@ fn format_error(both: bool) -> ApiError {
     })
 }
 
-fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge(format!(
-            "the request body is larger than the server's limit of {limit} bytes (--max_body_bytes)"
-        ))
-    } else {
-        ApiError::BadRequest(format!(
-            "cannot read the request body: {}",
-            rejection.body_text()
-        ))
-    }
+/// The whole body, up to `limit` bytes (decompressed): 413 past it, 400 if it cannot be read
+/// (the connection broke, a gzip body is damaged).
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return ApiError::PayloadTooLarge(format!(
+                    "the request body is larger than the server's limit of {limit} bytes (--max_body_bytes)"
+                ));
+            }
+            source = err.source();
+        }
+        ApiError::BadRequest(format!("cannot read the request body: {e}"))
+    })
 }
 
 /// Prometheus' text exposition of [`crate::metrics`].

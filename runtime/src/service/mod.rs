@@ -398,10 +398,19 @@ pub fn select_outputs(sig: &Signature, filter: &[String]) -> Result<Vec<usize>, 
 }
 
 /// Runs CPU-heavy request work (image decoding, large bodies) on the blocking pool, off the
-/// async executor.
+/// async executor, at most one per core at a time: more would only hold more decoded images in
+/// memory, not finish sooner.
 pub async fn off_executor<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    static DECODERS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let decoders = DECODERS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    });
+    let _turn = decoders
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(format!("request decoding stopped: {e}")))?;
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ApiError::Internal(format!("request decoding stopped: {e}")))?
