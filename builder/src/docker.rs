@@ -299,9 +299,11 @@ pub struct ServingPorts {
     pub grpc: u16,
 }
 
-/// Starts a serving container of `image` as `docker run -p 127.0.0.1::8501 -p 127.0.0.1::8500
-/// [--mount type=bind,source=…,target=…,readonly] [-e …]` does, labelled temporary; returns its
-/// id and the host ports 8501 and 8500 got. The caller removes it (`remove_container`).
+/// Starts a serving container of `image` as `docker run --read-only --cap-drop ALL
+/// --security-opt no-new-privileges -p 127.0.0.1::8501 -p 127.0.0.1::8500
+/// [--mount type=bind,source=…,target=…,readonly] [-e …]` does (the runtime writes nothing and
+/// needs no capability), labelled temporary; returns its id and the host ports 8501 and 8500
+/// got. The caller removes it (`remove_container`).
 pub async fn run_serving(
     docker: &Docker,
     image: &str,
@@ -333,6 +335,9 @@ pub async fn run_serving(
                 )
             }))),
             mounts,
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
             ..Default::default()
         }),
         ..Default::default()

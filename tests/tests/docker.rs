@@ -356,6 +356,24 @@ async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
     .await;
     let port = ports.rest;
     wait_available(port, "resnet", &docker, &guard.id).await;
+    // Locked down as run_serving runs it: read-only root, no capabilities, no new privileges.
+    let host = docker
+        .inspect_container(&guard.id, None::<InspectContainerOptions>)
+        .await
+        .unwrap()
+        .host_config
+        .unwrap_or_default();
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(
+        host.security_opt,
+        Some(vec!["no-new-privileges".to_string()])
+    );
+    assert!(host
+        .mounts
+        .unwrap_or_default()
+        .iter()
+        .all(|m| m.read_only == Some(true)));
     let (_, status) = http(port, "GET", "/v1/models/resnet", "").unwrap();
     assert_eq!(
         status["model_version_status"][0]["engine"], "onnxruntime",
