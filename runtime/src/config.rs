@@ -34,6 +34,10 @@ pub mod env {
     pub const INFERENCE_THREADS: &str = "ONNX_SERVING_INFERENCE_THREADS";
     pub const INFERENCE_WORKERS: &str = "ONNX_SERVING_INFERENCE_WORKERS";
     pub const MAX_BODY_BYTES: &str = "ONNX_SERVING_MAX_BODY_BYTES";
+    pub const REST_API_TIMEOUT_IN_MS: &str = "ONNX_SERVING_REST_API_TIMEOUT_IN_MS";
+    pub const HTTP_HEADER_READ_TIMEOUT_SECONDS: &str =
+        "ONNX_SERVING_HTTP_HEADER_READ_TIMEOUT_SECONDS";
+    pub const MAX_CONNECTIONS: &str = "ONNX_SERVING_MAX_CONNECTIONS";
     pub const QUEUE_CAPACITY: &str = "ONNX_SERVING_QUEUE_CAPACITY";
     pub const ENABLE_BATCHING: &str = "ONNX_SERVING_ENABLE_BATCHING";
     pub const MAX_BATCH_SIZE: &str = "ONNX_SERVING_MAX_BATCH_SIZE";
@@ -168,6 +172,17 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[arg(long = "max_body_bytes", alias = "max-body-bytes", env = env::MAX_BODY_BYTES, default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Longest a REST call may take, from its headers to its answer (body upload and model
+    /// run included); past that, 504 with a JSON error. TF Serving's flag and default.
+    #[arg(long = "rest_api_timeout_in_ms", alias = "rest-api-timeout-in-ms", env = env::REST_API_TIMEOUT_IN_MS, default_value_t = 30_000)]
+    pub rest_api_timeout_in_ms: u64,
+    /// Time an HTTP client has to send a request's headers before its connection is closed
+    /// (slow clients cannot hold connections).
+    #[arg(long = "http_header_read_timeout_seconds", alias = "http-header-read-timeout-seconds", env = env::HTTP_HEADER_READ_TIMEOUT_SECONDS, default_value_t = 10)]
+    pub http_header_read_timeout_seconds: u64,
+    /// HTTP connections open at once; more wait to be accepted until one closes.
+    #[arg(long = "max_connections", alias = "max-connections", env = env::MAX_CONNECTIONS, default_value_t = 10_000)]
+    pub max_connections: usize,
     /// Requests that may wait for a worker; past that, 429.
     #[arg(long = "queue_capacity", alias = "queue-capacity", env = env::QUEUE_CAPACITY, default_value_t = 64)]
     pub queue_capacity: usize,

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// A TF Serving method that ONNX models do not serve: 501.
     #[error("{0}")]
     NotImplemented(String),
+    /// The call took longer than `--rest_api_timeout_in_ms`: 504.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The model is not loaded (yet), or the server is shutting down: 503.
     #[error("{0}")]
     Unavailable(String),
@@ -41,6 +44,7 @@ impl ApiError {
     pub fn code(&self) -> (i32, &'static str) {
         match self {
             ApiError::BadRequest(_) | ApiError::UnsupportedMediaType(_) => (3, "INVALID_ARGUMENT"),
+            ApiError::DeadlineExceeded(_) => (4, "DEADLINE_EXCEEDED"),
             ApiError::NotFound(_) => (5, "NOT_FOUND"),
             ApiError::PayloadTooLarge(_) | ApiError::Overloaded(_) => (8, "RESOURCE_EXHAUSTED"),
             ApiError::MethodNotAllowed(_) | ApiError::NotImplemented(_) => (12, "UNIMPLEMENTED"),
@@ -60,6 +64,7 @@ impl ApiError {
             ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

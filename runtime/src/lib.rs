@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod healthcheck;
+pub mod http;
 pub mod infer;
 pub mod logging;
 pub mod metrics;

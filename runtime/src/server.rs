@@ -13,6 +13,7 @@ use crate::config::{compute_cores, model_dir, ServeArgs};
 use crate::engine::{self, BatchSupport, EngineChoice, LoadOptions, Threads};
 use crate::grpc::proto::tensorflow::serving::MonitoringConfig;
 use crate::grpc::{self, GrpcOptions};
+use crate::http::HttpLimits;
 use crate::infer::{Batching, InferencePool};
 use crate::model::{ModelVersion, ServingSignature};
 use crate::registry::{self, config, Manager, ManagerOptions, ModelConfig};
@@ -114,6 +115,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
+        request_timeout: Duration::from_millis(args.rest_api_timeout_in_ms.max(1)),
+    };
+    let http_limits = HttpLimits {
+        header_read_timeout: Duration::from_secs(args.http_header_read_timeout_seconds.max(1)),
+        max_connections: args.max_connections,
     };
     let state = AppState::new(limits);
     if args.access_log {
@@ -202,10 +208,14 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let rest = async {
-        axum::serve(listener, crate::app(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .await
-            .context("HTTP server failed")
+        crate::http::serve(
+            listener,
+            crate::app(state.clone()),
+            http_limits,
+            stopped(stop_rx.clone()),
+        )
+        .await
+        .context("HTTP server failed")
     };
     let grpc = async {
         match grpc_listener {

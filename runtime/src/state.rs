@@ -93,13 +93,17 @@ pub type Models = BTreeMap<String, ModelEntry>;
 /// Request limits the handlers enforce.
 #[derive(Clone, Debug)]
 pub struct Limits {
+    /// Largest request body, decompressed (`--max_body_bytes`).
     pub max_body_bytes: usize,
+    /// Longest a REST call may take, body read included (`--rest_api_timeout_in_ms`).
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 64 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }

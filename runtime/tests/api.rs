@@ -454,6 +454,7 @@ async fn body_over_the_limit_is_413() {
         8,
         Limits {
             max_body_bytes: 1024,
+            ..Limits::default()
         },
     );
     let big = json!({"instances": vec![[1.0, 2.0, 3.0, 4.0]; 200]}).to_string();

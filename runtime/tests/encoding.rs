@@ -105,6 +105,7 @@ async fn the_decompressed_size_is_what_the_limit_counts() {
     // Under the limit compressed, over it decompressed: 413.
     let small = Limits {
         max_body_bytes: 100,
+        ..Limits::default()
     };
     let app = app_with("linear", 1, 4, small);
     let padded = gzip(format!("{BODY}{}", " ".repeat(1000)).as_bytes());

@@ -618,3 +618,84 @@ for method, path, size in [("POST", "/v1/models/linear:predict", 5_000_000),
         "{said}"
     );
 }
+
+/// Slowloris: 300 connections sending their headers a byte at a time do not keep other clients
+/// out, and are closed after --http_header_read_timeout_seconds; an upload slower than
+/// --rest_api_timeout_in_ms ends in 504 with a JSON error.
+#[test]
+fn slow_clients_cannot_hold_the_server() {
+    let server = Server::start(
+        "linear",
+        &[
+            "--http_header_read_timeout_seconds",
+            "2",
+            "--rest_api_timeout_in_ms",
+            "1000",
+        ],
+    );
+    let script = r#"
+import json, socket, sys, threading, time, urllib.request
+port = int(sys.argv[1])
+slow = []
+for _ in range(300):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /v1/models/linear HTTP/1.1\r\nHo")
+    slow.append(s)
+# Other clients are served meanwhile, promptly.
+for _ in range(20):
+    t = time.time()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/linear", timeout=5) as r:
+        assert r.status == 200
+    assert time.time() - t < 1.0, time.time() - t
+# The slow ones are closed once their headers are overdue.
+time.sleep(3)
+closed = 0
+for s in slow:
+    s.settimeout(2)
+    try:
+        s.sendall(b"s")
+        closed += s.recv(1024) == b""
+    except OSError:
+        closed += 1
+print("closed", closed)
+# An upload that trickles: 504 once the request has taken longer than its time.
+s = socket.create_connection(("127.0.0.1", port))
+body = b'{"instances": [[1, 2, 3, 4]]}'
+s.sendall(b"POST /v1/models/linear:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+answer = b""
+s.settimeout(10)
+for b in body:
+    try:
+        s.sendall(bytes([b]))
+    except OSError:
+        break
+    time.sleep(0.1)
+    s.setblocking(False)
+    try:
+        answer += s.recv(65536)
+    except BlockingIOError:
+        pass
+    s.setblocking(True)
+    if answer:
+        break
+s.settimeout(10)
+while b"\r\n\r\n" not in answer:
+    answer += s.recv(65536)
+print(answer.split(b"\r\n")[0].decode(), answer.split(b"\r\n\r\n", 1)[1][:200].decode(errors="replace"))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, &server.port.to_string()])
+        .output()
+        .expect("run python");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("closed 300"), "{said}");
+    assert!(
+        said.contains("HTTP/1.1 504") && said.contains("--rest_api_timeout_in_ms"),
+        "{said}"
+    );
+}

@@ -275,7 +275,15 @@ async fn call(
         _ => "other",
     };
     let mut guard = metrics().request(st, name, "rest", label);
-    let result = predict_call(st, name, version, method, body, &mut guard).await;
+    let limit = st.limits.request_timeout;
+    let call = predict_call(st, name, version, method, body, &mut guard);
+    let result = match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::DeadlineExceeded(format!(
+            "the request took longer than {} ms (--rest_api_timeout_in_ms): a slow upload, or a model run that long",
+            limit.as_millis()
+        ))),
+    };
     guard.finish(&result);
     result
 }
