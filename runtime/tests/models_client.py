@@ -9,8 +9,9 @@ test made and may change), CONFIG (the --model_config_file, when there is one), 
 Cases:
   config         two models from a config file: specific versions, labels over REST and gRPC,
                  metrics per model and version
-  reload         versions copied in, a broken one, one removed, under continuous requests:
-                 no failed request, answers switch between versions, RSS back after unloading
+  reload         versions copied in, a broken one, one removed, the served one's file damaged
+                 and removed, under continuous requests: no failed request, answers switch
+                 between versions
   config_reload  --model_config_file re-read, then HandleReloadConfigRequest: models added
                  and removed, a bad config refused with its line
   memory         versions of a real CNN swapped in turn: RSS does not grow with each one
@@ -248,6 +249,14 @@ def case_reload():
              lambda: states("m") == {1: "AVAILABLE", 2: "END", 3: "END"})
     switched = time.time()
     wait_for("answers from version 1 again", lambda: clients.values_since(switched) == {V1})
+
+    # Version 1's file truncated, then removed, while it serves: it keeps serving from memory.
+    (model / "1" / "model.onnx").write_bytes(b"\x08")
+    time.sleep(2.5)
+    (model / "1" / "model.onnx").unlink()
+    t = time.time()
+    time.sleep(2.5)
+    assert states("m")[1] == "AVAILABLE" and clients.values_since(t) == {V1}, states("m")
     n = clients.finish()
     print(f"{n} requests during the reloads, none failed")
 

@@ -224,12 +224,15 @@ impl Manager {
             let mut candidates = BTreeSet::new();
             let mut complete = BTreeSet::new();
             for (v, dir) in scan {
-                let Some(dir) = dir else { continue };
-                complete.insert(*v);
+                // A loaded version whose folder is still there keeps serving from memory, even
+                // if its files are damaged or removed meanwhile; removing the folder unloads it.
                 if live(v) {
+                    complete.insert(*v);
                     candidates.insert(*v);
                     continue;
                 }
+                let Some(dir) = dir else { continue };
+                complete.insert(*v);
                 match track.failed.get(v) {
                     Some(f) if *f == dir.fingerprint => continue,
                     Some(_) => {
