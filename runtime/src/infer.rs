@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::engine::{Backend, BatchSupport, Runner};
 use crate::error::ApiError;
@@ -77,14 +77,7 @@ pub struct InferencePool {
     tx: Sender<Job>,
     capacity: usize,
     stats: Arc<Counters>,
-    /// Requests admitted and not yet answered: at most `admits`, the queue plus the workers.
-    admission: Arc<Semaphore>,
-    admits: usize,
 }
-
-/// A request's place among those the pool admitted (see [`InferencePool::admit`]); held until
-/// it is answered.
-pub struct Admitted(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// What the workers did, since start.
 #[derive(Default)]
@@ -142,27 +135,28 @@ impl InferencePool {
             tx,
             capacity: queue_capacity.max(1),
             stats,
-            admission: Arc::new(Semaphore::new(queue_capacity.max(1) + workers.max(1))),
-            admits: queue_capacity.max(1) + workers.max(1),
         })
     }
 
     /// Admits a request before any of its work is done (reading, decoding), or refuses it at
-    /// once when the queue and the workers already have all they can take: under a flood the
-    /// refused requests cost almost nothing, and the admitted ones keep the throughput.
+    /// once when the queue is already full: under a flood the refused requests cost almost
+    /// nothing, and the admitted ones keep the workers busy. A request admitted while the queue
+    /// had room may still find it full once decoded (429 then); decoding runs one request per
+    /// core (`service::off_executor`), so that waste stays small.
     ///
     /// Errors: Overloaded (429 with Retry-After; RESOURCE_EXHAUSTED over gRPC).
-    pub fn admit(&self) -> Result<Admitted, ApiError> {
-        self.admission
-            .clone()
-            .try_acquire_owned()
-            .map(Admitted)
-            .map_err(|_| {
-                ApiError::Overloaded(format!(
-                    "the server is at capacity ({} requests queued or running); retry later or raise --queue_capacity",
-                    self.admits
-                ))
-            })
+    pub fn admit(&self) -> Result<(), ApiError> {
+        if self.tx.len() < self.capacity {
+            return Ok(());
+        }
+        Err(self.full())
+    }
+
+    fn full(&self) -> ApiError {
+        ApiError::Overloaded(format!(
+            "the inference queue is full ({} requests waiting); retry later or raise --queue_capacity",
+            self.capacity
+        ))
     }
 
     /// Requests waiting for a worker now.
@@ -184,12 +178,7 @@ impl InferencePool {
         let (reply, answer) = oneshot::channel();
         match self.tx.try_send(Job { inputs, reply }) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(ApiError::Overloaded(format!(
-                    "the inference queue is full ({} requests waiting); retry later or raise --queue_capacity",
-                    self.capacity
-                )))
-            }
+            Err(TrySendError::Full(_)) => return Err(self.full()),
             Err(TrySendError::Disconnected(_)) => {
                 return Err(ApiError::Unavailable("the inference workers have stopped".into()))
             }

@@ -312,8 +312,8 @@ async fn predict_call(
     }
     let model = service::resolve(st, &spec(name, version))?;
     guard.version(model.version);
-    // Admitted or refused before the body is even read: a refusal under a flood costs nothing.
-    let _admitted = model.pool.admit()?;
+    // Refused before the body is even read when the queue is full: cheap under a flood.
+    model.pool.admit()?;
     let body = read_body(body, st.limits.max_body_bytes).await?;
     // Image decoding takes milliseconds: never on the async executor.
     let (inputs, format) = if body.len() > DECODE_INLINE_MAX || model.serving.is_some() {

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Floods runtime servers with wrk and reports what they answered, side by side.
+
+For each concurrency, each server binary in turn (interleaved) serves each model on loopback,
+with the queue capacity given; wrk (Debian's `wrk`) POSTs one body for N seconds through
+scripts/flood.lua. Reported per run: answers by status (200, 429, others), 429s without
+Retry-After, wrk's timeouts and socket errors, goodput (200s per second), latency p50/p99 of all
+answers, and the server's peak and after-flood RSS.
+
+Usage:
+  scripts/flood.py --runtime NAME=PATH [--runtime NAME=PATH ...] --image-model DIR --image IMG \
+      [--fast-model DIR] [--concurrency 16,64,256] [--seconds 15] [--queue 64] [--markdown]
+
+An image model DIR holds <version>/model.onnx and signature.toml; it gets the image as
+{"instances": [{"b64": ...}]}. A fast model (runtime/tests/fixtures/models/linear) gets
+{"instances": [[1, 2, 3, 4]]}.
+"""
+
+import argparse
+import base64
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+LUA = pathlib.Path(__file__).resolve().parent / "flood.lua"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid, field="VmRSS"):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Server:
+    def __init__(self, binary, model_dir, queue):
+        self.base = tempfile.mkdtemp(prefix="flood-")
+        os.symlink(pathlib.Path(model_dir).resolve(), pathlib.Path(self.base) / "m")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [binary, "--model_name", "m", "--model_base_path", self.base,
+             "--rest_api_host", "127.0.0.1", "--rest_api_port", str(self.port),
+             "--disable_grpc", "--queue_capacity", str(queue), "--engine", "tract"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/models/m", timeout=5) as r:
+                    if json.loads(r.read())["model_version_status"][0]["state"] == "AVAILABLE":
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit(f"{binary} never served {model_dir}")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def flood(server, body_file, connections, seconds):
+    peak = [0.0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_mb(server.proc.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
+         "-s", str(LUA), f"http://127.0.0.1:{server.port}/v1/models/m:predict"],
+        env={**os.environ, "FLOOD_BODY": body_file}, capture_output=True, text=True, check=True)
+    stop.set()
+    sampler.join()
+    line = next(l for l in out.stdout.splitlines() if l.startswith("FLOOD "))
+    result = json.loads(line[len("FLOOD "):])
+    time.sleep(3)
+    result["peak_rss_mb"] = peak[0]
+    result["after_rss_mb"] = rss_mb(server.proc.pid)
+    status = {int(k): v for k, v in result["status"].items()}
+    result["ok"] = status.get(200, 0)
+    result["rejected"] = status.get(429, 0)
+    result["other"] = sum(v for k, v in status.items() if k not in (200, 429))
+    result["goodput"] = result["ok"] / result["seconds"]
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runtime", action="append", required=True, help="NAME=PATH of a runtime binary")
+    ap.add_argument("--image-model", required=True)
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--fast-model")
+    ap.add_argument("--concurrency", default="16,64,256")
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--queue", type=int, default=64)
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing: apt-get install wrk")
+    runtimes = [r.split("=", 1) for r in args.runtime]
+    bodies = tempfile.mkdtemp(prefix="flood-bodies-")
+    image_body = os.path.join(bodies, "image.json")
+    with open(image_body, "w") as f:
+        b64 = base64.b64encode(pathlib.Path(args.image).read_bytes()).decode()
+        json.dump({"instances": [{"b64": b64}]}, f)
+    models = [("image (b64 JPEG)", args.image_model, image_body)]
+    if args.fast_model:
+        fast_body = os.path.join(bodies, "fast.json")
+        pathlib.Path(fast_body).write_text('{"instances": [[1, 2, 3, 4]]}')
+        models.append(("fast (linear)", args.fast_model, fast_body))
+    rows = []
+    for model_name, model_dir, body in models:
+        for c in [int(x) for x in args.concurrency.split(",")]:
+            for name, binary in runtimes:  # interleaved: each binary in turn, same load
+                server = Server(binary, model_dir, args.queue)
+                try:
+                    r = flood(server, body, c, args.seconds)
+                finally:
+                    server.stop()
+                rows.append((model_name, c, name, r))
+                print(f"{model_name} c={c} {name}: {json.dumps(r)}", file=sys.stderr)
+    shutil.rmtree(bodies, ignore_errors=True)
+    print("| model | clients | server | 200 | 429 | other/errors | goodput (req/s) | p50 / p99 ms (all) | RSS peak / after (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for model_name, c, name, r in rows:
+        errors = r["other"] + r["timeouts"] + r["connect_errors"] + r["read_errors"] + r["write_errors"]
+        print(f"| {model_name} | {c} | {name} | {r['ok']} | {r['rejected']} | {errors} | "
+              f"{r['goodput']:.1f} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} | "
+              f"{r['peak_rss_mb']:.0f} / {r['after_rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
