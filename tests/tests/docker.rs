@@ -517,6 +517,39 @@ async fn several_models_from_a_config_file(docker: &Docker, image: &str) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // docker kill while a request is in flight: the client gets an error, not a hang, and a
+    // new container on the same folder serves (the newest version, from the start).
+    let in_flight = std::thread::spawn(move || {
+        let request = json!({"instances": [{"b64": base64(&cat)}]}).to_string();
+        http(port, "POST", "/v1/models/cat:predict", &request)
+    });
+    docker
+        .kill_container(
+            &guard.id,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .expect("docker kill");
+    let _ = in_flight.join().expect("the client thread ends");
+    drop(guard);
+    let (guard, ports) = run_published(
+        docker,
+        image,
+        Some((&dir, "/models")),
+        &[
+            "MODEL_NAME=cat",
+            "ONNX_SERVING_MODEL_CONFIG_FILE=/models/models.config",
+            "ONNX_SERVING_ENGINE=tract",
+        ],
+    )
+    .await;
+    wait_available(ports.rest, "linear", docker, &guard.id).await;
+    let (status, answer) = http(ports.rest, "POST", "/v1/models/linear:predict", linear).unwrap();
+    assert_eq!(
+        (status, &answer["predictions"][0][0]),
+        (200, &json!(106.5)),
+        "{answer}"
+    );
     drop(guard);
     let _ = std::fs::remove_dir_all(&dir);
 }
