@@ -180,7 +180,9 @@ impl InferencePool {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(self.full()),
             Err(TrySendError::Disconnected(_)) => {
-                return Err(ApiError::Unavailable("the inference workers have stopped".into()))
+                return Err(ApiError::Unavailable(
+                    "the inference workers have stopped".into(),
+                ))
             }
         }
         match answer.await {

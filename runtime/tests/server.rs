@@ -598,16 +598,7 @@ for method, path, size in [("POST", "/v1/models/linear:predict", 5_000_000),
     except urllib.error.HTTPError as e:
         print(e.code, json.loads(e.read())["error"])
 "#;
-    let out = Command::new(python())
-        .args(["-c", script, &server.port.to_string()])
-        .output()
-        .expect("run python");
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = run_python(script, server.port);
     let lines: Vec<&str> = said.lines().collect();
     assert!(
         lines.len() == 3
@@ -683,19 +674,26 @@ while b"\r\n\r\n" not in answer:
     answer += s.recv(65536)
 print(answer.split(b"\r\n")[0].decode(), answer.split(b"\r\n\r\n", 1)[1][:200].decode(errors="replace"))
 "#;
-    let out = Command::new(python())
-        .args(["-c", script, &server.port.to_string()])
-        .output()
-        .expect("run python");
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = run_python(script, server.port);
     assert!(said.contains("closed 300"), "{said}");
     assert!(
         said.contains("HTTP/1.1 504") && said.contains("--rest_api_timeout_in_ms"),
         "{said}"
     );
+}
+
+/// Runs a Python client script with the server's port as its argument; its output, after
+/// checking it succeeded.
+fn run_python(script: &str, port: u16) -> String {
+    let out = Command::new(python())
+        .args(["-c", script, &port.to_string()])
+        .output()
+        .expect("run python");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
 }

@@ -472,17 +472,12 @@ async fn several_models_from_a_config_file(docker: &Docker, image: &str) {
         "model_config_list {\n  config { name: \"cat\" base_path: \"/models/cat\" model_platform: \"onnx\" }\n  config { name: \"linear\" base_path: \"/models/linear\" }\n}\n",
     )
     .unwrap();
-    let (guard, ports) = run_published(
-        docker,
-        image,
-        Some((&dir, "/models")),
-        &[
-            "MODEL_NAME=cat",
-            "ONNX_SERVING_MODEL_CONFIG_FILE=/models/models.config",
-            "ONNX_SERVING_ENGINE=tract",
-        ],
-    )
-    .await;
+    let env = [
+        "MODEL_NAME=cat",
+        "ONNX_SERVING_MODEL_CONFIG_FILE=/models/models.config",
+        "ONNX_SERVING_ENGINE=tract",
+    ];
+    let (guard, ports) = run_published(docker, image, Some((&dir, "/models")), &env).await;
     let port = ports.rest;
     wait_available(port, "cat", docker, &guard.id).await;
     wait_available(port, "linear", docker, &guard.id).await;
@@ -532,17 +527,7 @@ async fn several_models_from_a_config_file(docker: &Docker, image: &str) {
         .expect("docker kill");
     let _ = in_flight.join().expect("the client thread ends");
     drop(guard);
-    let (guard, ports) = run_published(
-        docker,
-        image,
-        Some((&dir, "/models")),
-        &[
-            "MODEL_NAME=cat",
-            "ONNX_SERVING_MODEL_CONFIG_FILE=/models/models.config",
-            "ONNX_SERVING_ENGINE=tract",
-        ],
-    )
-    .await;
+    let (guard, ports) = run_published(docker, image, Some((&dir, "/models")), &env).await;
     wait_available(ports.rest, "linear", docker, &guard.id).await;
     let (status, answer) = http(ports.rest, "POST", "/v1/models/linear:predict", linear).unwrap();
     assert_eq!(

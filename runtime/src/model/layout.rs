@@ -1,5 +1,6 @@
 //! TF Serving's model layout: `<base>/<name>/<version>/model.onnx`, numeric versions, latest wins.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::ModelError;
@@ -14,6 +15,21 @@ pub struct ModelVersion {
 /// Finds the highest numeric version folder under `model_dir` and the ONNX file inside it.
 /// Folders whose names are not numbers (`.git`, `tmp-upload`) are ignored, as TF Serving does.
 pub fn find_latest_version(model_dir: &Path) -> Result<ModelVersion, ModelError> {
+    let (version, dir) =
+        version_dirs(model_dir)?
+            .pop_last()
+            .ok_or_else(|| ModelError::NoVersion {
+                path: model_dir.to_owned(),
+            })?;
+    Ok(ModelVersion {
+        version,
+        path: onnx_file_in(&dir)?,
+    })
+}
+
+/// The numbered version folders under `model_dir`, by version (other names are ignored, as
+/// TF Serving does). Errors: `model_dir` is missing or unreadable.
+pub fn version_dirs(model_dir: &Path) -> Result<BTreeMap<u64, PathBuf>, ModelError> {
     if !model_dir.is_dir() {
         return Err(ModelError::MissingBase {
             path: model_dir.to_owned(),
@@ -23,7 +39,7 @@ pub fn find_latest_version(model_dir: &Path) -> Result<ModelVersion, ModelError>
         path: model_dir.to_owned(),
         source,
     };
-    let mut best: Option<(u64, PathBuf)> = None;
+    let mut found = BTreeMap::new();
     for entry in std::fs::read_dir(model_dir).map_err(io)? {
         let entry = entry.map_err(io)?;
         let Some(version) = entry
@@ -33,17 +49,11 @@ pub fn find_latest_version(model_dir: &Path) -> Result<ModelVersion, ModelError>
         else {
             continue;
         };
-        if entry.path().is_dir() && best.as_ref().is_none_or(|(v, _)| version > *v) {
-            best = Some((version, entry.path()));
+        if entry.path().is_dir() {
+            found.insert(version, entry.path());
         }
     }
-    let (version, dir) = best.ok_or_else(|| ModelError::NoVersion {
-        path: model_dir.to_owned(),
-    })?;
-    Ok(ModelVersion {
-        version,
-        path: onnx_file_in(&dir)?,
-    })
+    Ok(found)
 }
 
 /// `model.onnx`, or else the only `*.onnx` file of the folder.

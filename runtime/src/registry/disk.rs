@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::model::layout::onnx_file_in;
+use crate::model::layout::{onnx_file_in, version_dirs};
 use crate::model::ModelError;
 
 /// Every file of a version folder (path inside it, size in bytes, modification time): equal
@@ -28,38 +28,18 @@ const MAX_DEPTH: usize = 4;
 ///
 /// Errors: `base` is missing or unreadable.
 pub fn scan(base: &Path) -> Result<BTreeMap<u64, Option<VersionDir>>, ModelError> {
-    if !base.is_dir() {
-        return Err(ModelError::MissingBase {
-            path: base.to_owned(),
-        });
-    }
-    let io = |source| ModelError::Io {
-        path: base.to_owned(),
-        source,
-    };
-    let mut found = BTreeMap::new();
-    for entry in std::fs::read_dir(base).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let Some(version) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        let dir = entry.path();
-        if !dir.is_dir() {
-            continue;
-        }
-        let version_dir = onnx_file_in(&dir).ok().map(|model| {
-            let mut fingerprint = Vec::new();
-            walk(&dir, Path::new(""), 0, &mut fingerprint);
-            fingerprint.sort();
-            VersionDir { model, fingerprint }
-        });
-        found.insert(version, version_dir);
-    }
-    Ok(found)
+    Ok(version_dirs(base)?
+        .into_iter()
+        .map(|(version, dir)| {
+            let found = onnx_file_in(&dir).ok().map(|model| {
+                let mut fingerprint = Vec::new();
+                walk(&dir, Path::new(""), 0, &mut fingerprint);
+                fingerprint.sort();
+                VersionDir { model, fingerprint }
+            });
+            (version, found)
+        })
+        .collect())
 }
 
 fn walk(root: &Path, rel: &Path, depth: usize, out: &mut Fingerprint) {
