@@ -3,6 +3,7 @@
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
+use super::json::{write_json, Float};
 use super::request::{JsonInput, NdArray, Scalar};
 use crate::error::ApiError;
 use crate::model::{DType, Signature, TensorSpec};
@@ -314,47 +315,6 @@ impl<T: Copy + Into<f64> + Serialize> Values for Floats<'_, T> {
     }
 }
 
-thread_local! {
-    /// The token [`TfFormatter`] writes for the non-finite float being serialized.
-    static NON_FINITE: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
-}
-
-/// A float that serializes as TF Serving writes it: a number, or the bare tokens `NaN`,
-/// `Infinity` and `-Infinity` (Python's json, which TF Serving's clients use, reads them).
-/// serde_json writes non-finite floats as null through its formatter's `write_null`; the token
-/// is handed to [`TfFormatter`] for that call.
-struct Float<T>(T);
-
-impl<T: Copy + Into<f64> + Serialize> Serialize for Float<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let v: f64 = self.0.into();
-        if !v.is_finite() {
-            let token = if v.is_nan() {
-                "NaN"
-            } else if v > 0.0 {
-                "Infinity"
-            } else {
-                "-Infinity"
-            };
-            NON_FINITE.with(|t| t.set(Some(token)));
-        }
-        self.0.serialize(s)
-    }
-}
-
-/// serde_json's compact formatter, but a null that stands for a non-finite float is that
-/// float's token (see [`Float`]).
-struct TfFormatter;
-
-impl serde_json::ser::Formatter for TfFormatter {
-    fn write_null<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
-        match NON_FINITE.with(|t| t.take()) {
-            Some(token) => writer.write_all(token.as_bytes()),
-            None => writer.write_all(b"null"),
-        }
-    }
-}
-
 /// `values` (row-major, `product(shape)` of them) as nested arrays of `shape`.
 fn serialize_nd<V: Values, S: Serializer>(
     values: &V,
@@ -434,15 +394,6 @@ pub fn outputs_json(sig: &Signature, outputs: &[Tensor]) -> Result<Vec<u8>, ApiE
             row: None,
         },
     })
-}
-
-fn write_json(value: &impl Serialize) -> Result<Vec<u8>, ApiError> {
-    let mut out = Vec::with_capacity(128);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, TfFormatter);
-    let written = value.serialize(&mut ser);
-    NON_FINITE.with(|t| t.set(None));
-    written.map_err(|e| ApiError::Internal(format!("cannot write the response: {e}")))?;
-    Ok(out)
 }
 
 struct Wrapped<'a, T> {

@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod drain;
 pub mod images;
+pub mod json;
 pub mod request;
 
 use std::sync::Arc;
