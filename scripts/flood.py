@@ -54,7 +54,9 @@ class Server:
         self.proc = subprocess.Popen(
             [binary, "--model_name", "m", "--model_base_path", self.base,
              "--rest_api_host", "127.0.0.1", "--rest_api_port", str(self.port),
-             "--disable_grpc", "--queue_capacity", str(queue), "--engine", "tract"],
+             "--disable_grpc", "--queue_capacity", str(queue), "--engine", "tract",
+             # Fixed, not timed at warm-up: the binaries compared must run the model alike.
+             "--inference_threads", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 300
         while time.time() < deadline:

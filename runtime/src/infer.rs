@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use crate::engine::{Backend, BatchSupport, Runner};
 use crate::error::ApiError;
@@ -77,6 +77,8 @@ pub struct InferencePool {
     tx: Sender<Job>,
     capacity: usize,
     stats: Arc<Counters>,
+    /// Woken when a worker takes a job: room in the queue for a waiting request.
+    room: Arc<Notify>,
 }
 
 /// What the workers did, since start.
@@ -109,6 +111,7 @@ impl InferencePool {
         let support = backend.batch_support();
         let batching = batching.filter(|b| b.max_batch_size > 1 && support != BatchSupport::None);
         let running = Arc::new(AtomicUsize::new(workers.max(1)));
+        let room = Arc::new(Notify::new());
         for i in 0..workers.max(1) {
             let rx = rx.clone();
             let running = running.clone();
@@ -117,6 +120,7 @@ impl InferencePool {
                 support: support.clone(),
                 stats: stats.clone(),
                 batch_sizes: batch_sizes.clone(),
+                room: room.clone(),
             };
             let batching = batching.clone();
             thread::Builder::new()
@@ -135,21 +139,32 @@ impl InferencePool {
             tx,
             capacity: queue_capacity.max(1),
             stats,
+            room,
         })
     }
 
-    /// Admits a request before any of its work is done (reading, decoding), or refuses it at
-    /// once when the queue is already full: under a flood the refused requests cost almost
-    /// nothing, and the admitted ones keep the workers busy. A request admitted while the queue
-    /// had room may still find it full once decoded (429 then); decoding runs one request per
-    /// core (`service::off_executor`), so that waste stays small.
+    /// Admits a request before any of its work is done (reading, decoding), or refuses it
+    /// when the queue stays full for [`ADMISSION_WAIT`]. Waiting costs an idle connection;
+    /// refusing at once would have a flood's clients (which retry at once) send bodies faster
+    /// than the server can discard them, taking the cores the model needs. A request admitted
+    /// while the queue had room may still find it full once decoded (429 then); decoding runs
+    /// one request per core (`service::off_executor`), so that waste stays small.
     ///
     /// Errors: Overloaded (429 with Retry-After; RESOURCE_EXHAUSTED over gRPC).
-    pub fn admit(&self) -> Result<(), ApiError> {
-        if self.tx.len() < self.capacity {
-            return Ok(());
+    pub async fn admit(&self) -> Result<(), ApiError> {
+        let deadline = tokio::time::Instant::now() + ADMISSION_WAIT;
+        loop {
+            if self.tx.len() < self.capacity {
+                return Ok(());
+            }
+            // A worker taking a job in between leaves a permit: the wait then ends at once.
+            if tokio::time::timeout_at(deadline, self.room.notified())
+                .await
+                .is_err()
+            {
+                return Err(self.full());
+            }
         }
-        Err(self.full())
     }
 
     fn full(&self) -> ApiError {
@@ -208,12 +223,16 @@ fn release_free_memory() {
     }
 }
 
+/// How long a request may wait for room in a full queue before it is refused (429).
+pub const ADMISSION_WAIT: Duration = Duration::from_millis(100);
+
 /// One inference thread.
 struct Worker {
     runner: Box<dyn Runner>,
     support: BatchSupport,
     stats: Arc<Counters>,
     batch_sizes: Option<prometheus::Histogram>,
+    room: Arc<Notify>,
 }
 
 impl Worker {
@@ -248,6 +267,10 @@ impl Worker {
                 }
                 None => vec![job],
             };
+            // Each job taken is room in the queue: a request waiting in `admit` may come in.
+            for _ in 0..group.len() {
+                self.room.notify_one();
+            }
             if group.len() > 1 {
                 self.run_merged(group);
             } else if let Some(job) = group.into_iter().next() {

@@ -108,8 +108,8 @@ impl Prediction {
         let spec = model_spec(request.model_spec.as_ref())?;
         let model = service::resolve(&self.state, &spec).map_err(status)?;
         guard.version(model.version);
-        // Refused before the tensors are converted and images decoded when the queue is full.
-        model.pool.admit().map_err(status)?;
+        // Refused before the tensors are converted and images decoded when the queue stays full.
+        model.pool.admit().await.map_err(status)?;
         let sig = model.api_signature();
         let picked = service::select_outputs(sig, &request.output_filter).map_err(status)?;
         // What the tensors will take once decoded (a short typed field may claim a large shape).
