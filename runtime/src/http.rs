@@ -36,8 +36,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
+    // Capped at a day: hyper adds it to an Instant, which a huge value would overflow.
+    let header_timeout = limits.header_read_timeout.min(Duration::from_secs(86_400));
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     let slots = std::sync::Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);

@@ -162,6 +162,10 @@ impl InferencePool {
                 .await
                 .is_err()
             {
+                // A last look: room may have come without a wake-up reaching us.
+                if self.tx.len() < self.capacity {
+                    return Ok(());
+                }
                 return Err(self.full());
             }
         }
@@ -252,7 +256,11 @@ impl Worker {
             let job = match carried.take() {
                 Some(job) => job,
                 None => match rx.recv() {
-                    Ok(job) => job,
+                    Ok(job) => {
+                        // Room in the queue: a request waiting in `admit` may come in.
+                        self.room.notify_one();
+                        job
+                    }
                     Err(_) => return, // every handle dropped and the queue drained
                 },
             };
@@ -261,16 +269,12 @@ impl Worker {
             }
             let group = match &batching {
                 Some(b) => {
-                    let (group, next) = gather(rx, job, b);
+                    let (group, next) = gather(rx, job, b, &self.room);
                     carried = next;
                     group
                 }
                 None => vec![job],
             };
-            // Each job taken is room in the queue: a request waiting in `admit` may come in.
-            for _ in 0..group.len() {
-                self.room.notify_one();
-            }
             if group.len() > 1 {
                 self.run_merged(group);
             } else if let Some(job) = group.into_iter().next() {
@@ -343,7 +347,7 @@ impl Worker {
 /// `first` and the queued requests that can join it: same inputs but for the batch dimension,
 /// at most `max_batch_size` instances together, arriving before `timeout` runs out. Returns the
 /// group and the first request that could not join (it runs next).
-fn gather(rx: &Receiver<Job>, first: Job, b: &Batching) -> (Vec<Job>, Option<Job>) {
+fn gather(rx: &Receiver<Job>, first: Job, b: &Batching, room: &Notify) -> (Vec<Job>, Option<Job>) {
     let Some(mut total) = common_batch(&first.inputs).filter(|&n| n < b.max_batch_size) else {
         return (vec![first], None);
     };
@@ -356,6 +360,7 @@ fn gather(rx: &Receiver<Job>, first: Job, b: &Batching) -> (Vec<Job>, Option<Job
             rx.recv_deadline(deadline).ok()
         };
         let Some(job) = next else { break };
+        room.notify_one();
         if job.reply.is_closed() {
             continue;
         }

@@ -403,15 +403,24 @@ pub fn select_outputs(sig: &Signature, filter: &[String]) -> Result<Vec<usize>, 
 pub async fn off_executor<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    static DECODERS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    static DECODERS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
     let decoders = DECODERS.get_or_init(|| {
-        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ))
     });
-    let _turn = decoders
-        .acquire()
+    // The turn goes with the work: a request dropped meanwhile (client gone, timeout) keeps
+    // its core until its decoding ends.
+    let turn = decoders
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|e| ApiError::Internal(format!("request decoding stopped: {e}")))?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::Internal(format!("request decoding stopped: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        let done = work();
+        drop(turn);
+        done
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("request decoding stopped: {e}")))?
 }
