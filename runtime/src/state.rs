@@ -154,6 +154,11 @@ impl AppState {
         self.models.send_modify(change);
     }
 
+    /// Changes the models; watchers are told only if `change` says it changed something.
+    pub fn update_if(&self, change: impl FnOnce(&mut Models) -> bool) {
+        self.models.send_if_modified(change);
+    }
+
     /// Sets one version's state (adding the model if new).
     pub fn set_version(&self, name: &str, version: u64, servable: Servable) {
         self.update(|models| {

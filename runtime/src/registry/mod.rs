@@ -162,13 +162,19 @@ impl Manager {
 
     /// One poll: scan each model's base path, then load, unload and label as the policy says.
     fn reconcile(self: &Arc<Self>, startup: bool) {
+        let configs = self.lock().configs.clone();
+        // Scanned without the lock: a slow mount must not hold up a config reload.
+        let scans: Vec<_> = configs.iter().map(|c| disk::scan(&c.base_path)).collect();
         let mut inner = self.lock();
-        let configs = inner.configs.clone();
+        if inner.configs != configs {
+            return; // reloaded meanwhile: the reload's own pass follows
+        }
         let wanted: BTreeSet<&str> = configs.iter().map(|c| c.name.as_str()).collect();
         inner
             .tracks
             .retain(|name, _| wanted.contains(name.as_str()));
-        self.state.update(|models| {
+        self.state.update_if(|models| {
+            let before = models.len();
             models.retain(|name, _| {
                 let keep = wanted.contains(name.as_str());
                 if !keep {
@@ -176,12 +182,13 @@ impl Manager {
                 }
                 keep
             });
+            models.len() != before
         });
         // Without polling there is no second look to wait for: take the files as they are.
         let settle = !startup && self.options.file_system_poll.is_some();
-        for config in &configs {
+        for (config, scan) in configs.iter().zip(scans) {
             let track = inner.tracks.entry(config.name.clone()).or_default();
-            let scan = match disk::scan(&config.base_path) {
+            let scan = match scan {
                 Ok(scan) => {
                     track.unreadable = false;
                     scan
@@ -211,7 +218,8 @@ impl Manager {
         settle: bool,
     ) -> Vec<(u64, PathBuf, Fingerprint)> {
         let mut loads = Vec::new();
-        self.state.update(|models| {
+        self.state.update_if(|models| {
+            let mut changed = !models.contains_key(&config.name);
             let entry = models.entry(config.name.clone()).or_default();
             let live = |v: &u64| {
                 matches!(
@@ -270,14 +278,17 @@ impl Manager {
                             config.name
                         );
                         *servable = Servable::Unloading(Arc::downgrade(model));
+                        changed = true;
                     }
                 }
             }
             for (v, _, _) in &loads {
                 entry.versions.insert(*v, Servable::Loading);
             }
-            self.label(config, entry);
-            prune(entry);
+            changed |= !loads.is_empty();
+            changed |= self.label(config, entry);
+            changed |= prune(entry);
+            changed
         });
         loads
     }
@@ -285,16 +296,38 @@ impl Manager {
     /// Points each label of the config at its version once that version is AVAILABLE (or
     /// at once, for a new label, with `allow_labels_for_unavailable`); until then a label keeps
     /// the version it had, so clients using it are never cut off.
-    fn label(&self, config: &ModelConfig, entry: &mut ModelEntry) {
+    /// Returns whether a label changed.
+    fn label(&self, config: &ModelConfig, entry: &mut ModelEntry) -> bool {
+        let before = entry.labels.len();
         entry.labels.retain(|l, _| config.labels.contains_key(l));
+        let mut changed = entry.labels.len() != before;
         for (label, &v) in &config.labels {
             let available = matches!(entry.versions.get(&v), Some(Servable::Available(_)));
             let new = !entry.labels.contains_key(label);
             let may = available || (new && self.options.allow_labels_for_unavailable);
             if may && entry.labels.insert(label.clone(), v) != Some(v) {
                 info!("Model '{}': label '{label}' -> version {v}", config.name);
+                changed = true;
             }
         }
+        changed
+    }
+
+    /// Sets the outcome of a load, if the version is still LOADING in a model still served (a
+    /// config reload may have removed it meanwhile). Returns whether it was set.
+    fn publish(&self, name: &str, version: u64, outcome: Servable) -> bool {
+        let mut set = false;
+        self.state.update_if(|models| {
+            let slot = models
+                .get_mut(name)
+                .and_then(|entry| entry.versions.get_mut(&version));
+            if let Some(slot @ Servable::Loading) = slot {
+                *slot = outcome;
+                set = true;
+            }
+            set
+        });
+        set
     }
 
     /// Loads one version on the blocking pool and publishes the result.
@@ -325,10 +358,11 @@ impl Manager {
                 Ok(model) => {
                     let model = Arc::new(model);
                     // Publish before saying so: clients (and tests) act on this log line.
-                    manager
-                        .state
-                        .set_version(&name, version, Servable::Available(model.clone()));
-                    crate::server::log_loaded(&model);
+                    if manager.publish(&name, version, Servable::Available(model.clone())) {
+                        crate::server::log_loaded(&model);
+                    } else {
+                        info!("Servable version {{name: {name} version: {version}}} loaded, but is no longer wanted: dropped");
+                    }
                 }
                 Err(e) => {
                     let message = format!("{e:#}");
@@ -340,7 +374,7 @@ impl Manager {
                         .or_default()
                         .failed
                         .insert(version, fingerprint);
-                    manager.state.set_version(
+                    manager.publish(
                         &name,
                         version,
                         Servable::End {
@@ -364,11 +398,13 @@ impl Manager {
 
 /// Unloading versions whose requests are done become END; only the newest [`KEEP_ENDED`] END
 /// versions are kept.
-fn prune(entry: &mut ModelEntry) {
+fn prune(entry: &mut ModelEntry) -> bool {
+    let mut changed = false;
     for s in entry.versions.values_mut() {
         if let Servable::Unloading(m) = s {
             if m.strong_count() == 0 {
                 *s = Servable::End { error: None };
+                changed = true;
             }
         }
     }
@@ -380,5 +416,7 @@ fn prune(entry: &mut ModelEntry) {
         .collect();
     for v in ended.iter().take(ended.len().saturating_sub(KEEP_ENDED)) {
         entry.versions.remove(v);
+        changed = true;
     }
+    changed
 }

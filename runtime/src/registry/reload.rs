@@ -24,7 +24,10 @@ impl Reload for Manager {
 /// its text changes. A config with an error is reported (with its line) and not applied: the
 /// models served stay as they are.
 pub async fn follow_config_file(manager: Arc<Manager>, file: PathBuf, every: Duration) {
-    let mut last = std::fs::read_to_string(&file).ok();
+    // The text last applied, and the last one refused (said once, tried again at each poll:
+    // a config may fail only until the folder it names is copied in).
+    let mut applied = std::fs::read_to_string(&file).ok();
+    let mut refused: Option<String> = None;
     loop {
         tokio::time::sleep(every).await;
         let text = match std::fs::read_to_string(&file) {
@@ -34,13 +37,21 @@ pub async fn follow_config_file(manager: Arc<Manager>, file: PathBuf, every: Dur
                 continue;
             }
         };
-        if last.as_deref() == Some(text.as_str()) {
+        if applied.as_deref() == Some(text.as_str()) {
             continue;
         }
-        last = Some(text);
         match config::read(&file) {
-            Ok(configs) => manager.reload(configs),
-            Err(e) => error!("--model_config_file {e}; the models served are unchanged"),
+            Ok(configs) => {
+                manager.reload(configs);
+                applied = Some(text);
+                refused = None;
+            }
+            Err(e) => {
+                if refused.as_deref() != Some(text.as_str()) {
+                    error!("--model_config_file {e}; the models served are unchanged");
+                    refused = Some(text);
+                }
+            }
         }
     }
 }
