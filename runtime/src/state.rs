@@ -149,11 +149,6 @@ impl AppState {
         self.models.borrow()
     }
 
-    /// Changes the models; watchers are told.
-    pub fn update(&self, change: impl FnOnce(&mut Models)) {
-        self.models.send_modify(change);
-    }
-
     /// Changes the models; watchers are told only if `change` says it changed something.
     pub fn update_if(&self, change: impl FnOnce(&mut Models) -> bool) {
         self.models.send_if_modified(change);
@@ -161,7 +156,7 @@ impl AppState {
 
     /// Sets one version's state (adding the model if new).
     pub fn set_version(&self, name: &str, version: u64, servable: Servable) {
-        self.update(|models| {
+        self.models.send_modify(|models| {
             models
                 .entry(name.to_string())
                 .or_default()

@@ -12,7 +12,7 @@ pub mod request;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -33,7 +33,6 @@ use service::DECODE_INLINE_MAX;
 
 /// The HTTP application; tests drive it in-process with `tower::ServiceExt::oneshot`.
 pub fn app(state: Arc<AppState>) -> Router {
-    let body_limit = state.limits.max_body_bytes;
     let mut router = Router::new();
     if let Some(path) = state.metrics_path() {
         router = router.route(path, get(prometheus_metrics));
@@ -59,9 +58,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
-        // The limit counts the bytes the handler reads: decompressed ones, so a small gzip of
-        // a huge body ends in 413 once the limit is reached, without holding more.
-        .layer(DefaultBodyLimit::max(body_limit))
+        // Bodies reach the handlers decompressed; `read_body` holds them to --max_body_bytes.
         .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
         .layer(MapResponseLayer::new(unsupported_encoding))
         .layer(axum::middleware::from_fn(drain::drain_unread_body))

@@ -129,11 +129,6 @@ impl Manager {
         self.wake.notify_one();
     }
 
-    /// The models served now.
-    pub fn configs(&self) -> Vec<ModelConfig> {
-        self.lock().configs.clone()
-    }
-
     /// Set when a version present at start fails to load.
     pub fn startup_failure(&self) -> watch::Receiver<Option<String>> {
         self.startup_failure.subscribe()
