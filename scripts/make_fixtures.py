@@ -33,37 +33,34 @@ def vi(name, elem, dims):
     return helper.make_tensor_value_info(name, elem, dims)
 
 
+LINEAR_W = np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0
+LINEAR_X = np.array([[1, 2, 3, 4], [0.5, -0.5, 0.25, 0]], dtype=np.float32)
+
+
+def linear_graph(graph_name, bias, dim_in="batch", dim_out="batch"):
+    """y = x @ W + bias, x: [dim_in, 4], y: [dim_out, 3] (the linear fixture's graph)."""
+    return helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
+        graph_name,
+        [vi("x", TensorProto.FLOAT, [dim_in, 4])],
+        [vi("y", TensorProto.FLOAT, [dim_out, 3])],
+        [numpy_helper.from_array(LINEAR_W, "W"), numpy_helper.from_array(bias, "B")],
+    )
+
+
 def linear():
     # One input, one output, a named dynamic batch dimension: y = x @ W + b.
-    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0
     b = np.array([0.5, -1.0, 2.0], dtype=np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
-        "linear",
-        [vi("x", TensorProto.FLOAT, ["batch", 4])],
-        [vi("y", TensorProto.FLOAT, ["batch", 3])],
-        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
-    )
-    path = save("linear", graph)
-    x = np.array([[1, 2, 3, 4], [0.5, -0.5, 0.25, 0]], dtype=np.float32)
-    return path, {"x": x}, {"y": x @ w + b}
+    path = save("linear", linear_graph("linear", b))
+    return path, {"x": LINEAR_X}, {"y": LINEAR_X @ LINEAR_W + b}
 
 
 def linear_v2():
     # linear's signature with other weights (y = x @ W + b + 100): a second version of the
     # same model whose answers tell the two apart (the reload tests copy it in as version 2).
-    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0
     b = np.array([100.5, 99.0, 102.0], dtype=np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
-        "linear",
-        [vi("x", TensorProto.FLOAT, ["batch", 4])],
-        [vi("y", TensorProto.FLOAT, ["batch", 3])],
-        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
-    )
-    path = save("linear_v2", graph)
-    x = np.array([[1, 2, 3, 4], [0.5, -0.5, 0.25, 0]], dtype=np.float32)
-    return path, {"x": x}, {"y": x @ w + b}
+    path = save("linear_v2", linear_graph("linear", b))
+    return path, {"x": LINEAR_X}, {"y": LINEAR_X @ LINEAR_W + b}
 
 
 def leading_dims():
@@ -71,18 +68,10 @@ def leading_dims():
     # tf2onnx's "unk__616" on the input and another "unk__" on the output. Each must get the
     # concrete batch plans a dimension named "batch" gets. The last has free spatial
     # dimensions too ([N, 3, H, W] -> mean over H, W -> [N, 3]).
-    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0
     b = np.array([0.5, -1.0, 2.0], dtype=np.float32)
     made = []
     for name, dim_in, dim_out in [("dim_n", "N", "N"), ("dim_unk", "unk__616", "unk__617")]:
-        graph = helper.make_graph(
-            [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
-            name,
-            [vi("x", TensorProto.FLOAT, [dim_in, 4])],
-            [vi("y", TensorProto.FLOAT, [dim_out, 3])],
-            [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
-        )
-        made.append(save(name, graph))
+        made.append(save(name, linear_graph(name, b, dim_in, dim_out)))
     graph = helper.make_graph(
         [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)],
         "dim_spatial",
