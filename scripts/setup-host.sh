@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what onnx-serving needs on a Debian 12 host (run as root): Docker, Python venv for the
 # model tools, debootstrap for the air-gapped base image, promtool (Debian's prometheus) for the
-# metrics test, wrk for the flood test and benchmark, and Rust (Debian's rustc-web/cargo-web, 1.96, when no cargo >= 1.95 is on PATH).
+# metrics test, wrk for the flood test and benchmark, g++ for libFuzzer (make fuzz), and Rust (Debian's rustc-web/cargo-web, 1.96, when no cargo >= 1.95 is on PATH).
 # Starts dockerd when none is running. Idempotent.
 set -euo pipefail
 
@@ -12,8 +12,8 @@ if command -v cargo >/dev/null 2>&1; then
 fi
 
 # prometheus: for promtool, which checks the metrics exposition in the tests. wrk: the load
-# generator of the flood test (a separate process on loopback).
-packages=(docker.io python3 python3-venv make gcc libc6-dev pkg-config debootstrap ca-certificates curl prometheus wrk)
+# generator of the flood test (a separate process on loopback). g++: cargo fuzz builds libFuzzer.
+packages=(docker.io python3 python3-venv make gcc g++ libc6-dev pkg-config debootstrap ca-certificates curl prometheus wrk)
 [ "$need_rust" = 1 ] && packages+=(rustc-web cargo-web)
 missing=()
 for p in "${packages[@]}"; do

@@ -1,13 +1,17 @@
 //! The engine seam: everything outside this module sees a model through [`Backend`] and
-//! [`Runner`], and tensors as [`Tensor`]s. One module per engine: [`tract`] (pure Rust, in every
-//! binary) and [`onnxruntime`] (the C library, loaded at start-up when present). Nothing outside
-//! `engine/` names a tract or ort type.
+//! [`Runner`], and tensors as [`Tensor`]s. One module per engine: `tract` (pure Rust, in every
+//! binary built with the default `tract` feature) and [`onnxruntime`] (the C library, loaded at
+//! start-up when present). Nothing outside `engine/` names a tract or ort type.
+//!
+//! Without the `tract` feature (the fuzz targets build so, to keep their instrumented build
+//! small) only onnxruntime can load models.
 //!
 //! With `--engine auto` (the default) a model is loaded by every engine available, each lone run
 //! is timed (interleaved, best of three) and the faster engine serves; a model one engine cannot
 //! load is served by the other.
 
 pub mod onnxruntime;
+#[cfg(feature = "tract")]
 pub mod tract;
 
 use std::fmt;
@@ -144,14 +148,21 @@ pub fn available() -> Vec<EngineKind> {
     if onnxruntime::library().is_ok() {
         engines.push(EngineKind::Onnxruntime);
     }
-    engines.push(EngineKind::Tract);
+    if cfg!(feature = "tract") {
+        engines.push(EngineKind::Tract);
+    }
     engines
 }
 
 /// Loads `path` with one engine, warms it up and tunes its threads.
 pub fn load(kind: EngineKind, path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     match kind {
+        #[cfg(feature = "tract")]
         EngineKind::Tract => tract::load(path, opts),
+        #[cfg(not(feature = "tract"))]
+        EngineKind::Tract => Err(ModelError::Unsupported(
+            "this runtime was built without tract (cargo feature `tract`): use --engine onnxruntime".into(),
+        )),
         EngineKind::Onnxruntime => onnxruntime::load(path, opts),
     }
 }
