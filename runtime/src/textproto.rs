@@ -1,9 +1,10 @@
-//! TF Serving's config files (`--monitoring_config_file`, and `--model_config_file` to come):
+//! TF Serving's config files (`--monitoring_config_file`, `--model_config_file`):
 //! protobuf text format such as `prometheus_config { enable: true }`, parsed by prost-reflect
 //! against the descriptors compiled from `proto/`, then turned into the generated message.
 //! Errors name the file, line and column, and what was expected.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use prost_reflect::{DescriptorPool, DynamicMessage};
 
@@ -22,9 +23,7 @@ pub fn read<M: prost::Message + Default>(path: &Path, full_name: &str) -> Result
 
 /// [`read`] on text: errors are `line:column: what`.
 pub fn parse<M: prost::Message + Default>(text: &str, full_name: &str) -> Result<M, String> {
-    let pool = DescriptorPool::decode(FILE_DESCRIPTOR_SET)
-        .map_err(|e| format!("0:0: the compiled protos cannot be read: {e}"))?;
-    let desc = pool
+    let desc = pool()?
         .get_message_by_name(full_name)
         .ok_or_else(|| format!("0:0: no message {full_name} in proto/"))?;
     let message = DynamicMessage::parse_text_format(desc, text).map_err(|e| {
@@ -39,6 +38,17 @@ pub fn parse<M: prost::Message + Default>(text: &str, full_name: &str) -> Result
     message
         .transcode_to::<M>()
         .map_err(|e| format!("0:0: cannot convert the {full_name}: {e}"))
+}
+
+/// The descriptors compiled from `proto/`, decoded once (a pool is an `Arc` inside: cheap to
+/// clone; decoding it took most of a small config's parse).
+fn pool() -> Result<DescriptorPool, String> {
+    static POOL: OnceLock<Result<DescriptorPool, String>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(FILE_DESCRIPTOR_SET)
+            .map_err(|e| format!("0:0: the compiled protos cannot be read: {e}"))
+    })
+    .clone()
 }
 
 /// 1-based line and column of byte `offset` in `text`.
