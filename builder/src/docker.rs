@@ -112,6 +112,18 @@ pub async fn build(docker: &Docker, req: &BuildRequest<'_>, context: Vec<u8>) ->
         };
         let Some(item) = item else { break };
         let failure = match item {
+            Err(e) if docker.ping().await.is_err() => {
+                // The stream broke and the daemon is gone (stopped, restarted or crashed): no
+                // cleanup can reach it, and the build output says nothing about why.
+                progress.finish();
+                bail!(
+                    "the Docker daemon stopped during the build of {} ({e}); start it again \
+                     (systemctl start docker, or `make setup`) and rerun the command: the steps \
+                     that finished are cached, and the daemon removes the interrupted step's \
+                     container when it starts",
+                    req.tag
+                );
+            }
             Err(e) => Some(e.to_string()),
             Ok(info) => match info.error_detail.and_then(|d| d.message) {
                 Some(message) => Some(message),

@@ -1,0 +1,280 @@
+//! Faults around the builder, on real daemons and real filesystems: the Docker daemon stopping
+//! mid-build, and a full disk while the builder writes the crates of its build context.
+//!
+//! Each test skips (saying why) without what it needs: root (to mount a tmpfs, to start a
+//! daemon of its own), `dockerd`, and for the daemon test the base image (`make base-image`).
+//! The daemon test runs a private `dockerd` (own socket, data root and containerd namespace, no
+//! bridge), so stopping it disturbs no other test.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("builder/ sits in the workspace")
+        .to_owned()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A folder under the system temp dir, removed (after unmounting anything on it) when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("osf-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch folder");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Whatever is still mounted under it (the test's tmpfs, a daemon's overlays), deepest
+        // first.
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|p| Path::new(p).starts_with(&self.0))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = Command::new("umount").arg("-l").arg(point).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_while_vendoring_says_so_and_leaves_no_partial_copy() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    }
+    let scratch = Scratch::new("full");
+    let disk = scratch.0.join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    // 8 MiB: the vendored crates take hundreds.
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here");
+        return;
+    }
+    let err = builder::context::vendor_crates(&workspace(), &disk.join("vendor"))
+        .expect_err("8 MiB cannot hold the vendored crates");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains(&format!("the disk holding {} is full", disk.display()))
+            && message.contains("df -h")
+            && message.contains("partial copy was removed"),
+        "not a clear full-disk message: {message}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&disk).unwrap().flatten().collect();
+    assert!(left.is_empty(), "files left on the full disk: {left:?}");
+}
+
+/// A `dockerd` of this test's own, stopped (SIGTERM, as `systemctl stop docker` does) on drop.
+struct PrivateDaemon {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateDaemon {
+    fn socket(&self) -> String {
+        format!("unix://{}", self.dir.join("docker.sock").display())
+    }
+
+    fn start(dir: &Path) -> Result<PrivateDaemon, String> {
+        let log = std::fs::File::create(dir.join("dockerd.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("dockerd")
+            .arg("--host")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .arg("--data-root")
+            .arg(dir.join("root"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start dockerd: {e}"))?;
+        let daemon = PrivateDaemon {
+            dir: dir.to_owned(),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if daemon.docker(&["info"]).is_ok() {
+                return Ok(daemon);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Err(format!(
+            "the private dockerd did not answer in 60 s: {}",
+            std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
+        ))
+    }
+
+    /// `docker -H <socket> args...`: its stdout, or its stderr as the error.
+    fn docker(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("docker")
+            .arg("-H")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// SIGTERM, then wait for the daemon to exit (it stops its containers first).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn the_daemon_stopping_mid_build_ends_the_builder_with_one_message_and_no_container() {
+    let base = builder::commands::DEFAULT_BASE_IMAGE;
+    if !is_root() || Command::new("dockerd").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: a private dockerd needs root and dockerd (make setup)");
+        return;
+    }
+    let has_base = Command::new("docker")
+        .args(["image", "inspect", base])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_base {
+        eprintln!("SKIPPED: the base image {base} is not in the Docker daemon (make base-image)");
+        return;
+    }
+    let scratch = Scratch::new("daemon");
+    let mut daemon = PrivateDaemon::start(&scratch.0).expect("a private dockerd");
+    let load = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "docker save {base} | docker -H {} load -q",
+            daemon.socket()
+        ))
+        .output()
+        .expect("docker save | docker load");
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+
+    // A devel build: vendoring, the context, then minutes of cargo; stop the daemon once
+    // cargo compiles.
+    let mut build = Command::new(env!("CARGO_BIN_EXE_builder"))
+        .args([
+            "devel",
+            "--tag",
+            "onnx-serving-faults/devel",
+            "--network",
+            "host",
+            "--verbose",
+        ])
+        .current_dir(workspace())
+        .env("DOCKER_HOST", daemon.socket())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the builder starts");
+    let (lines, seen) = mpsc::channel();
+    let stderr = build.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line.clone());
+            all.push(line);
+        }
+        all
+    });
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let line = seen
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("cargo did not start compiling in the build within 10 minutes");
+        if line.contains("Compiling ") {
+            break;
+        }
+    }
+    daemon.stop();
+
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = build.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(60),
+            "the builder still runs 60 s after the daemon stopped"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let output = reader.join().unwrap();
+    let errors: Vec<&String> = output.iter().filter(|l| l.starts_with("error:")).collect();
+    assert!(!status.success(), "the builder succeeded without a daemon");
+    assert!(
+        !output.iter().any(|l| l.contains("panicked")),
+        "the builder panicked: {output:#?}"
+    );
+    assert_eq!(errors.len(), 1, "not one error: {output:#?}");
+    eprintln!("the builder said: {}", errors[0]);
+    assert!(
+        errors[0].contains("the Docker daemon stopped during the build")
+            && errors[0].contains("start it again"),
+        "not a clear message: {}",
+        errors[0]
+    );
+
+    // Started again on the same data root: no container of the interrupted build is left.
+    let daemon = PrivateDaemon::start(&scratch.0).expect("the private dockerd restarts");
+    let containers = daemon.docker(&["ps", "-aq"]).expect("docker ps");
+    assert_eq!(
+        containers.trim(),
+        "",
+        "the interrupted build left containers: {}",
+        daemon.docker(&["ps", "-a"]).unwrap_or_default()
+    );
+}
