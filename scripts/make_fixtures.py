@@ -198,6 +198,33 @@ def determinant():
     return path, {"x": x}, {"det": np.linalg.det(x).astype(np.float32)}
 
 
+def engine_panics():
+    # Two models on which tract 0.23 panics, for the panic containment tests (a 500 for the
+    # request, END for the version, never the server): "gather" picks rows of a constant [3, 4]
+    # table by an int64 index from the request (index 10 panics in its run, as do indices of
+    # untrusted inputs in any model); "gather_oob" picks row 10 of it at load.
+    table = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(3, 4), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "index"], ["rows"])],
+        "gather",
+        [vi("index", TensorProto.INT64, ["batch", 1])],
+        [vi("rows", TensorProto.FLOAT, ["batch", 1, 4])],
+        [table],
+    )
+    made = [save("gather", graph)]
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ten"], ["row"]),
+         helper.make_node("Add", ["x", "row"], ["y"])],
+        "gather_oob",
+        [vi("x", TensorProto.FLOAT, ["batch", 4])],
+        [vi("y", TensorProto.FLOAT, ["batch", 4])],
+        [table, numpy_helper.from_array(np.array(10, dtype=np.int64), "ten")],
+    )
+    made.append(save("gather_oob", graph))
+    for path in made:
+        print(f"wrote {os.path.relpath(path)} ({os.path.getsize(path)} bytes)")
+
+
 def check_with_onnxruntime(path, inputs, outputs):
     try:
         import onnxruntime as ort
@@ -294,6 +321,7 @@ def image_fixtures():
 def main():
     expected = {"image_identity": image_fixtures()}
     leading_dims()
+    engine_panics()
     for make in (linear, linear_v2, multi_io, int64_ids, fixed_batch, dtypes, slow, determinant):
         path, inputs, outputs = make()
         check_with_onnxruntime(path, inputs, outputs)

@@ -16,7 +16,34 @@ use crate::engine::{Backend, BatchSupport, Runner};
 use crate::error::ApiError;
 use crate::tensor::{Tensor, TensorError};
 
-type Reply = oneshot::Sender<Result<(Vec<Tensor>, Duration), String>>;
+type Reply = oneshot::Sender<Result<(Vec<Tensor>, Duration), RunError>>;
+
+/// Why a run gave no outputs.
+#[derive(Debug)]
+enum RunError {
+    /// The engine refused or failed the input (400: the client can change it).
+    Refused(String),
+    /// The engine panicked (500: a bug, in the engine or in our glue). The worker lives on.
+    Panicked(String),
+}
+
+/// Runs the engine with a panic inside it turned into this run's error, so that an input that
+/// trips an engine bug fails its own request, not the server (release builds unwind).
+fn run_guarded(runner: &mut dyn Runner, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run(inputs))) {
+        Ok(result) => result.map_err(RunError::Refused),
+        Err(panic) => Err(RunError::Panicked(panic_message(panic.as_ref()))),
+    }
+}
+
+/// The text a panic carried (`panic!("...")` gives a `&str` or a `String`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
 
 struct Job {
     inputs: Vec<Tensor>,
@@ -206,8 +233,11 @@ impl InferencePool {
         }
         match answer.await {
             Ok(Ok(done)) => Ok(done),
-            Ok(Err(message)) => Err(ApiError::BadRequest(format!(
+            Ok(Err(RunError::Refused(message))) => Err(ApiError::BadRequest(format!(
                 "the model could not run on this input: {message}"
+            ))),
+            Ok(Err(RunError::Panicked(message))) => Err(ApiError::Internal(format!(
+                "the engine failed on this input ({message}); the server goes on serving"
             ))),
             Err(_) => Err(ApiError::Internal(
                 "an inference worker stopped while running this request".into(),
@@ -299,16 +329,19 @@ impl Worker {
         };
         let result = match pad {
             Some(pad) => concat_inputs(&group, pad)
-                .map_err(|e| e.to_string())
-                .and_then(|inputs| self.runner.run(inputs))
+                .map_err(|e| RunError::Refused(e.to_string()))
+                .and_then(|inputs| run_guarded(self.runner.as_mut(), inputs))
                 .and_then(|outputs| {
                     // Every output must have a row per instance to be split back.
                     match outputs.iter().find(|o| o.batch() != Some(total + pad)) {
-                        Some(odd) => Err(format!("an output of shape {:?}", odd.shape())),
+                        Some(odd) => Err(RunError::Refused(format!(
+                            "an output of shape {:?}",
+                            odd.shape()
+                        ))),
                         None => Ok(outputs),
                     }
                 }),
-            None => Err(format!("no plan for a batch of {total}")),
+            None => Err(RunError::Refused(format!("no plan for a batch of {total}"))),
         };
         let elapsed = started.elapsed();
         match result {
@@ -319,9 +352,10 @@ impl Worker {
                     let mine: Result<Vec<Tensor>, TensorError> =
                         outputs.iter().map(|o| o.rows(offset, offset + n)).collect();
                     offset += n;
-                    let _ = job
-                        .reply
-                        .send(mine.map(|m| (m, elapsed)).map_err(|e| e.to_string()));
+                    let _ = job.reply.send(
+                        mine.map(|m| (m, elapsed))
+                            .map_err(|e| RunError::Refused(e.to_string())),
+                    );
                 }
             }
             // The merged run failed: run each request alone, so one bad request does not fail
@@ -338,7 +372,7 @@ impl Worker {
     fn run_alone(&mut self, job: Job) {
         let instances = common_batch(&job.inputs).unwrap_or(1);
         let started = Instant::now();
-        let result = self.runner.run(job.inputs);
+        let result = run_guarded(self.runner.as_mut(), job.inputs);
         self.count(1, instances);
         let _ = job.reply.send(result.map(|out| (out, started.elapsed())));
     }

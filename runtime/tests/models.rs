@@ -1,6 +1,7 @@
 //! Model management on the real `runtime` binary: `--model_config_file` with several models,
 //! version policies and labels; versions reloaded from disk under load; the config re-read and
-//! replaced over gRPC; memory given back by unloaded versions; bad config files. The clients
+//! replaced over gRPC; memory given back by unloaded versions; engine panics contained; bad
+//! config files. The clients
 //! are Python's urllib and grpcio (`models_client.py`), not our code.
 
 mod common;
@@ -132,6 +133,33 @@ fn versions_reload_from_disk_under_load_without_a_failed_request() {
         "1",
     ]);
     run_client("reload", &server, &base, None);
+}
+
+#[test]
+fn an_engine_panic_fails_one_request_or_one_version_never_the_server() {
+    let base = scratch("panics");
+    add_version(&base.join("gather"), 1, "gather");
+    add_version(&base.join("linear"), 1, "linear");
+    let config = base.join("models.config");
+    std::fs::write(
+        &config,
+        format!(
+            "model_config_list {{\n  config {{ name: \"gather\" base_path: \"{0}/gather\" }}\n  \
+             config {{ name: \"linear\" base_path: \"{0}/linear\" }}\n}}\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    // tract: the engine that panics on these models (onnxruntime answers an error).
+    let server = start(&[
+        "--model_config_file",
+        config.to_str().unwrap(),
+        "--engine",
+        "tract",
+        "--file_system_poll_wait_seconds",
+        "1",
+    ]);
+    run_client("engine_panics", &server, &base, None);
 }
 
 #[test]

@@ -324,7 +324,34 @@ def case_memory():
     assert sizes[-1] - sizes[0] < max(2 * model_mb, 20), sizes
 
 
+def case_engine_panics():
+    # tract panics on an out-of-range Gather index: in a run (gather, index 10 from the
+    # request) and at load (gather_oob, a constant index 10). A run's panic is that request's
+    # 500; a load's is that version's END; the server, its workers and other models go on.
+    wait_for("gather and linear", lambda: states("gather") == {1: "AVAILABLE"}
+             and states("linear") == {1: "AVAILABLE"})
+
+    def rows(index):
+        return http("POST", "/v1/models/gather:predict", {"instances": [[index]]})
+
+    assert rows(1) == (200, {"predictions": [[[4.0, 5.0, 6.0, 7.0]]]}), rows(1)
+    for _ in range(4):  # more panics than workers: each worker survives its own
+        code, body = rows(10)
+        assert code == 500 and "the engine failed on this input" in body["error"], (code, body)
+    assert rows(2) == (200, {"predictions": [[[8.0, 9.0, 10.0, 11.0]]]}), rows(2)
+    assert predict_first("linear") == V1
+
+    shutil.copytree(FIXTURES / "gather_oob" / "1", BASE / "gather" / ".v2")
+    (BASE / "gather" / ".v2").rename(BASE / "gather" / "2")
+    wait_for("version 2 END", lambda: states("gather").get(2) == "END")
+    v2 = status("gather")[2]["status"]
+    assert "the engine panicked while loading it" in v2["error_message"], v2
+    assert states("gather")[1] == "AVAILABLE"
+    assert rows(0) == (200, {"predictions": [[[0.0, 1.0, 2.0, 3.0]]]}), rows(0)
+    assert predict_first("linear") == V1
+
+
 if __name__ == "__main__":
-    {"config": case_config, "reload": case_reload,
-     "config_reload": case_config_reload, "memory": case_memory}[sys.argv[1]]()
+    {"config": case_config, "reload": case_reload, "config_reload": case_config_reload,
+     "memory": case_memory, "engine_panics": case_engine_panics}[sys.argv[1]]()
     print("OK")
