@@ -4,7 +4,7 @@
 //! - A connection has `header_read_timeout` to send a request's headers (slowloris: a byte a
 //!   second holds a connection that long, no longer).
 //! - At most `max_connections` are open; past that, new ones wait in the kernel's backlog
-//!   until one closes.
+//!   until one closes. The open-file soft limit is raised to the hard one to fit them.
 //! - On shutdown, no new connection is accepted and open ones finish their request.
 
 use std::future::Future;
@@ -40,6 +40,7 @@ pub async fn serve(
     let header_timeout = limits.header_read_timeout.min(Duration::from_secs(86_400));
     http.timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
+    raise_open_file_limit(limits.max_connections);
     let graceful = GracefulShutdown::new();
     let slots = std::sync::Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
@@ -73,4 +74,43 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Files the process needs besides its connections (models, the gRPC server, logs, libraries).
+const SPARE_FILES: u64 = 256;
+
+/// Raises the open-file soft limit to the hard limit: each connection is a file, and the usual
+/// soft limit of 1 024 would refuse clients (EMFILE) long before `max_connections`. Warns when
+/// even the hard limit is too low, with the fix.
+fn raise_open_file_limit(max_connections: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit = raised;
+            }
+        }
+        let needed = max_connections as u64 + SPARE_FILES;
+        if limit.rlim_cur < needed {
+            warn!(
+                "at most {} files may be open, fewer than --max_connections {max_connections} \
+                 needs ({needed}): clients past that are refused. Raise the limit (ulimit -n, or \
+                 docker run --ulimit nofile={needed}) or lower --max_connections",
+                limit.rlim_cur
+            );
+        }
+    }
 }
