@@ -16,7 +16,7 @@ export ONNX_SERVING_TEST_PYTHON := $(PY)
 # Tests, benchmarks and host binaries find onnxruntime's library here.
 export ONNX_SERVING_ONNXRUNTIME_LIBRARY ?= $(ORT_LIB)
 
-.PHONY: help setup build builder onnxruntime test test-models example-model example bench-ort bench bench-models bench-images bench-flood fuzz fmt lint clean demo base-image images
+.PHONY: help setup build builder onnxruntime test test-models example-model example bench-ort bench bench-models bench-images bench-flood bench-slow fuzz fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -74,9 +74,13 @@ bench: bench-models onnxruntime ## engines alone (tract, onnxruntime, onnxruntim
 bench-images: builder test-models base-image onnxruntime ## cold/warm devel build, serving image size, cold start -> BENCHMARKS.md
 	$(PY) scripts/bench_images.py $(MODELS) --write $(CURDIR)/BENCHMARKS.md
 
-bench-flood: $(PY) $(MODELS)/efficientnet/1/model.onnx ## wrk floods (16/64/256 clients) on the image model (b64 JPEG) and a fast one: 200/429 counts, goodput, RSS
+bench-flood: $(PY) $(MODELS)/efficientnet/1/model.onnx ## wrk floods (16/64/256 clients) on the image model (b64 JPEG) and a fast one: 200/429 counts, goodput, RSS; FLOOD_ARGS='--requests 100000 --queue 16 --concurrency 64,256' for oha runs
 	$(CARGO) build --release --locked -p runtime
-	$(PY) scripts/flood.py --runtime current=$${CARGO_TARGET_DIR:-target}/release/runtime --image-model $(MODELS)/efficientnet --image $(MODELS)/cat.jpg --fast-model runtime/tests/fixtures/models/linear
+	$(PY) scripts/flood.py --runtime current=$${CARGO_TARGET_DIR:-target}/release/runtime --image-model $(MODELS)/efficientnet --image $(MODELS)/cat.jpg --fast-model runtime/tests/fixtures/models/linear $(FLOOD_ARGS)
+
+bench-slow: ## slowloris: 1000 connections sending headers a byte a second vs 16 oha clients on a fast model -> BENCHMARKS.md figures
+	$(CARGO) build --release --locked -p runtime
+	$(PY) scripts/slow_clients.py --runtime $${CARGO_TARGET_DIR:-target}/release/runtime --model runtime/tests/fixtures/models/linear
 
 bench-ort: images example-model ## our default image vs a Python onnxruntime server: cat as b64 JPEG and as a tensor, conc 1/4/16
 	$(PY) scripts/bench_servers.py $(EXAMPLE_DIR)/efficientnet $(EXAMPLE_DIR)/cat.jpg --body b64,tensor
