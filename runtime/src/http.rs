@@ -103,7 +103,7 @@ fn raise_open_file_limit(max_connections: usize) {
                 limit = raised;
             }
         }
-        let needed = max_connections as u64 + SPARE_FILES;
+        let needed = (max_connections as u64).saturating_add(SPARE_FILES);
         if limit.rlim_cur < needed {
             warn!(
                 "at most {} files may be open, fewer than --max_connections {max_connections} \

@@ -30,19 +30,10 @@ enum RunError {
 /// Runs the engine with a panic inside it turned into this run's error, so that an input that
 /// trips an engine bug fails its own request, not the server (release builds unwind).
 fn run_guarded(runner: &mut dyn Runner, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run(inputs))) {
+    match crate::engine::catch_panic(|| runner.run(inputs)) {
         Ok(result) => result.map_err(RunError::Refused),
-        Err(panic) => Err(RunError::Panicked(panic_message(panic.as_ref()))),
+        Err(why) => Err(RunError::Panicked(why)),
     }
-}
-
-/// The text a panic carried (`panic!("...")` gives a `&str` or a `String`).
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".into())
 }
 
 struct Job {
@@ -127,7 +118,7 @@ impl InferencePool {
     /// only when the backend can merge requests (`Backend::batch_support`).
     /// `batch_sizes`, when given, receives the instances of every run (the batch-size metric).
     pub fn start(
-        backend: &dyn Backend,
+        backend: Arc<dyn Backend>,
         workers: usize,
         queue_capacity: usize,
         batching: Option<Batching>,
@@ -144,6 +135,7 @@ impl InferencePool {
             let running = running.clone();
             let worker = Worker {
                 runner: backend.runner()?,
+                backend: backend.clone(),
                 support: support.clone(),
                 stats: stats.clone(),
                 batch_sizes: batch_sizes.clone(),
@@ -263,6 +255,8 @@ pub const ADMISSION_WAIT: Duration = Duration::from_millis(100);
 /// One inference thread.
 struct Worker {
     runner: Box<dyn Runner>,
+    /// For a fresh runner after one panicked (its state may be half-way through a run).
+    backend: Arc<dyn Backend>,
     support: BatchSupport,
     stats: Arc<Counters>,
     batch_sizes: Option<prometheus::Histogram>,
@@ -270,6 +264,18 @@ struct Worker {
 }
 
 impl Worker {
+    /// One engine run; after a panic, the runner is replaced by a fresh one.
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
+        let result = run_guarded(self.runner.as_mut(), inputs);
+        if let Err(RunError::Panicked(why)) = &result {
+            match self.backend.runner() {
+                Ok(fresh) => self.runner = fresh,
+                Err(e) => tracing::error!("the engine panicked ({why}) and no new runner can be made ({e}): this worker keeps the old one"),
+            }
+        }
+        result
+    }
+
     fn count(&self, requests: usize, instances: usize) {
         if let Some(h) = &self.batch_sizes {
             h.observe(instances as f64);
@@ -330,7 +336,7 @@ impl Worker {
         let result = match pad {
             Some(pad) => concat_inputs(&group, pad)
                 .map_err(|e| RunError::Refused(e.to_string()))
-                .and_then(|inputs| run_guarded(self.runner.as_mut(), inputs))
+                .and_then(|inputs| self.run(inputs))
                 .and_then(|outputs| {
                     // Every output must have a row per instance to be split back.
                     match outputs.iter().find(|o| o.batch() != Some(total + pad)) {
@@ -372,7 +378,7 @@ impl Worker {
     fn run_alone(&mut self, job: Job) {
         let instances = common_batch(&job.inputs).unwrap_or(1);
         let started = Instant::now();
-        let result = run_guarded(self.runner.as_mut(), job.inputs);
+        let result = self.run(job.inputs);
         self.count(1, instances);
         let _ = job.reply.send(result.map(|out| (out, started.elapsed())));
     }

@@ -345,7 +345,7 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
         .map(|_| crate::metrics::metrics().batch_sizes(&pool.model_name));
     let name = pool.model_name.clone();
     let pool = InferencePool::start(
-        &*backend,
+        backend.clone(),
         workers,
         pool.queue,
         pool.batching.clone(),

@@ -198,8 +198,13 @@ pub fn signature_toml(data: &[u8]) {
             outputs: vec![spec("y", DType::I64, vec![Dim::Dynamic("N".into())])],
         }
     };
-    let _ = ServingSignature::parse(&text, Path::new("signature.toml"), &model);
+    // In a folder that does not exist: a `labels` file named by the input is never found (the
+    // parser refuses paths out of the version folder).
+    let _ = ServingSignature::parse(&text, Path::new(NOWHERE), &model);
 }
+
+/// Where the fuzzed `signature.toml` claims to be.
+const NOWHERE: &str = "/nonexistent-onnx-serving-fuzz/1/signature.toml";
 
 /// The bytes are a protobuf `tensorflow.TensorProto` (a gRPC predict input). A tensor it decodes
 /// to must encode (typed fields and `tensor_content` alike) and decode back the same.

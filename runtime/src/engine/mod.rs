@@ -154,8 +154,36 @@ pub fn available() -> Vec<EngineKind> {
     engines
 }
 
-/// Loads `path` with one engine, warms it up and tunes its threads.
+/// Runs `f`, with a panic inside it (an engine bug, tract's above all) turned into an error
+/// holding the panic's text. Release builds unwind for this (Cargo.toml).
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| panic_message(p.as_ref()))
+}
+
+/// The text a panic carried (`panic!("...")` gives a `&str` or a `String`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
+/// Loads `path` with one engine, warms it up and tunes its threads. An engine that panics on
+/// the model fails this load ([`ModelError::Engine`]), so that with `auto` the other engine
+/// may still serve it.
 pub fn load(kind: EngineKind, path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
+    catch_panic(|| load_unguarded(kind, path, opts)).unwrap_or_else(|why| {
+        Err(ModelError::Engine {
+            engine: kind.name(),
+            stage: "load",
+            path: path.to_owned(),
+            message: format!("the engine panicked: {why}"),
+        })
+    })
+}
+
+fn load_unguarded(kind: EngineKind, path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     match kind {
         #[cfg(feature = "tract")]
         EngineKind::Tract => tract::load(path, opts),
@@ -258,7 +286,9 @@ fn time_lone_runs(ready: &[Loaded]) -> Vec<Option<Duration>> {
         .map(|l| l.backend.signature().zero_inputs(1))
         .collect();
     best_of_interleaved(3, ready.len(), |k| match &mut runners[k] {
-        Ok(runner) => runner.run(inputs[k].clone()).map(drop),
+        Ok(runner) => catch_panic(|| runner.run(inputs[k].clone()))
+            .unwrap_or_else(|why| Err(format!("the engine panicked: {why}")))
+            .map(drop),
         Err(e) => Err(format!("no runner to time: {e}")),
     })
     .into_iter()

@@ -19,7 +19,7 @@
 //! model_output = "logits"   # ONNX output, [batch, classes] (default: the only output)
 //! activation = "softmax"    # or "none" when the model already emits probabilities
 //! label_offset = 0          # added to class ids (1 for TF's 1001-class numbering)
-//! labels = "labels.txt"     # one label per line, relative to this file
+//! labels = "labels.txt"     # one label per line, a file beside this one (no path out of the folder)
 //! top_k = 5
 //! emit = ["classes", "probabilities"]
 //! ```
@@ -375,6 +375,15 @@ fn class_output(f: OutputFile, model: &Signature, file: &Path) -> Result<ClassOu
     let labels = match &f.labels {
         None => None,
         Some(name) => {
+            // A file of the version folder: not a path out of it (`/dev/zero`, `../..`).
+            let inside = Path::new(name)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside || name.is_empty() {
+                return Err(format!(
+                    "labels = \"{name}\": name a file in the model's version folder, beside signature.toml (e.g. labels = \"labels.txt\")"
+                ));
+            }
             let path = file.parent().unwrap_or(Path::new(".")).join(name);
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("labels = \"{name}\": cannot read {}: {e}", path.display()))?;
@@ -757,6 +766,27 @@ mod tests {
     fn parse(text: &str) -> Result<ServingSignature, String> {
         ServingSignature::parse(text, Path::new("/nonexistent/signature.toml"), &model())
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn labels_name_a_file_of_the_version_folder() {
+        for name in ["/dev/zero", "../labels.txt", "a/../../b", ""] {
+            let err = parse(&format!(
+                "[input]\nkind = \"image\"\n[output]\nlabels = \"{name}\"\n"
+            ))
+            .unwrap_err();
+            assert!(
+                err.contains("name a file in the model's version folder"),
+                "{name}: {err}"
+            );
+        }
+        // Inside the folder: refused only because this one does not exist.
+        let err = parse("[input]\nkind = \"image\"\n[output]\nlabels = \"meta/labels.txt\"\n")
+            .unwrap_err();
+        assert!(
+            err.contains("cannot read /nonexistent/meta/labels.txt"),
+            "{err}"
+        );
     }
 
     #[test]

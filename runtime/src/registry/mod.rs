@@ -351,15 +351,12 @@ impl Manager {
             let name = pool.model_name.clone();
             // A model that trips an engine bug ends its version (END with the panic's text),
             // not the server and the models it serves (release builds unwind).
-            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                load_and_warm_up(&found, &pool)
-            }))
-            .unwrap_or_else(|panic| {
-                Err(anyhow::anyhow!(
-                    "the engine panicked while loading it: {}",
-                    crate::infer::panic_message(panic.as_ref())
-                ))
-            });
+            let loaded = crate::engine::catch_panic(|| load_and_warm_up(&found, &pool))
+                .unwrap_or_else(|why| {
+                    Err(anyhow::anyhow!(
+                        "the engine panicked while loading it: {why}"
+                    ))
+                });
             match loaded {
                 Ok(model) => {
                     let model = Arc::new(model);
