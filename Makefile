@@ -78,7 +78,7 @@ bench-flood: $(PY) $(MODELS)/efficientnet/1/model.onnx ## wrk floods (16/64/256 
 	$(CARGO) build --release --locked -p runtime
 	$(PY) scripts/flood.py --runtime current=$${CARGO_TARGET_DIR:-target}/release/runtime --image-model $(MODELS)/efficientnet --image $(MODELS)/cat.jpg --fast-model runtime/tests/fixtures/models/linear $(FLOOD_ARGS)
 
-bench-slow: ## slowloris: 1000 connections sending headers a byte a second vs 16 oha clients on a fast model -> BENCHMARKS.md figures
+bench-slow: $(PY) ## slowloris: 1000 connections sending headers a byte a second vs 16 oha clients on a fast model -> BENCHMARKS.md figures (needs oha: cargo install --locked oha)
 	$(CARGO) build --release --locked -p runtime
 	$(PY) scripts/slow_clients.py --runtime $${CARGO_TARGET_DIR:-target}/release/runtime --model runtime/tests/fixtures/models/linear
 

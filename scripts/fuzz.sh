@@ -10,8 +10,10 @@
 # With a nightly toolchain the targets run under AddressSanitizer; without one, on stable with
 # no sanitizer (cargo fuzz -s none), which still catches panics, overflows (debug assertions
 # are on), timeouts and runaway memory. A failure leaves its input under
-# $FUZZ_CACHE/artifacts/: replay it with `cargo fuzz run <target> <file>` from runtime/, fix the
-# bug, then copy the file into runtime/fuzz/regressions/<target>/ so that it is replayed forever.
+# $FUZZ_CACHE/artifacts/: replay it from runtime/ with
+# `cargo +nightly fuzz run --debug-assertions <target> <file>` (no nightly: add `-s none`), fix
+# the bug, then copy the file into runtime/fuzz/regressions/<target>/ so that it is replayed
+# forever. FUZZ_SECONDS=0 only replays the seeds and regressions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -51,15 +53,17 @@ for target in "${targets[@]}"; do
   artifacts=$cache/artifacts/$target
   mkdir -p "$corpus" "$artifacts" "fuzz/regressions/$target"
   echo "fuzz: $target for ${seconds}s (seeds: fuzz/seeds/$target, regressions: fuzz/regressions/$target)"
+  # -max_total_time=0 would mean no limit: 0 seconds is a replay (-runs=0).
+  if [ "$seconds" -gt 0 ]; then budget=(-max_total_time="$seconds"); else budget=(-runs=0); fi
   if ! "${fuzz[@]}" run --sanitizer "$sanitizer" --debug-assertions "$target" \
       "$corpus" "fuzz/seeds/$target" "fuzz/regressions/$target" -- \
-      -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+      "${budget[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
       -print_final_stats=1 -artifact_prefix="$artifacts/" 2>"$cache/$target.log"; then
     tail -n 40 "$cache/$target.log" >&2
     failed+=("$target")
     echo "fuzz: $target FAILED; the input is in $artifacts/ (log: $cache/$target.log)" >&2
   else
-    grep -E '^stat::number_of_executed_units|^Done' "$cache/$target.log" | tr '\n' ' '
+    grep -E '^stat::number_of_executed_units|^Done' "$cache/$target.log" | tr '\n' ' ' || true
     echo
   fi
 done

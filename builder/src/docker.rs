@@ -112,18 +112,6 @@ pub async fn build(docker: &Docker, req: &BuildRequest<'_>, context: Vec<u8>) ->
         };
         let Some(item) = item else { break };
         let failure = match item {
-            Err(e) if docker.ping().await.is_err() => {
-                // The stream broke and the daemon is gone (stopped, restarted or crashed): no
-                // cleanup can reach it, and the build output says nothing about why.
-                progress.finish();
-                bail!(
-                    "the Docker daemon stopped during the build of {} ({e}); start it again \
-                     (systemctl start docker, or `make setup`) and rerun the command: the steps \
-                     that finished are cached, and the daemon removes the interrupted step's \
-                     container when it starts",
-                    req.tag
-                );
-            }
             Err(e) => Some(e.to_string()),
             Ok(info) => match info.error_detail.and_then(|d| d.message) {
                 Some(message) => Some(message),
@@ -149,6 +137,18 @@ pub async fn build(docker: &Docker, req: &BuildRequest<'_>, context: Vec<u8>) ->
         if let Some(message) = failure {
             progress.finish();
             drop(stream);
+            if daemon_gone(docker).await {
+                // Stopped, restarted or crashed: the stream broke, or the step's container was
+                // killed on the way down. No cleanup can reach it, and the build output says
+                // nothing about why.
+                bail!(
+                    "the Docker daemon stopped during the build of {} ({message}); start it \
+                     again (systemctl start docker, or `make setup`) and rerun the command: the \
+                     steps that finished are cached, and the daemon removes the interrupted \
+                     step's container when it starts",
+                    req.tag
+                );
+            }
             remove_dangling(docker, &layers).await;
             bail!(
                 "building {} failed: {message}\n--- last build output ---\n{}",
@@ -165,6 +165,16 @@ pub async fn build(docker: &Docker, req: &BuildRequest<'_>, context: Vec<u8>) ->
             tail.join("\n")
         )
     })
+}
+
+/// Whether the daemon stopped answering: a ping now, and another half a second later (a daemon
+/// on its way down kills the build's container before it stops answering).
+async fn daemon_gone(docker: &Docker) -> bool {
+    if docker.ping().await.is_err() {
+        return true;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    docker.ping().await.is_err()
 }
 
 /// The classic builder colours a step's stderr (`ESC[91m` … `ESC[0m`); keep only the text.

@@ -111,6 +111,13 @@ impl PrivateDaemon {
             .arg("--pidfile")
             .arg(dir.join("dockerd.pid"))
             .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            // Its own namespaces, should it share a system containerd with the host's daemon.
+            .args([
+                "--containerd-namespace",
+                "onnx-serving-faults",
+                "--containerd-plugins-namespace",
+                "onnx-serving-faults-plugins",
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -172,6 +179,16 @@ impl Drop for PrivateDaemon {
     }
 }
 
+/// The builder process, killed if the test fails before it exits.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn the_daemon_stopping_mid_build_ends_the_builder_with_one_message_and_no_container() {
     let base = builder::commands::DEFAULT_BASE_IMAGE;
@@ -205,23 +222,25 @@ fn the_daemon_stopping_mid_build_ends_the_builder_with_one_message_and_no_contai
 
     // A devel build: vendoring, the context, then minutes of cargo; stop the daemon once
     // cargo compiles.
-    let mut build = Command::new(env!("CARGO_BIN_EXE_builder"))
-        .args([
-            "devel",
-            "--tag",
-            "onnx-serving-faults/devel",
-            "--network",
-            "host",
-            "--verbose",
-        ])
-        .current_dir(workspace())
-        .env("DOCKER_HOST", daemon.socket())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the builder starts");
+    let mut build = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_builder"))
+            .args([
+                "devel",
+                "--tag",
+                "onnx-serving-faults/devel",
+                "--network",
+                "host",
+                "--verbose",
+            ])
+            .current_dir(workspace())
+            .env("DOCKER_HOST", daemon.socket())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the builder starts"),
+    );
     let (lines, seen) = mpsc::channel();
-    let stderr = build.stderr.take().unwrap();
+    let stderr = build.0.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut all = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -243,7 +262,7 @@ fn the_daemon_stopping_mid_build_ends_the_builder_with_one_message_and_no_contai
 
     let stopped = Instant::now();
     let status = loop {
-        if let Some(status) = build.try_wait().unwrap() {
+        if let Some(status) = build.0.try_wait().unwrap() {
             break status;
         }
         assert!(
