@@ -3,8 +3,8 @@
 //!
 //! Each test skips (saying why) without what it needs: root (to mount a tmpfs, to start a
 //! daemon of its own), `dockerd`, and for the daemon test the base image (`make base-image`).
-//! The daemon test runs a private `dockerd` (own socket, data root and containerd namespace, no
-//! bridge), so stopping it disturbs no other test.
+//! The daemon test runs a private `dockerd` (own socket, data root, containerd namespaces and
+//! bridge), so stopping it disturbs no other test or the host's daemon.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -101,6 +101,18 @@ impl PrivateDaemon {
 
     fn start(dir: &Path) -> Result<PrivateDaemon, String> {
         let log = std::fs::File::create(dir.join("dockerd.log")).map_err(|e| e.to_string())?;
+        // A bridge of its own: without one (`--bridge none`) dockerd deletes the host's
+        // docker0, and with the default it would take docker0 over. The build's RUN steps use
+        // the host network (the toolchain comes from Debian's mirror).
+        let bridge = bridge_name();
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        let made = Command::new("ip")
+            .args(["link", "add", &bridge, "type", "bridge"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !made {
+            return Err(format!("cannot create the bridge {bridge} (ip link add)"));
+        }
         let child = Command::new("dockerd")
             .arg("--host")
             .arg(format!("unix://{}", dir.join("docker.sock").display()))
@@ -110,7 +122,7 @@ impl PrivateDaemon {
             .arg(dir.join("exec"))
             .arg("--pidfile")
             .arg(dir.join("dockerd.pid"))
-            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .args(["--bridge", &bridge, "--iptables=false", "--ip-masq=false"])
             // Its own namespaces, should it share a system containerd with the host's daemon.
             .args([
                 "--containerd-namespace",
@@ -176,7 +188,15 @@ impl PrivateDaemon {
 impl Drop for PrivateDaemon {
     fn drop(&mut self) {
         self.stop();
+        let _ = Command::new("ip")
+            .args(["link", "del", &bridge_name()])
+            .output();
     }
+}
+
+/// The private daemon's bridge interface (at most 15 characters).
+fn bridge_name() -> String {
+    format!("osf{}", std::process::id() % 100_000)
 }
 
 /// The builder process, killed if the test fails before it exits.
@@ -192,8 +212,9 @@ impl Drop for KillOnDrop {
 #[test]
 fn the_daemon_stopping_mid_build_ends_the_builder_with_one_message_and_no_container() {
     let base = builder::commands::DEFAULT_BASE_IMAGE;
-    if !is_root() || Command::new("dockerd").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: a private dockerd needs root and dockerd (make setup)");
+    let found = |tool: &str, arg: &str| Command::new(tool).arg(arg).output().is_ok();
+    if !is_root() || !found("dockerd", "--version") || !found("ip", "-V") {
+        eprintln!("SKIPPED: a private dockerd needs root, dockerd (make setup) and ip (iproute2)");
         return;
     }
     let has_base = Command::new("docker")
@@ -204,6 +225,7 @@ fn the_daemon_stopping_mid_build_ends_the_builder_with_one_message_and_no_contai
         eprintln!("SKIPPED: the base image {base} is not in the Docker daemon (make base-image)");
         return;
     }
+    let host_bridge = Path::new("/sys/class/net/docker0").exists();
     let scratch = Scratch::new("daemon");
     let mut daemon = PrivateDaemon::start(&scratch.0).expect("a private dockerd");
     let load = Command::new("bash")
@@ -250,12 +272,16 @@ fn the_daemon_stopping_mid_build_ends_the_builder_with_one_message_and_no_contai
         all
     });
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut so_far = Vec::new();
     loop {
-        let line = seen
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("cargo did not start compiling in the build within 10 minutes");
-        if line.contains("Compiling ") {
-            break;
+        match seen.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("Compiling ") => break,
+            Ok(line) => so_far.push(line),
+            Err(e) => panic!(
+                "cargo did not start compiling in the build ({e}); the builder said:\n{}\ndockerd said:\n{}",
+                so_far.join("\n"),
+                std::fs::read_to_string(scratch.0.join("dockerd.log")).unwrap_or_default()
+            ),
         }
     }
     daemon.stop();
@@ -286,6 +312,18 @@ fn the_daemon_stopping_mid_build_ends_the_builder_with_one_message_and_no_contai
         "not a clear message: {}",
         errors[0]
     );
+
+    // The host's daemon is untouched (its bridge, above all).
+    assert!(
+        Command::new("docker")
+            .args(["network", "inspect", "bridge"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "the host daemon lost its bridge network"
+    );
+    if Path::new("/sys/class/net/docker0").exists() != host_bridge {
+        panic!("the host's docker0 changed while the private daemon ran");
+    }
 
     // Started again on the same data root: no container of the interrupted build is left.
     let daemon = PrivateDaemon::start(&scratch.0).expect("the private dockerd restarts");
