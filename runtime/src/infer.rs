@@ -249,8 +249,11 @@ fn release_free_memory() {
     }
 }
 
-/// How long a request may wait for room in a full queue before it is refused (429).
-pub const ADMISSION_WAIT: Duration = Duration::from_millis(100);
+/// How long a request may wait for room in a full queue before it is refused (429). Longer
+/// waits mean fewer refusals per second for a flood's clients to resend (each refused body is
+/// still read and dropped): with 256 clients on a CNN, 250 ms kept 0.81x of the unloaded
+/// goodput where 100 ms kept 0.71x, for +50 ms on the admitted requests' p99 (BENCHMARKS.md).
+pub const ADMISSION_WAIT: Duration = Duration::from_millis(250);
 
 /// One inference thread.
 struct Worker {
