@@ -83,7 +83,9 @@ class Server:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def flood(server, body_file, connections, seconds):
+def peak_rss_while(server, command, **kwargs):
+    """Runs `command` (subprocess.run kwargs) while sampling the server's RSS every 0.1 s;
+    returns its result and the peak RSS in MB."""
     peak = [0.0]
     stop = threading.Event()
 
@@ -94,16 +96,23 @@ def flood(server, body_file, connections, seconds):
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    out = subprocess.run(
+    try:
+        return subprocess.run(command, **kwargs), peak[0]
+    finally:
+        stop.set()
+        sampler.join()
+
+
+def flood(server, body_file, connections, seconds):
+    out, peak = peak_rss_while(
+        server,
         ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
          "-s", str(LUA), f"http://127.0.0.1:{server.port}/v1/models/m:predict"],
         env={**os.environ, "FLOOD_BODY": body_file}, capture_output=True, text=True, check=True)
-    stop.set()
-    sampler.join()
     line = next(l for l in out.stdout.splitlines() if l.startswith("FLOOD "))
     result = json.loads(line[len("FLOOD "):])
     time.sleep(3)
-    result["peak_rss_mb"] = peak[0]
+    result["peak_rss_mb"] = peak
     result["after_rss_mb"] = rss_mb(server.proc.pid)
     status = {int(k): v for k, v in result["status"].items()}
     result["ok"] = status.get(200, 0)
@@ -115,23 +124,12 @@ def flood(server, body_file, connections, seconds):
 
 def flood_requests(server, body_file, connections, requests):
     """N requests with oha: status counts, errors, seconds, p50/p99 of all and of the 200s."""
-    peak = [0.0]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_mb(server.proc.pid))
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out = subprocess.run(
+    out, peak = peak_rss_while(
+        server,
         ["oha", "-n", str(requests), "-c", str(connections), "--no-tui", "--output-format", "json",
          "--stats-success-breakdown", "-m", "POST", "-T", "application/json", "-D", body_file,
          "-t", "10s", f"http://127.0.0.1:{server.port}/v1/models/m:predict"],
         capture_output=True, text=True, check=True)
-    stop.set()
-    sampler.join()
     report = json.loads(out.stdout)
     time.sleep(3)
     status = {int(k): v for k, v in report["statusCodeDistribution"].items()}
@@ -148,7 +146,7 @@ def flood_requests(server, body_file, connections, requests):
         "p50_ms": (report["latencyPercentiles"]["p50"] or 0) * 1e3,
         "p99_ms": (report["latencyPercentiles"]["p99"] or 0) * 1e3,
         "ok_p99_ms": (ok.get("p99") or 0) * 1e3,
-        "peak_rss_mb": peak[0],
+        "peak_rss_mb": peak,
         "after_rss_mb": rss_mb(server.proc.pid),
     }
 
