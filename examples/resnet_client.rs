@@ -201,10 +201,10 @@ mod grpc {
     use std::time::{Duration, Instant};
 
     use anyhow::{anyhow, Context, Result};
-    use runtime::grpc::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-    use runtime::grpc::proto::tensorflow::serving::{ModelSpec, PredictRequest};
-    use runtime::grpc::proto::tensorflow::{DataType, TensorProto};
     use runtime::grpc::tensor::known_shape;
+    use runtime::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+    use runtime::proto::tensorflow::serving::{ModelSpec, PredictRequest};
+    use runtime::proto::tensorflow::{DataType, TensorProto};
 
     pub async fn classify(addr: &str, model: &str, photo: Vec<u8>, n: u32) -> Result<()> {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))

@@ -264,8 +264,8 @@ pub fn find_workspace() -> Result<PathBuf> {
     }
 }
 
-/// The devel build context: manifests, vendored crates, runtime sources and build script, the
-/// gRPC protos it compiles, the Dockerfile.
+/// The devel build context: manifests, vendored crates, runtime and hostcpu sources and the
+/// runtime's build script, the gRPC protos it compiles, the Dockerfile.
 pub fn devel_context(workspace: &Path, vendor: &Path) -> Result<Vec<u8>> {
     let mut ctx = BuildContext::new();
     ctx.add_file(
@@ -276,6 +276,7 @@ pub fn devel_context(workspace: &Path, vendor: &Path) -> Result<Vec<u8>> {
     for file in [
         "Cargo.toml",
         "Cargo.lock",
+        "hostcpu/Cargo.toml",
         "runtime/Cargo.toml",
         "builder/Cargo.toml",
         "tests/Cargo.toml",
@@ -285,6 +286,7 @@ pub fn devel_context(workspace: &Path, vendor: &Path) -> Result<Vec<u8>> {
         ctx.add_file(&workspace.join(file), file)?;
     }
     ctx.add_dir(&workspace.join("proto"), "proto")?;
+    ctx.add_dir(&workspace.join("hostcpu/src"), "hostcpu/src")?;
     ctx.add_dir(&workspace.join("runtime/src"), "runtime/src")?;
     ctx.add_dir(&workspace.join("runtime/benches"), "runtime/benches")?;
     ctx.add_vendor(vendor)?;

@@ -7,12 +7,9 @@ pub mod cpu;
 pub mod docker;
 pub mod onnxruntime;
 
-/// The runtime's CPU detection, compiled into the builder from the same source file: one
-/// definition of the instruction-set table for both binaries, without making the builder
-/// depend on (and compile) tract.
-#[path = "../../runtime/src/cpu.rs"]
-pub mod hostcpu;
+/// The host's CPU detection, shared with the runtime (one definition of the instruction-set
+/// table for both binaries, without making the builder depend on, and compile, tract).
+pub use hostcpu;
 
-/// The runtime's log filter, from the same source file.
-#[path = "../../runtime/src/logging.rs"]
-pub mod logging;
+/// The log filter both binaries read.
+pub use hostcpu::logging;

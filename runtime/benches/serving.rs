@@ -18,12 +18,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use runtime::api::codec::tensors_from_instances;
-use runtime::api::request::parse_predict_request;
 use runtime::engine::{self, EngineChoice, EngineKind, LoadOptions, Threads};
-use runtime::infer::Batching;
-use runtime::model::{find_latest_version, DType, Dim, Signature, TensorSpec};
-use runtime::server::{load_and_warm_up, PoolOptions};
+use runtime::models::find_latest_version;
+use runtime::models::{load_and_warm_up, PoolOptions};
+use runtime::pool::Batching;
+use runtime::rest::decode::tensors_from_instances;
+use runtime::rest::request::parse_predict_request;
+use runtime::signature::{DType, Dim, Signature, TensorSpec};
 use runtime::tensor::Tensor;
 use runtime::{AppState, Limits, Servable, ServedModel};
 
@@ -87,7 +88,7 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let threads = runtime::config::compute_cores();
+    let threads = hostcpu::compute_cores();
     let engines = engine::available();
     if let Err(why) = engine::onnxruntime::library() {
         eprintln!("onnxruntime is not available ({why}): tract only (make onnxruntime)");

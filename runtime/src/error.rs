@@ -1,8 +1,8 @@
-//! API errors: every failure a client sees is `{"error": "..."}` with a status that says whose fault it is.
+//! The errors every protocol shares, free of any protocol: [`ApiError`] (why a request failed,
+//! and whose fault it is) and [`ModelError`] (why a model cannot be found or loaded). Each
+//! protocol maps them to its own status at its edge (`rest::error`, `grpc::status`).
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -52,40 +52,36 @@ impl ApiError {
             ApiError::Unavailable(_) => (14, "UNAVAILABLE"),
         }
     }
-
-    /// The HTTP status REST answers with.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(status = status.as_u16(), "{self}");
-        } else {
-            tracing::debug!(status = status.as_u16(), "{self}");
-        }
-        let mut response =
-            (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
-        if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-        }
-        response
-    }
+/// Why a model version cannot be found on disk, read, or loaded by an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model folder {path} does not exist; expected <model_base_path>/<model_name>/<version>/model.onnx, e.g. /models/resnet/1/model.onnx (mount it with --mount type=bind,source=...,target=/models/<model_name>)")]
+    MissingBase { path: PathBuf },
+    #[error("no model version found under {path}: expected numbered sub-folders holding model.onnx, e.g. {path}/1/model.onnx")]
+    NoVersion { path: PathBuf },
+    #[error("version folder {path} holds no .onnx file (expected model.onnx)")]
+    NoOnnxFile { path: PathBuf },
+    #[error("version folder {path} holds several .onnx files and none is named model.onnx")]
+    AmbiguousOnnxFile { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{engine} could not {stage} {path}: {message}")]
+    Engine {
+        engine: &'static str,
+        stage: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("no engine can serve {path}: {reasons}")]
+    NoEngine { path: PathBuf, reasons: String },
+    #[error("{path}: {message}")]
+    Signature { path: PathBuf, message: String },
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
 }

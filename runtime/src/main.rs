@@ -2,15 +2,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use runtime::config::{env, Cli, Command};
+use runtime::cli::{env, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     // Before any work: an optimized binary on a CPU lacking its instructions must say so, not
     // die of SIGILL halfway through loading a model.
-    let cpu = runtime::cpu::detect();
-    match runtime::cpu::startup_check(&cpu, &runtime::cpu::compiled_features()) {
+    let cpu = hostcpu::detect();
+    match hostcpu::startup_check(&cpu, &hostcpu::compiled_features()) {
         Err(message) => {
             report_error(&message);
             return ExitCode::FAILURE;
@@ -39,14 +39,14 @@ fn report_error(message: &str) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Some(Command::CheckModel(args)) => runtime::check::check_model(&args),
-        Some(Command::Healthcheck(args)) => runtime::healthcheck::healthcheck(&args),
+        Some(Command::CheckModel(args)) => runtime::cli::check_model::check_model(&args),
+        Some(Command::Healthcheck(args)) => runtime::cli::healthcheck::healthcheck(&args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
 }
 
-fn serve(args: runtime::config::ServeArgs) -> Result<()> {
+fn serve(args: runtime::cli::ServeArgs) -> Result<()> {
     let threads = match args.rest_api_num_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -57,13 +57,13 @@ fn serve(args: runtime::config::ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(runtime::server::serve(args))
+        .block_on(runtime::cli::serve::serve(args))
 }
 
 fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = runtime::logging::log_filter(env::LOG, tracing::Level::INFO);
+    let filter = hostcpu::logging::log_filter(env::LOG, tracing::Level::INFO);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::registry()
         .with(

@@ -1,8 +1,10 @@
 //! Prometheus metrics, in the text exposition format, at TF Serving's path
 //! (`/monitoring/prometheus/metrics`) when `--enable_metrics` is on. Recorded by both APIs
 //! through [`Metrics::request`] and by the serving path ([`Metrics::engine_run`]); the model's
-//! state, load time and queue depth are read from [`AppState`] at each scrape. The process's
-//! CPU and memory come from the `prometheus` crate's process collector.
+//! state, load time and queue depth are handed to [`Metrics::render`] at each scrape
+//! (`serving::render_metrics` reads them from the models served). The process's CPU and memory
+//! come from the `prometheus` crate's process collector. This module knows no other room but
+//! the error type: every room may record here.
 //!
 //! Names follow Prometheus' conventions (`_total`, `_seconds`) under `onnx_serving_`:
 //!
@@ -27,8 +29,6 @@ use prometheus::{
 };
 
 use crate::error::ApiError;
-use crate::service::VersionStatus;
-use crate::state::{AppState, Servable};
 
 /// TF Serving's metrics path.
 pub const DEFAULT_PATH: &str = "/monitoring/prometheus/metrics";
@@ -41,7 +41,7 @@ const BUCKETS: &[f64] = &[
 
 /// The label for a model name a client sent that this server does not serve: client-chosen
 /// strings must not become label values (each would be a new time series).
-const UNKNOWN_MODEL: &str = "_unknown";
+pub const UNKNOWN_MODEL: &str = "_unknown";
 
 /// Whether each answered request is logged (`--access_log`).
 static ACCESS_LOG: AtomicBool = AtomicBool::new(false);
@@ -159,19 +159,9 @@ impl Metrics {
 
     /// Starts timing a request to `model` over `api` ("rest", "grpc") for `method`; the guard
     /// records it when [`RequestGuard::finish`]ed (or as CANCELLED when dropped unfinished: the
-    /// client went away).
-    pub fn request(
-        &self,
-        st: &AppState,
-        model: &str,
-        api: &'static str,
-        method: &'static str,
-    ) -> RequestGuard {
-        let model = if st.models().contains_key(model) {
-            model.to_string()
-        } else {
-            UNKNOWN_MODEL.to_string()
-        };
+    /// client went away). `model` is a served model's name or [`UNKNOWN_MODEL`], never a
+    /// client's string.
+    pub fn request(&self, model: String, api: &'static str, method: &'static str) -> RequestGuard {
         self.in_flight
             .with_label_values(&[model.as_str(), api])
             .inc();
@@ -197,30 +187,27 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The exposition text, with every version's state, load time and queue read now.
-    pub fn render(&self, st: &AppState) -> Result<String, String> {
+    /// The exposition text, with the state, load time and queue of `models` (every model
+    /// served, read at this scrape).
+    pub fn render(&self, models: &[ModelGauges<'_>]) -> Result<String, String> {
         self.state.reset();
         self.queue.reset();
         self.load_seconds.reset();
-        for (name, entry) in st.models().iter() {
-            let mut queued = 0;
-            for (version, servable) in &entry.versions {
-                let v = version.to_string();
-                let status = VersionStatus::of(*version, servable);
+        for model in models {
+            for v in &model.versions {
+                let version = v.version.to_string();
                 self.state
-                    .with_label_values(&[name.as_str(), &v, status.state.name()])
+                    .with_label_values(&[model.name, &version, v.state])
                     .set(1);
-                if let Servable::Available(model) = servable {
+                if let Some(load) = v.load_time {
                     self.load_seconds
-                        .with_label_values(&[name.as_str(), &v])
-                        .set(model.load_time.as_secs_f64());
-                    queued += model.pool.queued();
+                        .with_label_values(&[model.name, &version])
+                        .set(load.as_secs_f64());
                 }
             }
-            // Requests waiting for any of the model's versions.
             self.queue
-                .with_label_values(&[name.as_str()])
-                .set(i64::try_from(queued).unwrap_or(i64::MAX));
+                .with_label_values(&[model.name])
+                .set(i64::try_from(model.queued).unwrap_or(i64::MAX));
         }
         let mut text = Vec::new();
         TextEncoder::new()
@@ -228,6 +215,25 @@ impl Metrics {
             .map_err(|e| format!("cannot write the metrics: {e}"))?;
         String::from_utf8(text).map_err(|e| format!("cannot write the metrics: {e}"))
     }
+}
+
+/// One model as a scrape sees it.
+#[derive(Clone, Debug)]
+pub struct ModelGauges<'a> {
+    pub name: &'a str,
+    /// Requests waiting for any of its versions' workers.
+    pub queued: usize,
+    pub versions: Vec<VersionGauge>,
+}
+
+/// One model version as a scrape sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct VersionGauge {
+    pub version: u64,
+    /// TF Serving's state name: LOADING, AVAILABLE, UNLOADING, END.
+    pub state: &'static str,
+    /// Load time of an AVAILABLE version.
+    pub load_time: Option<Duration>,
 }
 
 /// A request being timed (see [`Metrics::request`]).

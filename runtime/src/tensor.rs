@@ -91,7 +91,6 @@ pub enum TensorData {
 }
 
 /// Runs `$body` with `$v` bound to the vector inside any [`TensorData`] variant.
-#[macro_export]
 macro_rules! each_data {
     ($data:expr, $v:ident => $body:expr) => {
         match $data {
@@ -111,6 +110,7 @@ macro_rules! each_data {
         }
     };
 }
+pub(crate) use each_data;
 
 /// Rust types that are tensor elements.
 pub trait Element: Clone + Default + Send + Sync + 'static {

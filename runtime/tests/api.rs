@@ -603,14 +603,14 @@ async fn concurrent_requests_all_get_their_own_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batching_merges_concurrent_requests_and_answers_each_its_own() {
-    use runtime::infer::Batching;
-    use runtime::server::{load_and_warm_up, PoolOptions};
+    use runtime::models::{load_and_warm_up, PoolOptions};
+    use runtime::pool::Batching;
     use std::sync::Arc;
     use std::time::Duration;
 
     // One worker that waits up to 300 ms for a batch of 4 to fill: concurrent requests must
     // share runs. Requests of 1 and 2 instances, each with its own values.
-    let found = runtime::model::find_latest_version(&models().join("linear")).unwrap();
+    let found = runtime::models::find_latest_version(&models().join("linear")).unwrap();
     let pool = PoolOptions {
         batching: Some(Batching::new(4, Duration::from_millis(300), &[]).unwrap()),
         ..pool_options(1, 64)
@@ -659,8 +659,8 @@ async fn batching_merges_concurrent_requests_and_answers_each_its_own() {
 
 #[tokio::test]
 async fn batching_is_a_no_op_for_a_fixed_batch_model() {
-    use runtime::infer::Batching;
-    use runtime::server::PoolOptions;
+    use runtime::models::PoolOptions;
+    use runtime::pool::Batching;
     use std::time::Duration;
 
     let pool = PoolOptions {

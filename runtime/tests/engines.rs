@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use axum::http::StatusCode;
 use common::*;
 use runtime::engine::{self, EngineChoice, EngineKind, LoadOptions};
-use runtime::model::find_latest_version;
-use runtime::server::{load_and_warm_up, PoolOptions};
+use runtime::models::find_latest_version;
+use runtime::models::{load_and_warm_up, PoolOptions};
 use runtime::Limits;
 use serde_json::{json, Value};
 

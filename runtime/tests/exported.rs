@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use axum::http::StatusCode;
 use common::*;
 use runtime::engine::EngineChoice;
-use runtime::server::PoolOptions;
+use runtime::models::PoolOptions;
 use runtime::Limits;
 use serde_json::Value;
 

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use common::process::Server;
 use common::*;
-use runtime::grpc::proto::tensorflow::serving::model_service_client::ModelServiceClient;
-use runtime::grpc::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-use runtime::grpc::proto::tensorflow::serving::{
+use runtime::proto::tensorflow::serving::model_service_client::ModelServiceClient;
+use runtime::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use runtime::proto::tensorflow::serving::{
     model_spec, GetModelStatusRequest, ModelSpec, PredictRequest,
 };
 use runtime::{AppState, Limits, Servable};

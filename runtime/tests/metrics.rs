@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use axum::http::StatusCode;
 use common::*;
-use runtime::grpc::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use runtime::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use runtime::Limits;
 
 const MODEL: &str = "metrics_linear";
@@ -167,9 +167,9 @@ async fn scrape_counts_the_traffic_and_passes_promtool() {
 async fn batch_sizes_are_recorded_with_batching() {
     const NAME: &str = "metrics_batching";
     // One worker that waits up to 50 ms for a batch: four concurrent requests share runs.
-    let pool = runtime::server::PoolOptions {
+    let pool = runtime::models::PoolOptions {
         batching: Some(
-            runtime::infer::Batching::new(4, std::time::Duration::from_millis(50), &[]).unwrap(),
+            runtime::pool::Batching::new(4, std::time::Duration::from_millis(50), &[]).unwrap(),
         ),
         model_name: NAME.into(),
         ..pool_options(1, 16)

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use prost::Message;
-use runtime::api::codec::outputs_json;
-use runtime::api::request::{parse_predict_request, JsonInput, Scalar};
-use runtime::grpc::proto::tensorflow::TensorProto;
 use runtime::grpc::tensor::{decode, encode, Value};
-use runtime::model::{DType, Dim, ServingSignature, Signature, TensorSpec};
+use runtime::proto::tensorflow::TensorProto;
+use runtime::rest::encode::outputs_json;
+use runtime::rest::request::{parse_predict_request, JsonInput, Scalar};
+use runtime::signature::{DType, Dim, ServingSignature, Signature, TensorSpec};
 use runtime::tensor::{Tensor, TensorData};
 
 fn config() -> ProptestConfig {
@@ -127,9 +127,9 @@ proptest! {
 
     #[test]
     fn the_model_config_parser_never_panics(text in "[ -~\n]{0,200}") {
-        let _ = runtime::registry::config::parse(&text);
+        let _ = runtime::models::config::parse(&text);
         let wrapped = format!("model_config_list {{ config {{ {text} }} }}");
-        let _ = runtime::registry::config::parse(&wrapped);
+        let _ = runtime::models::config::parse(&wrapped);
     }
 
     #[test]

@@ -115,7 +115,7 @@ fn start_up_logs_name_the_ports_and_the_signature() {
         assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
     }
     // Intra-op threads left at 0: timed at warm-up, 1 or every core.
-    let cores = runtime::config::compute_cores();
+    let cores = hostcpu::compute_cores();
     if cores > 1 {
         assert!(
             log.contains("Intra-op threads: 1 (a lone run took")
@@ -131,7 +131,7 @@ fn grpc_predict_slow(
     port: u16,
     connected: std::sync::mpsc::Sender<()>,
 ) -> Result<Vec<f32>, tonic::Status> {
-    use runtime::grpc::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+    use runtime::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
     let request = predict_request("slow", "x", float_tensor(&[1, 1], &[0.5]));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

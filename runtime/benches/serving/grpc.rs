@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use runtime::engine::EngineKind;
-use runtime::grpc::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-use runtime::grpc::proto::tensorflow::serving::{ModelSpec, PredictRequest};
-use runtime::grpc::proto::tensorflow::{DataType, TensorProto, TensorShapeProto};
 use runtime::grpc::tensor::known_shape;
 use runtime::grpc::GrpcOptions;
+use runtime::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use runtime::proto::tensorflow::serving::{ModelSpec, PredictRequest};
+use runtime::proto::tensorflow::{DataType, TensorProto, TensorShapeProto};
 use runtime::{AppState, Limits, Servable};
 
 use super::{

@@ -11,12 +11,13 @@ use std::path::Path;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use prost::Message as _;
-use runtime::api::codec::{outputs_json, tensors_from_inputs, tensors_from_instances};
-use runtime::api::images;
-use runtime::api::request::{parse_predict_request, PredictRequest};
-use runtime::grpc::proto::tensorflow::TensorProto;
+use runtime::rest::decode::{tensors_from_inputs, tensors_from_instances};
+use runtime::rest::encode::outputs_json;
+use runtime::rest::images;
+use runtime::rest::request::{parse_predict_request, PredictRequest};
+use runtime::proto::tensorflow::TensorProto;
 use runtime::grpc::tensor::{decode, encode, Value};
-use runtime::model::{DType, Dim, ServingSignature, Signature, TensorSpec};
+use runtime::signature::{DType, Dim, ServingSignature, Signature, TensorSpec};
 use runtime::tensor::Tensor;
 
 /// Every dtype a REST input can have; the first input byte picks one.
@@ -234,5 +235,5 @@ pub fn tensor_proto(data: &[u8]) {
 /// The bytes (as UTF-8, lossily) are a `--model_config_file` (TF Serving's `ModelServerConfig`
 /// in protobuf text format).
 pub fn model_config(data: &[u8]) {
-    let _ = runtime::registry::config::parse(&String::from_utf8_lossy(data));
+    let _ = runtime::models::config::parse(&String::from_utf8_lossy(data));
 }

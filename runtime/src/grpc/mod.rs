@@ -2,11 +2,10 @@
 //! sharing its models, workers, queue, batching and limits: `PredictionService` (Predict,
 //! GetModelMetadata), `ModelService` (GetModelStatus), the standard `grpc.health.v1.Health`
 //! service and server reflection (v1 and v1alpha, for grpcurl). Requests are turned into
-//! tensors here; the rules live in `service`, shared with REST.
+//! tensors here; the rules live in `serving`, shared with REST.
 
 mod model;
 mod prediction;
-pub mod proto;
 pub mod tensor;
 
 use std::future::Future;
@@ -20,11 +19,11 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::error::ApiError;
-use crate::service::{self, VersionChoice};
-use crate::state::{AppState, Models, ServedModel};
-use proto::tensorflow::serving as pb;
-use proto::tensorflow::serving::model_service_server::ModelServiceServer;
-use proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
+use crate::models::{AppState, Models, ServedModel};
+use crate::proto::{self, tensorflow::serving as pb};
+use crate::serving::{self, VersionChoice};
+use pb::model_service_server::ModelServiceServer;
+use pb::prediction_service_server::PredictionServiceServer;
 
 /// The gRPC server's settings (flags of `runtime serve`).
 #[derive(Clone, Debug)]
@@ -58,7 +57,7 @@ pub fn status(e: ApiError) -> Status {
 }
 
 /// Records a gRPC call's outcome on its metrics guard.
-pub fn finish<T>(guard: crate::metrics::RequestGuard, result: &Result<T, Status>) {
+pub fn finish<T>(guard: serving::RequestGuard, result: &Result<T, Status>) {
     guard.finish_as(match result {
         Ok(_) => "OK",
         Err(s) => code_name(s.code()),
@@ -90,7 +89,7 @@ fn code_name(code: Code) -> &'static str {
 
 /// The request's `ModelSpec` in the protocol-neutral form; INVALID_ARGUMENT when it is missing
 /// or names a negative version.
-pub fn model_spec(spec: Option<&pb::ModelSpec>) -> Result<service::ModelSpec<'_>, Status> {
+pub fn model_spec(spec: Option<&pb::ModelSpec>) -> Result<serving::ModelSpec<'_>, Status> {
     let spec = spec.ok_or_else(|| {
         status(ApiError::BadRequest(
             "the request has no model_spec: set model_spec.name to the model's name".into(),
@@ -108,7 +107,7 @@ pub fn model_spec(spec: Option<&pb::ModelSpec>) -> Result<service::ModelSpec<'_>
         },
         Some(pb::model_spec::VersionChoice::VersionLabel(l)) => VersionChoice::Label(l),
     };
-    Ok(service::ModelSpec {
+    Ok(serving::ModelSpec {
         name: &spec.name,
         version,
         signature_name: &spec.signature_name,

@@ -5,17 +5,16 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::proto::tensorflow::error::Code as TfCode;
-use super::proto::tensorflow::serving::model_service_server::ModelService;
-use super::proto::tensorflow::serving::{
+use super::{finish, model_spec, status};
+use crate::error::ApiError;
+use crate::models::{AppState, ServableState};
+use crate::proto::tensorflow::error::Code as TfCode;
+use crate::proto::tensorflow::serving::model_service_server::ModelService;
+use crate::proto::tensorflow::serving::{
     model_version_status, GetModelStatusRequest, GetModelStatusResponse, ModelVersionStatus,
     ReloadConfigRequest, ReloadConfigResponse, StatusProto,
 };
-use super::{finish, model_spec, status};
-use crate::error::ApiError;
-use crate::metrics::metrics;
-use crate::service::{self, ServableState};
-use crate::state::AppState;
+use crate::serving;
 
 pub struct Models {
     state: Arc<AppState>,
@@ -35,7 +34,7 @@ impl ModelService for Models {
     ) -> Result<Response<GetModelStatusResponse>, Status> {
         let request = request.into_inner();
         let name = request.model_spec.as_ref().map_or("", |s| &s.name);
-        let guard = metrics().request(&self.state, name, "grpc", "status");
+        let guard = serving::track(&self.state, name, "grpc", "status");
         let result = self.status(&request);
         finish(guard, &result);
         result.map(Response::new)
@@ -48,7 +47,7 @@ impl ModelService for Models {
         &self,
         request: Request<ReloadConfigRequest>,
     ) -> Result<Response<ReloadConfigResponse>, Status> {
-        let guard = metrics().request(&self.state, "", "grpc", "reload_config");
+        let guard = serving::track(&self.state, "", "grpc", "reload_config");
         let result = self.reload(request.into_inner());
         finish(guard, &result);
         result.map(Response::new)
@@ -78,7 +77,7 @@ impl Models {
 
     fn status(&self, request: &GetModelStatusRequest) -> Result<GetModelStatusResponse, Status> {
         let spec = model_spec(request.model_spec.as_ref())?;
-        let versions = service::status(&self.state, &spec).map_err(status)?;
+        let versions = serving::status(&self.state, &spec).map_err(status)?;
         Ok(GetModelStatusResponse {
             model_version_status: versions
                 .into_iter()

@@ -8,22 +8,19 @@ use std::sync::Arc;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::proto::tensorflow::serving::prediction_service_server::PredictionService;
-use super::proto::tensorflow::serving::{
+use super::tensor::{self, Value};
+use super::{finish, model_spec, served_spec, status, GrpcOptions};
+use crate::error::ApiError;
+use crate::models::{AppState, ServedModel};
+use crate::proto::tensorflow::serving::prediction_service_server::PredictionService;
+use crate::proto::tensorflow::serving::{
     ClassificationRequest, ClassificationResponse, GetModelMetadataRequest,
     GetModelMetadataResponse, MultiInferenceRequest, MultiInferenceResponse, PredictRequest,
     PredictResponse, RegressionRequest, RegressionResponse, SignatureDefMap,
 };
-use super::proto::tensorflow::{tensor_info, DataType, SignatureDef, TensorInfo, TensorProto};
-use super::tensor::{self, Value};
-use super::{finish, model_spec, served_spec, status, GrpcOptions};
-use crate::error::ApiError;
-use crate::metrics::{metrics, RequestGuard};
-use crate::model::serving::ImageSource;
-use crate::model::signature::{DEFAULT_SIGNATURE, PREDICT_METHOD};
-use crate::model::Signature;
-use crate::service;
-use crate::state::{AppState, ServedModel};
+use crate::proto::tensorflow::{tensor_info, DataType, SignatureDef, TensorInfo, TensorProto};
+use crate::serving::{self, RequestGuard};
+use crate::signature::{ImageSource, Signature, DEFAULT_SIGNATURE, PREDICT_METHOD};
 use crate::tensor::{Tensor, TensorData};
 
 /// The one metadata field TF Serving defines.
@@ -48,7 +45,7 @@ impl Prediction {
 }
 
 fn onnx_only(method: &str) -> Status {
-    status(service::predict_only(method, "Predict"))
+    status(serving::predict_only(method, "Predict"))
 }
 
 #[tonic::async_trait]
@@ -80,7 +77,7 @@ impl PredictionService for Prediction {
     ) -> Result<Response<PredictResponse>, Status> {
         let request = request.into_inner();
         let name = request.model_spec.as_ref().map_or("", |s| &s.name);
-        let mut guard = metrics().request(&self.state, name, "grpc", "predict");
+        let mut guard = serving::track(&self.state, name, "grpc", "predict");
         let result = self.run_predict(request, &mut guard).await;
         finish(guard, &result);
         result.map(Response::new)
@@ -92,7 +89,7 @@ impl PredictionService for Prediction {
     ) -> Result<Response<GetModelMetadataResponse>, Status> {
         let request = request.into_inner();
         let name = request.model_spec.as_ref().map_or("", |s| &s.name);
-        let mut guard = metrics().request(&self.state, name, "grpc", "metadata");
+        let mut guard = serving::track(&self.state, name, "grpc", "metadata");
         let result = self.metadata(request, &mut guard);
         finish(guard, &result);
         result.map(Response::new)
@@ -106,23 +103,23 @@ impl Prediction {
         guard: &mut RequestGuard,
     ) -> Result<PredictResponse, Status> {
         let spec = model_spec(request.model_spec.as_ref())?;
-        let model = service::resolve(&self.state, &spec).map_err(status)?;
+        let model = serving::resolve(&self.state, &spec).map_err(status)?;
         guard.version(model.version);
         // Refused before the tensors are converted and images decoded when the queue stays full.
         model.pool.admit().await.map_err(status)?;
         let sig = model.api_signature();
-        let picked = service::select_outputs(sig, &request.output_filter).map_err(status)?;
+        let picked = serving::select_outputs(sig, &request.output_filter).map_err(status)?;
         // What the tensors will take once decoded (a short typed field may claim a large shape).
         let size = request.inputs.values().map(claimed_bytes).sum::<usize>();
         let max_bytes = self.max_bytes;
-        let inputs = if size > service::DECODE_INLINE_MAX || model.serving.is_some() {
+        let inputs = if size > serving::DECODE_INLINE_MAX || model.serving.is_some() {
             let decoding = model.clone();
-            service::off_executor(move || decode_inputs(&decoding, request.inputs, max_bytes)).await
+            serving::off_executor(move || decode_inputs(&decoding, request.inputs, max_bytes)).await
         } else {
             decode_inputs(&model, request.inputs, max_bytes)
         }
         .map_err(status)?;
-        let outputs = service::predict(&model, inputs).await.map_err(status)?;
+        let outputs = serving::predict(&model, inputs).await.map_err(status)?;
         let outputs = picked
             .into_iter()
             .map(|i| match (sig.outputs.get(i), outputs.get(i)) {
@@ -157,11 +154,11 @@ impl Prediction {
             ))));
         }
         // The metadata covers every signature: signature_name plays no part, as in TF Serving.
-        let spec = service::ModelSpec {
+        let spec = serving::ModelSpec {
             signature_name: "",
             ..spec
         };
-        let model = service::resolve(&self.state, &spec).map_err(status)?;
+        let model = serving::resolve(&self.state, &spec).map_err(status)?;
         guard.version(model.version);
         let map = SignatureDefMap {
             signature_def: HashMap::from([(
@@ -192,7 +189,7 @@ fn claimed_bytes(t: &TensorProto) -> usize {
 
 /// The public signature as TF Serving's `SignatureDef` (method "tensorflow/serving/predict").
 pub fn signature_def(sig: &Signature) -> SignatureDef {
-    let infos = |specs: &[crate::model::TensorSpec]| {
+    let infos = |specs: &[crate::signature::TensorSpec]| {
         specs
             .iter()
             .map(|s| {
@@ -215,7 +212,7 @@ pub fn signature_def(sig: &Signature) -> SignatureDef {
 }
 
 /// The request's tensors as the model's inputs: images for a model with an image signature,
-/// else tensors checked against the signature (`service::check_inputs`).
+/// else tensors checked against the signature (`serving::check_inputs`).
 fn decode_inputs(
     model: &ServedModel,
     inputs: HashMap<String, TensorProto>,
@@ -234,7 +231,7 @@ fn decode_inputs(
             }
         };
         if key != *name {
-            return Err(ApiError::BadRequest(service::unknown_input(
+            return Err(ApiError::BadRequest(serving::unknown_input(
                 &serving.public,
                 &key,
             )));
@@ -246,15 +243,15 @@ fn decode_inputs(
             (true, [n]) | (false, [n, _, _, _]) => usize::try_from(n.size).unwrap_or(0),
             _ => 1,
         };
-        if count > service::MAX_IMAGES_PER_REQUEST {
+        if count > serving::MAX_IMAGES_PER_REQUEST {
             return Err(at(format!(
                 "{count} images in one request; the server takes at most {}: split the batch",
-                service::MAX_IMAGES_PER_REQUEST
+                serving::MAX_IMAGES_PER_REQUEST
             )));
         }
         let images = match tensor::decode(proto, max_bytes).map_err(at)? {
             Value::Bytes { shape, values } if shape.len() <= 1 => {
-                return service::image_batch(
+                return serving::image_batch(
                     serving,
                     &model.signature,
                     values.iter().map(|v| ImageSource::Encoded(v)).collect(),
@@ -269,7 +266,7 @@ fn decode_inputs(
             }
             Value::Tensor(t) => pixel_images(t).map_err(at)?,
         };
-        return service::image_batch(serving, &model.signature, images, |i, e| {
+        return serving::image_batch(serving, &model.signature, images, |i, e| {
             ApiError::BadRequest(format!("input '{name}'[{i}]: {e}"))
         })
         .map(|t| vec![t]);
@@ -292,7 +289,7 @@ fn decode_inputs(
         };
         named.push((name, tensor));
     }
-    service::check_inputs(model.api_signature(), named)
+    serving::check_inputs(model.api_signature(), named)
 }
 
 /// DT_FLOAT/DT_DOUBLE pixels: one `[height, width, 3]` image or a `[n, height, width, 3]` batch.
@@ -321,7 +318,7 @@ fn pixel_images(t: Tensor) -> Result<Vec<ImageSource<'static>>, String> {
     (0..n)
         .map(|i| {
             let rows = values[i * per..(i + 1) * per].iter().copied();
-            service::float_image(image, rows).map(ImageSource::Pixels)
+            serving::float_image(image, rows).map(ImageSource::Pixels)
         })
         .collect()
 }

@@ -4,8 +4,8 @@
 //! shape holds is filled with its last value (so one value fills the tensor), an empty one with
 //! zeros.
 
-use super::proto::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
-use crate::model::{DType, Dim, TensorSpec};
+use crate::proto::tensorflow::{tensor_shape_proto, DataType, TensorProto, TensorShapeProto};
+use crate::signature::{DType, Dim, TensorSpec};
 use crate::tensor::{f16, Tensor, TensorData};
 
 /// A decoded request tensor. DT_STRING stays bytes: image files are not text.

@@ -3,7 +3,7 @@
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
-use crate::model::{DType, Dim, Signature, TensorSpec};
+use crate::signature::{DType, Dim, Signature, TensorSpec};
 use crate::tensor::{self, Tensor, TensorData};
 
 /// Our tensor as an onnxruntime input, borrowing the values (strings are copied).

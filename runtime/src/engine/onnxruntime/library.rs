@@ -23,6 +23,10 @@ pub struct Library {
 
 static LIBRARY: OnceLock<Result<Library, String>> = OnceLock::new();
 
+/// The environment variable naming the library's path (`--onnxruntime_library`'s), read by
+/// [`library`] when no one called [`init`] (tests, benches, tools).
+pub const LIBRARY_ENV: &str = "ONNX_SERVING_ONNXRUNTIME_LIBRARY";
+
 /// Opens the library at `path` (or, without one, from the default places: beside the
 /// executable, then [`IMAGE_LIBRARY_DIR`]). Only the first call in a process opens anything;
 /// later calls return its result.
@@ -33,11 +37,10 @@ pub fn init(path: Option<&Path>) -> Result<&'static Library, String> {
         .map_err(Clone::clone)
 }
 
-/// The library opened by [`init`] (opening it from the environment variable
-/// `ONNX_SERVING_ONNXRUNTIME_LIBRARY` or the default places if `init` was not called), or why
-/// there is none.
+/// The library opened by [`init`] (opening it from the environment variable [`LIBRARY_ENV`] or
+/// the default places if `init` was not called), or why there is none.
 pub fn library() -> Result<&'static Library, String> {
-    let from_env = std::env::var_os(crate::config::env::ONNXRUNTIME_LIBRARY).map(PathBuf::from);
+    let from_env = std::env::var_os(LIBRARY_ENV).map(PathBuf::from);
     init(from_env.as_deref())
 }
 

@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
-pub use library::{init, library, Library, IMAGE_LIBRARY_DIR, LIBRARY_FILE};
+pub use library::{init, library, Library, IMAGE_LIBRARY_DIR, LIBRARY_ENV, LIBRARY_FILE};
 
-use super::{
-    best_of_interleaved, first_run, pick_threads, threads_note, warm_up, Backend, BatchSupport,
-    EngineKind, LoadOptions, Loaded, Runner, Threads, TUNE_LIMIT,
+use super::tuning::{
+    best_of_interleaved, first_run, pick_threads, threads_note, warm_up, TUNE_LIMIT,
 };
-use crate::model::{ModelError, Signature};
+use super::{Backend, BatchSupport, EngineError, EngineKind, LoadOptions, Loaded, Runner, Threads};
+use crate::error::ModelError;
+use crate::signature::Signature;
 use crate::tensor::Tensor;
 use convert::{input_value, output_tensor, signature};
 
@@ -146,7 +147,10 @@ fn time_pair(a: &mut OrtRunner, b: &mut OrtRunner, sig: &Signature) -> (Duration
     let inputs = sig.zero_inputs(1);
     let times = best_of_interleaved(3, 2, |k| {
         let runner = if k == 0 { &mut *a } else { &mut *b };
-        runner.run(inputs.clone()).map(drop)
+        runner
+            .run(inputs.clone())
+            .map(drop)
+            .map_err(|e| e.to_string())
     });
     let time = |k: usize| times[k].clone().unwrap_or(Duration::MAX);
     (time(0), time(1))
@@ -188,12 +192,14 @@ impl Backend for OrtBackend {
         self.batch.clone()
     }
 
-    fn runner(&self) -> Result<Box<dyn Runner>, String> {
+    fn runner(&self) -> Result<Box<dyn Runner>, EngineError> {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let runner = match spare {
             Some(session) => OrtRunner::new(session),
             None => {
-                let session = new_session(library()?, &self.path, self.threads, self.spinning)?;
+                let session = library()
+                    .and_then(|lib| new_session(lib, &self.path, self.threads, self.spinning))
+                    .map_err(EngineError::Failed)?;
                 let mut runner = OrtRunner::new(session);
                 // A new session's first run is its slow one: not a client's. Zeros may not fit
                 // the model (free dimensions), which only costs the warm-up.
@@ -232,12 +238,16 @@ impl OrtRunner {
 }
 
 impl Runner for OrtRunner {
-    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let values = inputs
             .iter()
             .map(input_value)
-            .collect::<Result<Vec<_>, _>>()?;
-        let outputs = self.session.run(&values[..]).map_err(|e| e.to_string())?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(EngineError::InvalidInput)?;
+        let outputs = self
+            .session
+            .run(&values[..])
+            .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
         self.outputs
             .iter()
             .map(|name| {
@@ -245,6 +255,7 @@ impl Runner for OrtRunner {
                     .get(name)
                     .ok_or_else(|| format!("onnxruntime returned no output '{name}'"))
                     .and_then(output_tensor)
+                    .map_err(EngineError::Failed)
             })
             .collect()
     }

@@ -17,11 +17,12 @@ use tract_onnx::tract_hir::internal::DimLike;
 
 use plans::{load_onnx_batched, Plan, Plans};
 
-use super::{
-    best_of_interleaved, first_run, pick_threads, threads_note, warm_up, Backend, BatchSupport,
-    EngineKind, LoadOptions, Loaded, Runner, Threads, TUNE_LIMIT,
+use super::tuning::{
+    best_of_interleaved, first_run, pick_threads, threads_note, warm_up, TUNE_LIMIT,
 };
-use crate::model::{DType, Dim, ModelError, Signature};
+use super::{Backend, BatchSupport, EngineError, EngineKind, LoadOptions, Loaded, Runner, Threads};
+use crate::error::ModelError;
+use crate::signature::{DType, Dim, Signature};
 use crate::tensor::{self, TensorData};
 
 /// How much faster a lone run on every core must be for tract to keep them all (`pick_threads`):
@@ -128,7 +129,7 @@ impl Backend for TractBackend {
         }
     }
 
-    fn runner(&self) -> Result<Box<dyn Runner>, String> {
+    fn runner(&self) -> Result<Box<dyn Runner>, EngineError> {
         Ok(Box::new(self.tract_runner()))
     }
 
@@ -178,14 +179,18 @@ struct TractRunner {
 }
 
 impl Runner for TractRunner {
-    fn run(&mut self, inputs: Vec<tensor::Tensor>) -> Result<Vec<tensor::Tensor>, String> {
+    fn run(&mut self, inputs: Vec<tensor::Tensor>) -> Result<Vec<tensor::Tensor>, EngineError> {
+        let refused = |e: TractError| EngineError::InvalidInput(format!("{e:#}"));
         let inputs: TVec<TValue> = inputs
             .into_iter()
             .map(to_tract)
             .collect::<TractResult<_>>()
-            .map_err(|e| format!("{e:#}"))?;
-        let outputs = self.run_tract(inputs).map_err(|e| format!("{e:#}"))?;
-        outputs.iter().map(|t| from_tract(t)).collect()
+            .map_err(refused)?;
+        let outputs = self.run_tract(inputs).map_err(refused)?;
+        outputs
+            .iter()
+            .map(|t| from_tract(t).map_err(EngineError::Failed))
+            .collect()
     }
 }
 
@@ -321,7 +326,7 @@ fn dim(d: &TDim) -> Dim {
 /// Our tensor as tract's: the values move, nothing is copied.
 fn to_tract(t: tensor::Tensor) -> TractResult<TValue> {
     let (shape, data) = t.into_parts();
-    crate::each_data!(data, v => {
+    crate::tensor::each_data!(data, v => {
         let array = tract_onnx::tract_core::ndarray::ArrayD::from_shape_vec(shape, v)
             .map_err(|e| TractError::msg(format!("cannot shape an input: {e}")))?;
         Ok(tract_onnx::prelude::Tensor::from(array).into_tvalue())

@@ -8,7 +8,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::{Factoid, InferenceFact};
 
 use super::{dim, dtype};
-use crate::model::{Dim, ModelError, Signature, TensorSpec};
+use crate::error::ModelError;
+use crate::signature::{Dim, Signature, TensorSpec};
 
 /// An optimized tract plan, shared by the inference workers.
 pub type Plan = Arc<TypedRunnableModel>;

@@ -1,0 +1,135 @@
+//! Loading one model version: the engine chosen and warmed up (`engine`), its signature file
+//! read (`signature`), its worker pool started (`pool`): what the model manager runs for each
+//! version it loads.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use tracing::{info, warn};
+
+use super::layout::ModelVersion;
+use super::state::ServedModel;
+use crate::engine::{self, BatchSupport, EngineChoice, LoadOptions, Threads};
+use crate::pool::{Batching, InferencePool};
+use crate::signature::ServingSignature;
+
+/// Says that a version is loaded, with its engine, workers and signature.
+pub fn log_loaded(model: &ServedModel) {
+    info!(
+        "Successfully loaded servable version {{name: {} version: {}}} in {:.0} ms \
+         (engine {}, {} inference worker(s))",
+        model.name,
+        model.version,
+        model.load_time.as_secs_f64() * 1000.0,
+        model.engine,
+        model.workers
+    );
+    for spec in &model.signature.inputs {
+        info!("  input  {spec}");
+    }
+    for spec in &model.signature.outputs {
+        info!("  output {spec}");
+    }
+    if let Some(serving) = &model.serving {
+        info!("Serving signature from {}:", serving.file.display());
+        for spec in &serving.public.inputs {
+            info!(
+                "  input  {spec} (an image: {{\"b64\": JPEG or PNG}} or [height, width, 3] of 0-1)"
+            );
+        }
+        for spec in &serving.public.outputs {
+            info!("  output {spec}");
+        }
+    }
+}
+
+/// How a model is loaded and its runs scheduled.
+#[derive(Clone, Debug)]
+pub struct PoolOptions {
+    /// Inference threads (runs that may proceed at once); None: what the engine suggests for
+    /// `cores`.
+    pub workers: Option<usize>,
+    /// Cores this process may use.
+    pub cores: usize,
+    /// Requests that may wait for a worker.
+    pub queue: usize,
+    pub batching: Option<Batching>,
+    pub engine: EngineChoice,
+    pub threads: Threads,
+    pub ort_spinning: bool,
+    /// The name metrics label this model's runs with.
+    pub model_name: String,
+}
+
+impl PoolOptions {
+    /// `workers` threads, a queue of `queue`, no batching, one intra-op thread, the faster
+    /// engine.
+    pub fn new(workers: usize, queue: usize) -> PoolOptions {
+        PoolOptions {
+            workers: Some(workers),
+            cores: workers,
+            queue,
+            batching: None,
+            engine: EngineChoice::Auto,
+            threads: Threads::Fixed(1),
+            ort_spinning: false,
+            model_name: String::new(),
+        }
+    }
+}
+
+/// Loads the model with the chosen engine (optimize, warm up, choose the threads), reads its
+/// signature file, and starts its workers.
+pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<ServedModel> {
+    let started = Instant::now();
+    let opts = LoadOptions {
+        batch_sizes: pool
+            .batching
+            .as_ref()
+            .map_or_else(Vec::new, |b| b.allowed_batch_sizes.clone()),
+        threads: pool.threads,
+        ort_spinning: pool.ort_spinning,
+    };
+    let loaded = engine::load_chosen(pool.engine, &found.path, &opts)?;
+    for note in &loaded.notes {
+        info!("{note}");
+    }
+    let backend = loaded.backend;
+    if pool.batching.is_some() && backend.batch_support() == BatchSupport::None {
+        warn!(
+            "--enable_batching has no effect on this model: its batch dimension is fixed, or an \
+             output does not keep it first"
+        );
+    }
+    let signature = backend.signature().clone();
+    let serving = ServingSignature::load(&found.path, &signature)?.map(Arc::new);
+    let workers = pool
+        .workers
+        .unwrap_or_else(|| backend.default_workers(pool.cores));
+    let engine = backend.kind();
+    let batch_sizes = pool
+        .batching
+        .as_ref()
+        .map(|_| crate::metrics::metrics().batch_sizes(&pool.model_name));
+    let name = pool.model_name.clone();
+    let pool = InferencePool::start(
+        backend.clone(),
+        workers,
+        pool.queue,
+        pool.batching.clone(),
+        batch_sizes,
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(ServedModel {
+        name,
+        version: found.version,
+        path: found.path.clone(),
+        signature,
+        serving,
+        pool,
+        engine,
+        workers,
+        load_time: started.elapsed(),
+    })
+}
