@@ -30,6 +30,14 @@ pub enum ApiError {
     /// The call took longer than `--rest_api_timeout_in_ms`: 504.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The request is well formed but the server's state refuses it (a version label moved to
+    /// a version that is not AVAILABLE): 400, FAILED_PRECONDITION.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Something the request waited for failed (a model added by a config reload did not
+    /// load): 500, UNKNOWN, as TF Serving answers.
+    #[error("{0}")]
+    Unknown(String),
     /// The model is not loaded (yet), or the server is shutting down: 503.
     #[error("{0}")]
     Unavailable(String),
@@ -43,10 +51,12 @@ impl ApiError {
     /// what gRPC answers, and the `status` label of the request metrics for both APIs.
     pub fn code(&self) -> (i32, &'static str) {
         match self {
+            ApiError::Unknown(_) => (2, "UNKNOWN"),
             ApiError::BadRequest(_) | ApiError::UnsupportedMediaType(_) => (3, "INVALID_ARGUMENT"),
             ApiError::DeadlineExceeded(_) => (4, "DEADLINE_EXCEEDED"),
             ApiError::NotFound(_) => (5, "NOT_FOUND"),
             ApiError::PayloadTooLarge(_) | ApiError::Overloaded(_) => (8, "RESOURCE_EXHAUSTED"),
+            ApiError::FailedPrecondition(_) => (9, "FAILED_PRECONDITION"),
             ApiError::MethodNotAllowed(_) | ApiError::NotImplemented(_) => (12, "UNIMPLEMENTED"),
             ApiError::Internal(_) => (13, "INTERNAL"),
             ApiError::Unavailable(_) => (14, "UNAVAILABLE"),

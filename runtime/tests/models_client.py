@@ -8,12 +8,14 @@ test made and may change), CONFIG (the --model_config_file, when there is one), 
 
 Cases:
   config         two models from a config file: specific versions, labels over REST and gRPC,
-                 metrics per model and version
+                 a model spec without a name (INVALID_ARGUMENT), metrics per model and version
   reload         versions copied in, a broken one, one removed, the served one's file damaged
                  and removed, under continuous requests: no failed request, answers switch
                  between versions
   config_reload  --model_config_file re-read, then HandleReloadConfigRequest: models added
-                 and removed, a bad config refused with its line
+                 and removed, a bad config refused with its line, a label moved to a version
+                 that is not AVAILABLE refused (FAILED_PRECONDITION), a reload adding a model
+                 answering once it is AVAILABLE, or with its load error
   memory         versions of a real CNN swapped in turn: RSS does not grow with each one
 
 Each case prints "OK" last; any failure raises.
@@ -141,6 +143,24 @@ def case_config():
         raise AssertionError("an unknown label was served")
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+    # A model spec without a name is malformed, before any lookup: REST and every gRPC call.
+    code, body = http("POST", "/v1/models/:predict", {"instances": LINEAR_X})
+    assert code == 400 and body["error"] == "ModelSpec has no name specified.", (code, body)
+    for call, request in [
+        (stub("predict").Predict, apis.predict_pb2.PredictRequest()),
+        (stub("predict").GetModelMetadata, apis.get_model_metadata_pb2.GetModelMetadataRequest()),
+        (stub("models").GetModelStatus, apis.get_model_status_pb2.GetModelStatusRequest()),
+    ]:
+        request.model_spec.name = ""
+        request.model_spec.version.value = 1
+        if hasattr(request, "metadata_field"):
+            request.metadata_field.append("signature_def")
+        try:
+            call(request, timeout=30)
+            raise AssertionError(f"{call} answered a spec without a name")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+            assert e.details() == "ModelSpec has no name specified.", e
     r = apis.get_model_status_pb2.GetModelStatusRequest()
     r.model_spec.name = "linear"
     r.model_spec.version_label = "canary"
@@ -298,6 +318,44 @@ def case_config_reload():
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "missing" in e.details(), e
     assert predict_first("b") == V1
+    # A label moved to a version that is not AVAILABLE refuses the whole config, in TF
+    # Serving's words; the old config keeps applying (b's label stays, c is not added).
+    c.base_path = str(BASE / "b")
+    c.version_labels["stable"] = 1
+    response = stub("models").HandleReloadConfigRequest(r, timeout=30)
+    assert response.status.error_code == 0, response
+    wait_for("label stable on b", lambda: http("GET", "/v1/models/b/labels/stable")[0] == 200)
+    c.version_labels["stable"] = 2
+    added = r.config.model_config_list.config.add()
+    added.name, added.base_path, added.model_platform = "c", str(BASE / "c"), "onnx"
+    shutil.copytree(FIXTURES / "linear", BASE / "c")
+    try:
+        stub("models").HandleReloadConfigRequest(r, timeout=30)
+        raise AssertionError("a label moved to a version that is not AVAILABLE was accepted")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e
+        assert e.details() == ("Request to assign label to version 2 of model b, which is not "
+                               "currently available for inference"), e
+    time.sleep(1.5)
+    assert predict_first("b", "/labels/stable") == V1
+    assert http("GET", "/v1/models/c")[0] == 404
+    # A reload that adds a model answers once it is AVAILABLE: predict right after it works.
+    c.version_labels["stable"] = 1
+    response = stub("models").HandleReloadConfigRequest(r, timeout=60)
+    assert response.status.error_code == 0, response
+    assert states("c") == {1: "AVAILABLE"} and predict_first("c") == V1
+    # ... or fails with the load error when the added model cannot load.
+    broken = r.config.model_config_list.config.add()
+    broken.name, broken.base_path, broken.model_platform = "d", str(BASE / "d"), "onnx"
+    (BASE / "d" / "1").mkdir(parents=True)
+    (BASE / "d" / "1" / "model.onnx").write_bytes(b"this is not an ONNX model")
+    try:
+        stub("models").HandleReloadConfigRequest(r, timeout=60)
+        raise AssertionError("a reload adding a model that cannot load answered OK")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.UNKNOWN, e
+        assert e.details().startswith("1 model(s) did not become available: {{name: d version: 1} due to error:"), e
+    assert predict_first("c") == V1
 
 
 def case_memory():

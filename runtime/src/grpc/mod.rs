@@ -87,14 +87,15 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// The request's `ModelSpec` in the protocol-neutral form; INVALID_ARGUMENT when it is missing
-/// or names a negative version.
+/// The request's `ModelSpec` in the protocol-neutral form; INVALID_ARGUMENT when it is missing,
+/// has no name, or names a negative version.
 pub fn model_spec(spec: Option<&pb::ModelSpec>) -> Result<serving::ModelSpec<'_>, Status> {
     let spec = spec.ok_or_else(|| {
         status(ApiError::BadRequest(
             "the request has no model_spec: set model_spec.name to the model's name".into(),
         ))
     })?;
+    serving::require_name(&spec.name).map_err(status)?;
     let version = match &spec.version_choice {
         None => VersionChoice::Latest,
         Some(pb::model_spec::VersionChoice::Version(v)) => match u64::try_from(*v) {

@@ -20,7 +20,9 @@ use super::config::ModelConfig;
 use super::disk::{self, Fingerprint};
 use super::layout::ModelVersion;
 use super::load::{load_and_warm_up, log_loaded, PoolOptions};
+use super::reload::check_labels;
 use super::state::{AppState, ModelEntry, Servable};
+use crate::error::ApiError;
 
 /// How the manager follows the disk and the config.
 #[derive(Clone, Debug, Default)]
@@ -87,7 +89,7 @@ impl Manager {
                 .map_err(anyhow::Error::from)
                 .and_then(|versions| {
                     if versions.values().any(Option::is_some) {
-                        return Ok(());
+                        return Ok(versions);
                     }
                     let err = match versions.iter().next_back() {
                         None => crate::error::ModelError::NoVersion {
@@ -99,7 +101,18 @@ impl Manager {
                     };
                     Err(err.into())
                 });
-            found.map_err(|e| e.context(format!("cannot serve model '{}'", c.name)))?;
+            let versions =
+                found.map_err(|e| e.context(format!("cannot serve model '{}'", c.name)))?;
+            // TF Serving refuses to start on such a label; here it waits for its version.
+            for (label, v) in &c.labels {
+                if !versions.contains_key(v) {
+                    warn!(
+                        "Model '{}': label '{label}' names version {v}, which is not under {}: the label applies once that version is AVAILABLE",
+                        c.name,
+                        c.base_path.display()
+                    );
+                }
+            }
             info!(
                 "Model '{}': {} from {}",
                 c.name,
@@ -114,12 +127,30 @@ impl Manager {
     }
 
     /// Serves `configs` from now on: models added are loaded, models removed unloaded,
-    /// policies and labels applied, all the same way as a new version on disk.
-    pub fn reload(&self, configs: Vec<ModelConfig>) {
+    /// policies and labels applied, all the same way as a new version on disk. Returns the
+    /// names of the models it adds.
+    ///
+    /// Errors: FAILED_PRECONDITION, in TF Serving's words, when a label would point at a
+    /// version that is not AVAILABLE (see [`super::reload::check_labels`]); the config served
+    /// is then unchanged.
+    pub fn reload(&self, configs: Vec<ModelConfig>) -> Result<Vec<String>, ApiError> {
+        let mut inner = self.lock();
+        check_labels(
+            &self.state,
+            &configs,
+            self.options.allow_labels_for_unavailable,
+        )?;
+        let added = configs
+            .iter()
+            .filter(|c| !inner.configs.iter().any(|old| old.name == c.name))
+            .map(|c| c.name.clone())
+            .collect();
         let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
         info!("Model config reloaded: {}", names.join(", "));
-        self.lock().configs = configs;
+        inner.configs = configs;
+        drop(inner);
         self.wake.notify_one();
+        Ok(added)
     }
 
     /// Set when a version present at start fails to load.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::engine::EngineKind;
+use crate::error::ApiError;
 use crate::pool::InferencePool;
 use crate::proto::tensorflow::serving::ModelServerConfig;
 use crate::signature::{ServingSignature, Signature};
@@ -121,9 +122,11 @@ pub struct AppState {
 
 /// Applies a new model config: ModelService.HandleReloadConfigRequest.
 pub trait Reload: Send + Sync {
-    /// Checks `config` and serves it from now on. Errors: what is wrong with it; the models
-    /// served are then unchanged.
-    fn reload(&self, config: &ModelServerConfig) -> Result<(), String>;
+    /// Checks `config` and serves it from now on; returns the names of the models it adds
+    /// (their versions load in the background). Errors: INVALID_ARGUMENT for a config wrong in
+    /// itself, FAILED_PRECONDITION for a label moved to a version that is not AVAILABLE; the
+    /// models served are then unchanged.
+    fn reload(&self, config: &ModelServerConfig) -> Result<Vec<String>, ApiError>;
 }
 
 impl AppState {

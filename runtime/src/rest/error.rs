@@ -12,7 +12,7 @@ use crate::error::ApiError;
 /// 500 only for our own failures.
 pub fn http_status(e: &ApiError) -> StatusCode {
     match e {
-        ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ApiError::BadRequest(_) | ApiError::FailedPrecondition(_) => StatusCode::BAD_REQUEST,
         ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -21,7 +21,7 @@ pub fn http_status(e: &ApiError) -> StatusCode {
         ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
-        ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ApiError::Internal(_) | ApiError::Unknown(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

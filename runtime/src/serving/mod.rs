@@ -95,8 +95,20 @@ pub fn check_signature_name(name: &str) -> Result<(), ApiError> {
     )))
 }
 
+/// A model spec must name its model: an empty name is a malformed request (INVALID_ARGUMENT, in
+/// TF Serving's words), decided before any lookup.
+pub fn require_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::BadRequest(
+            "ModelSpec has no name specified.".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The model `spec` names, or NotFound naming the models served.
 fn model_entry<'m>(models: &'m Models, spec: &ModelSpec<'_>) -> Result<&'m ModelEntry, ApiError> {
+    require_name(spec.name)?;
     models.get(spec.name).ok_or_else(|| {
         let served = match models.len() {
             0 => "no model yet".to_string(),
