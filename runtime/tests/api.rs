@@ -726,3 +726,44 @@ async fn non_finite_numbers_as_tf_serving_reads_and_writes_them() {
     let (status, got) = post(&dtypes, "/v1/models/dtypes:predict", body).await;
     assert_error(status, &got, StatusCode::BAD_REQUEST, &["i32_in", "NaN"]);
 }
+
+#[tokio::test]
+async fn an_optimized_model_reports_its_precision_in_status_and_metadata() {
+    // What `builder optimize` leaves beside model.onnx (scripts/optimize_model.py's format).
+    let dir = std::env::temp_dir().join(format!("onnx-serving-optimized-{}", std::process::id()));
+    let version = dir.join("1");
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::copy(
+        models().join("linear/1/model.onnx"),
+        version.join("model.onnx"),
+    )
+    .unwrap();
+    std::fs::write(
+        version.join("optimization.json"),
+        r#"{"precision": "int8", "variant": "int8", "threads": 1,
+            "candidates": {"int8": {"gate": {"top1": 0.99, "n": 120}}},
+            "reason": "int8 passed the gate and beats fp32 by more than 1.05x"}"#,
+    )
+    .unwrap();
+    let pool = runtime::models::PoolOptions {
+        threads: runtime::engine::Threads::Auto { max: 2 },
+        ..pool_options(1, 8)
+    };
+    let app = app_pooled(&dir, "linear", &pool, Limits::default());
+    let (status, body) = get(&app, "/v1/models/linear").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["model_version_status"][0]["precision"], "int8",
+        "{body}"
+    );
+    let (status, body) = get(&app, "/v1/models/linear/metadata").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["metadata"]["precision"], "int8", "{body}");
+    // A model without the file reports no precision (nothing was measured).
+    let (_, body) = get(&app_for("linear"), "/v1/models/linear").await;
+    assert!(
+        body["model_version_status"][0].get("precision").is_none(),
+        "{body}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use super::CheckModelArgs;
 use crate::engine::{self, EngineChoice, EngineKind, LoadOptions, Loaded};
-use crate::models::{find_latest_version, model_dir};
+use crate::models::{find_latest_version, model_dir, Optimization};
 use crate::signature::ServingSignature;
 
 pub fn check_model(args: &CheckModelArgs) -> Result<()> {
@@ -80,6 +80,9 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
         for spec in &serving.public.outputs {
             println!("  output {spec}");
         }
+    }
+    if let Some(o) = Optimization::load(&path)? {
+        println!("Precision: {} ({})", o.precision, o.describe());
     }
     println!("OK");
     Ok(())

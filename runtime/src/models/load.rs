@@ -9,6 +9,7 @@ use anyhow::Result;
 use tracing::{info, warn};
 
 use super::layout::ModelVersion;
+use super::optimization::{Optimization, OPTIMIZATION_FILE};
 use super::state::ServedModel;
 use crate::engine::{self, BatchSupport, EngineChoice, LoadOptions, Threads};
 use crate::pool::{Batching, InferencePool};
@@ -83,12 +84,25 @@ impl PoolOptions {
 /// signature file, and starts its workers.
 pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<ServedModel> {
     let started = Instant::now();
+    let optimization = Optimization::load(&found.path)?.map(Arc::new);
+    let mut threads = pool.threads;
+    if let Some(o) = &optimization {
+        info!("{}", o.describe());
+        // The threads the optimizer timed on the build host, within the cores we may use.
+        if let (Threads::Auto { max }, Some(recorded)) = (threads, o.threads) {
+            threads = Threads::Fixed(recorded.min(max));
+            info!(
+                "Intra-op threads: {} (recorded in {OPTIMIZATION_FILE}, not timed again)",
+                recorded.min(max)
+            );
+        }
+    }
     let opts = LoadOptions {
         batch_sizes: pool
             .batching
             .as_ref()
             .map_or_else(Vec::new, |b| b.allowed_batch_sizes.clone()),
-        threads: pool.threads,
+        threads,
         ort_spinning: pool.ort_spinning,
     };
     let loaded = engine::load_chosen(pool.engine, &found.path, &opts)?;
@@ -131,5 +145,6 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
         engine,
         workers,
         load_time: started.elapsed(),
+        optimization,
     })
 }

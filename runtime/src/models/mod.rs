@@ -8,6 +8,7 @@ pub mod disk;
 pub mod layout;
 pub mod load;
 mod manager;
+pub mod optimization;
 pub mod policy;
 mod reload;
 pub mod state;
@@ -16,6 +17,7 @@ pub use config::ModelConfig;
 pub use layout::{find_latest_version, model_dir, ModelVersion};
 pub use load::{load_and_warm_up, log_loaded, PoolOptions};
 pub use manager::{Manager, ManagerOptions};
+pub use optimization::Optimization;
 pub use reload::{follow_config_file, wait_until_available};
 pub use state::{
     AppState, Limits, ModelEntry, Models, Reload, Servable, ServableState, ServedModel,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::optimization::Optimization;
 use crate::engine::EngineKind;
 use crate::error::ApiError;
 use crate::pool::InferencePool;
@@ -31,6 +32,15 @@ pub struct ServedModel {
     pub workers: usize,
     /// From the start of loading to ready: every engine tried, warm-up included.
     pub load_time: Duration,
+    /// What `builder optimize` chose for this version (`optimization.json`), if it ran.
+    pub optimization: Option<Arc<Optimization>>,
+}
+
+impl ServedModel {
+    /// The model file's precision (`fp32`, `int8`) as `builder optimize` recorded it.
+    pub fn precision(&self) -> Option<&str> {
+        self.optimization.as_ref().map(|o| o.precision.as_str())
+    }
 }
 
 impl ServedModel {
@@ -224,6 +234,8 @@ pub struct VersionStatus {
     pub error: Option<String>,
     /// The engine running an AVAILABLE version.
     pub engine: Option<&'static str>,
+    /// An AVAILABLE version's precision, when `builder optimize` recorded it.
+    pub precision: Option<String>,
 }
 
 impl VersionStatus {
@@ -248,11 +260,16 @@ impl VersionStatus {
             Servable::Unloading(_) => (ServableState::End, None, None),
             Servable::End { error } => (ServableState::End, error.clone(), None),
         };
+        let precision = match servable {
+            Servable::Available(m) => m.precision().map(str::to_owned),
+            _ => None,
+        };
         VersionStatus {
             version,
             state,
             error,
             engine,
+            precision,
         }
     }
 }

@@ -207,6 +207,9 @@ fn status_json(
             if let Some(engine) = s.engine {
                 entry["engine"] = json!(engine);
             }
+            if let Some(precision) = s.precision {
+                entry["precision"] = json!(precision);
+            }
             entry
         })
         .collect();
@@ -228,7 +231,7 @@ fn metadata_json(
 ) -> Result<Response, ApiError> {
     let model = serving::resolve(st, &spec(name, version))?;
     guard.version(model.version);
-    Ok(Json(json!({
+    let mut answer = json!({
         "model_spec": {"name": model.name, "signature_name": "", "version": model.version.to_string()},
         "metadata": {
             "signature_def": {
@@ -236,8 +239,12 @@ fn metadata_json(
             },
             "engine": model.engine.name(),
         },
-    }))
-    .into_response())
+    });
+    // Beyond TF Serving's fields, as `engine`: what `builder optimize` made of the model.
+    if let Some(precision) = model.precision() {
+        answer["metadata"]["precision"] = json!(precision);
+    }
+    Ok(Json(answer).into_response())
 }
 
 /// Prometheus' text exposition of [`crate::metrics`], with each version's state read now.

@@ -1,0 +1,105 @@
+//! `optimization.json` beside `model.onnx`: what `builder optimize` chose for the host the image
+//! was built on (scripts/optimize_model.py writes it): the model file's precision (`fp32`,
+//! `int8`), the variant, the intra-op threads it was timed fastest with, and why, with the
+//! accuracy gate's figures. The runtime reports the precision and starts with the recorded
+//! threads instead of timing them again.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::ModelError;
+
+/// The file looked for beside `model.onnx`.
+pub const OPTIMIZATION_FILE: &str = "optimization.json";
+
+/// What `builder optimize` recorded for this model version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Optimization {
+    /// The model file's precision: `fp32`, `int8` (ONNX dtypes' terms).
+    pub precision: String,
+    /// Which candidate ships: `fp32`, `fp32-optimized`, `int8`.
+    pub variant: String,
+    /// Intra-op threads the chosen variant ran fastest with on the build host.
+    pub threads: Option<usize>,
+    /// The gate's top-1 agreement with fp32 on held-out inputs, and their count.
+    pub top1: Option<(f64, u64)>,
+    /// Why this variant (the optimizer's own sentence).
+    pub reason: String,
+}
+
+impl Optimization {
+    /// Reads the `optimization.json` beside the ONNX file `model_path`, if there is one.
+    ///
+    /// Errors: the file cannot be read, is not JSON, or has no `precision`.
+    pub fn load(model_path: &Path) -> Result<Option<Optimization>, ModelError> {
+        let file = model_path.with_file_name(OPTIMIZATION_FILE);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(ModelError::Io { path: file, source }),
+        };
+        Optimization::parse(&text)
+            .map(Some)
+            .map_err(|message| ModelError::Signature {
+                path: file,
+                message,
+            })
+    }
+
+    /// Parses the file's text. Unknown fields are kept out of the way: only what the runtime
+    /// uses is read.
+    pub fn parse(text: &str) -> Result<Optimization, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let text_of = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+        let precision = text_of("precision").ok_or("no \"precision\" (fp32 or int8)")?;
+        let variant = text_of("variant").unwrap_or_else(|| precision.clone());
+        let gate = v.pointer(&format!("/candidates/{variant}/gate"));
+        let top1 = gate.and_then(|g| Some((g.get("top1")?.as_f64()?, g.get("n")?.as_u64()?)));
+        Ok(Optimization {
+            threads: v
+                .get("threads")
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n > 0),
+            top1,
+            reason: text_of("reason").unwrap_or_default(),
+            precision,
+            variant,
+        })
+    }
+
+    /// One line for the start-up log.
+    pub fn describe(&self) -> String {
+        let gate = match self.top1 {
+            Some((top1, n)) => format!(
+                "; accuracy gate: top-1 agreement with fp32 {:.1} % on {n} held-out inputs",
+                top1 * 100.0
+            ),
+            None => String::new(),
+        };
+        format!(
+            "Model optimized for its build host: precision {}, variant {}{gate} ({})",
+            self.precision, self.variant, self.reason
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_choice_and_the_gate_of_the_chosen_variant() {
+        let text = r#"{"precision": "int8", "variant": "int8", "threads": 2,
+            "candidates": {"int8": {"gate": {"top1": 0.99, "n": 146}}},
+            "reason": "int8 passed the gate"}"#;
+        let o = Optimization::parse(text).unwrap();
+        assert_eq!(o.precision, "int8");
+        assert_eq!(o.threads, Some(2));
+        assert_eq!(o.top1, Some((0.99, 146)));
+        assert!(o.describe().contains("99.0 % on 146"), "{}", o.describe());
+        assert!(Optimization::parse("{}").unwrap_err().contains("precision"));
+        assert!(Optimization::parse("not json").is_err());
+    }
+}
