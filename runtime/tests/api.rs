@@ -767,3 +767,33 @@ async fn an_optimized_model_reports_its_precision_in_status_and_metadata() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_host_specific_model_that_does_not_load_falls_back_to_the_portable_one() {
+    // builder optimize ships onnxruntime's host-specific graph with the portable model beside
+    // it; where the former does not load (here: not ONNX at all), the latter serves.
+    let dir = std::env::temp_dir().join(format!("onnx-serving-fallback-{}", std::process::id()));
+    let version = dir.join("1");
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::write(version.join("model.onnx"), b"a graph for another CPU").unwrap();
+    std::fs::copy(
+        models().join("linear/1/model.onnx"),
+        version.join("model.fp32.onnx"),
+    )
+    .unwrap();
+    std::fs::write(
+        version.join("optimization.json"),
+        r#"{"precision": "fp32", "variant": "fp32-optimized", "fallback": "model.fp32.onnx"}"#,
+    )
+    .unwrap();
+    let app = app_pooled(&dir, "linear", &pool_options(1, 8), Limits::default());
+    let (status, body) = post(
+        &app,
+        "/v1/models/linear:predict",
+        r#"{"instances": [[1.0, 2.0, 3.0, 4.0]]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_close(&body["predictions"], &json!([[6.5, 6.0, 10.0]]), 1e-4);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -105,7 +105,25 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
         threads,
         ort_spinning: pool.ort_spinning,
     };
-    let loaded = engine::load_chosen(pool.engine, &found.path, &opts)?;
+    let fallback = optimization
+        .as_ref()
+        .and_then(|o| o.fallback.as_ref())
+        .map(|f| found.path.with_file_name(f));
+    let loaded = match (
+        engine::load_chosen(pool.engine, &found.path, &opts),
+        fallback,
+    ) {
+        (Ok(loaded), _) => loaded,
+        // A graph optimized for the build host's CPU that this CPU cannot run: the portable one.
+        (Err(e), Some(fallback)) => {
+            warn!(
+                "{e}; loading the portable model {} instead (the optimized one was made for the build host's CPU)",
+                fallback.display()
+            );
+            engine::load_chosen(pool.engine, &fallback, &opts)?
+        }
+        (Err(e), None) => return Err(e.into()),
+    };
     for note in &loaded.notes {
         info!("{note}");
     }

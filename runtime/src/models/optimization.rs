@@ -26,6 +26,9 @@ pub struct Optimization {
     pub top1: Option<(f64, u64)>,
     /// Why this variant (the optimizer's own sentence).
     pub reason: String,
+    /// The portable model beside a host-specific one (`model.fp32.onnx`): what the runtime
+    /// loads where the host-specific graph does not load (another CPU).
+    pub fallback: Option<String>,
 }
 
 impl Optimization {
@@ -64,6 +67,7 @@ impl Optimization {
                 .filter(|&n| n > 0),
             top1,
             reason: text_of("reason").unwrap_or_default(),
+            fallback: text_of("fallback").filter(|f| !f.contains('/') && f.ends_with(".onnx")),
             precision,
             variant,
         })
