@@ -8,7 +8,10 @@
 
 use std::collections::BTreeSet;
 
+mod cores;
 pub mod logging;
+
+pub use cores::{compute_cores, core_budget, CoreBudget};
 
 /// Which register state the OS must save (XCR0) before a feature is usable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,14 +286,6 @@ pub fn startup_check(
             unused.join(" ")
         )
     }))
-}
-
-/// Cores for compute: physical cores, capped by what this process may use (cgroup quota,
-/// affinity), since a container limited to 2 CPUs on a 64-core host must not start 64 threads.
-pub fn compute_cores() -> usize {
-    let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let physical = sysinfo::System::physical_core_count().unwrap_or(usable);
-    physical.clamp(1, usable)
 }
 
 #[cfg(test)]

@@ -78,7 +78,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     // Workers: 0 means as many as keep the cores busy (the engine knows). Intra-op threads: 0
     // means 1 or the cores this process may use, whichever serves this model better (timed at
     // warm-up).
-    let cores = hostcpu::compute_cores();
+    let budget = hostcpu::core_budget();
+    info!("{}", budget.describe());
+    let cores = budget.cores;
     let (intra_op, threads) = match args.inference_threads {
         0 if cores > 1 => (
             format!("1 or {cores}, chosen at warm-up"),
