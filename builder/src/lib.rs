@@ -1,11 +1,11 @@
 //! onnx-serving's image builder: CPU detection, build contexts, and Docker builds through bollard.
 
-pub mod bench;
 pub mod commands;
 pub mod context;
 pub mod cpu;
 pub mod docker;
 pub mod onnxruntime;
+pub mod probe;
 
 /// The host's CPU detection, shared with the runtime (one definition of the instruction-set
 /// table for both binaries, without making the builder depend on, and compile, tract).

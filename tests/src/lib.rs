@@ -34,4 +34,4 @@ pub async fn docker_or_skip(test: &str) -> Option<bollard::Docker> {
     }
 }
 
-pub use builder::bench::{base64, http};
+pub use builder::probe::{base64, http};

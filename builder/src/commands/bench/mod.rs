@@ -1,0 +1,323 @@
+//! `builder bench`: the article's experiment as a command. The same model, served by a portable
+//! image and by one compiled for this CPU, gets the same requests, interleaved round by round so
+//! the machine's noise hits both alike (`measure`); the table compares latency, throughput, image
+//! size and cold start (`report`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bollard::query_parameters::InspectContainerOptions;
+use bollard::Docker;
+use serde_json::{json, Value};
+
+use super::{network_mode, DevelOptions, Engines, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
+use crate::cpu::TargetCpu;
+use crate::docker;
+use crate::probe::{base64, http};
+
+mod measure;
+mod report;
+
+use measure::{measure, post};
+pub use report::{BenchReport, SideResult};
+
+/// The article's experiment: serve the same model from a portable image and from one
+/// compiled for this CPU, send both the same requests (interleaved round by round, so the
+/// machine's noise hits both alike), and compare latency, throughput, size and cold start.
+/// Images are (re)built from the current sources first; Docker's layer cache makes that
+/// quick when nothing changed.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Example: builder bench --model /tmp/models/efficientnet --image /tmp/models/cat.jpg"
+)]
+pub struct Args {
+    /// Model folder holding numbered versions (<folder>/1/model.onnx), bind-mounted into both.
+    #[arg(long, default_value = "/tmp/models/efficientnet")]
+    model: PathBuf,
+    /// Photo sent as {"b64": ...} (models with a signature.toml) [default: cat.jpg beside
+    /// the model folder, as `make example-model` leaves it].
+    #[arg(long, conflicts_with = "request")]
+    image: Option<PathBuf>,
+    /// A :predict JSON body to send instead of a photo.
+    #[arg(long)]
+    request: Option<PathBuf>,
+    /// Timed requests per image.
+    #[arg(long, short = 'n', default_value_t = 50)]
+    requests: usize,
+    /// Requests in flight at once (each round sends this many to one image, then the other).
+    #[arg(long, short = 'c', default_value_t = 1)]
+    concurrency: usize,
+    /// Untimed requests per image first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Use the existing images as they are instead of building them from the current sources.
+    #[arg(long)]
+    no_build: bool,
+    /// Base image for the devel builds.
+    #[arg(long, default_value = DEFAULT_BASE_IMAGE)]
+    base_image: String,
+    /// Network for the devel builds' RUN steps (see `builder devel --help`).
+    #[arg(long, default_value = "host")]
+    network: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    /// Runs the benchmark and prints its report (a table, or JSON with `--json`).
+    pub async fn run(self) -> Result<()> {
+        if self.requests == 0 || self.concurrency == 0 {
+            bail!("--requests and --concurrency must be at least 1");
+        }
+        let opts = BenchOptions {
+            model: self.model,
+            image: self.image,
+            request: self.request,
+            requests: self.requests,
+            concurrency: self.concurrency,
+            warmup: self.warmup,
+            no_build: self.no_build,
+            base_image: self.base_image,
+            network: network_mode(self.network),
+        };
+        let report = bench(&opts).await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        } else {
+            print!("{}", report.render());
+        }
+        Ok(())
+    }
+}
+
+/// What `bench` measures and how: the model, the request, the load, and how the images are had.
+pub struct BenchOptions {
+    /// Model folder holding numbered versions (e.g. /tmp/models/efficientnet).
+    pub model: PathBuf,
+    /// Photo to send as `{"b64": ...}` to a model with a signature.toml.
+    pub image: Option<PathBuf>,
+    /// A `:predict` JSON body to send instead.
+    pub request: Option<PathBuf>,
+    /// Timed requests per image.
+    pub requests: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Untimed requests per image first.
+    pub warmup: usize,
+    /// Reuse existing images instead of (cache-)building them from the current sources.
+    pub no_build: bool,
+    /// Base image for the devel builds.
+    pub base_image: String,
+    /// Network for the devel builds' RUN steps (`None`: the daemon's default).
+    pub network: Option<String>,
+}
+
+/// The request body: the given file, or the photo as `{"b64": ...}` for a signature model.
+fn request_body(opts: &BenchOptions) -> Result<String> {
+    if let Some(path) = &opts.request {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the request {}", path.display()))?;
+        serde_json::from_str::<Value>(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        return Ok(text);
+    }
+    let photo = match &opts.image {
+        Some(p) => p.clone(),
+        None => opts
+            .model
+            .parent()
+            .map(|p| p.join("cat.jpg"))
+            .filter(|p| p.is_file())
+            .ok_or_else(|| {
+                anyhow!(
+                    "say what to send: --image PHOTO (for a model with signature.toml) or --request BODY.json (a :predict body)"
+                )
+            })?,
+    };
+    let bytes = std::fs::read(&photo)
+        .with_context(|| format!("cannot read the photo {}", photo.display()))?;
+    Ok(json!({"instances": [{"b64": base64(&bytes)}]}).to_string())
+}
+
+/// Builds (or, with `no_build`, finds) the portable and the optimized serving images, serves the
+/// model from both, and measures them side by side; the containers are removed whatever happens.
+pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
+    if !opts.model.is_dir() {
+        bail!(
+            "--model {} is not a folder; give the model folder that holds numbered versions, e.g. /tmp/models/efficientnet (make example-model)",
+            opts.model.display()
+        );
+    }
+    let model = opts
+        .model
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", opts.model.display()))?;
+    let body = request_body(opts)?;
+    let docker = docker::connect().await?;
+
+    let mut images = Vec::new();
+    for (label, target) in [
+        ("portable", TargetCpu::Portable),
+        ("optimized", TargetCpu::Native),
+    ] {
+        let devel = super::default_devel_tag(&target);
+        let serving = super::serving_tag_for(&devel);
+        let have = docker::image_exists(&docker, &serving).await?;
+        if opts.no_build {
+            if !have {
+                bail!("--no-build: {serving} does not exist; run without --no-build to build it");
+            }
+        } else {
+            eprintln!(
+                "Building the {label} images (cached layers make this quick when nothing changed)"
+            );
+            let devel_opts = DevelOptions {
+                tag: Some(devel.clone()),
+                target_cpu: target,
+                lto: Lto::default(),
+                base_image: opts.base_image.clone(),
+                network: opts.network.clone(),
+                no_cache: false,
+                verbose: false,
+            };
+            super::devel(&devel_opts).await?;
+            let serve_opts = ServeImageOptions {
+                devel_image: Some(devel.clone()),
+                tag: Some(serving.clone()),
+                embed_model: None,
+                model_name: None,
+                engine: Engines::All,
+                onnxruntime_library: None,
+                no_cache: false,
+                verbose: false,
+            };
+            super::serve_image(&serve_opts).await?;
+        }
+        let size = docker
+            .inspect_image(&serving)
+            .await
+            .with_context(|| format!("cannot inspect {serving}"))?
+            .size
+            .unwrap_or(0);
+        images.push((label, serving, size));
+    }
+
+    let mut containers: Vec<String> = Vec::new();
+    let result = async {
+        let mut sides = Vec::new();
+        for (label, image, size) in &images {
+            let (id, port, cold) = start(&docker, image, &model, &body).await?;
+            containers.push(id);
+            let engine = http(port, "GET", "/v1/models/bench", "")
+                .ok()
+                .and_then(|(_, status)| {
+                    status["model_version_status"][0]["engine"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "unknown".into());
+            eprintln!(
+                "{label}: {image} answered its first request {cold:.0} ms after start ({engine})"
+            );
+            sides.push((
+                SideResult {
+                    label,
+                    image: image.clone(),
+                    image_bytes: *size,
+                    cold_start_ms: cold,
+                    latencies_ms: Vec::new(),
+                    busy_seconds: 0.0,
+                    class: String::new(),
+                    engine,
+                },
+                port,
+            ));
+        }
+        let ports: Vec<u16> = sides.iter().map(|(_, p)| *p).collect();
+        let body2 = body.clone();
+        let measured = tokio::task::spawn_blocking({
+            let (requests, concurrency, warmup) = (opts.requests, opts.concurrency, opts.warmup);
+            move || measure(&ports, &body2, requests, concurrency, warmup)
+        })
+        .await
+        .context("the benchmark thread stopped")??;
+        let mut results = Vec::new();
+        for ((mut side, _), m) in sides.into_iter().zip(measured) {
+            side.latencies_ms = m.latencies_ms;
+            side.busy_seconds = m.busy_seconds;
+            side.class = m.class;
+            results.push(side);
+        }
+        Ok::<_, anyhow::Error>(results)
+    };
+    let outcome = tokio::select! {
+        r = result => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    for id in &containers {
+        docker::remove_container(&docker, id).await;
+    }
+    let mut results = outcome?;
+    let optimized = results.pop().context("no optimized result")?;
+    let portable = results.pop().context("no portable result")?;
+    Ok(BenchReport {
+        portable,
+        optimized,
+        concurrency: opts.concurrency,
+        model,
+    })
+}
+
+/// Starts `image` with the model bind-mounted and 8501 on a free localhost port; returns the
+/// container, the port and the cold start (container start to first answered predict).
+async fn start(
+    docker: &Docker,
+    image: &str,
+    model: &Path,
+    body: &str,
+) -> Result<(String, u16, f64)> {
+    let started = Instant::now();
+    let (id, ports) = docker::run_serving(
+        docker,
+        image,
+        Some((model, "/models/bench")),
+        &["MODEL_NAME=bench"],
+    )
+    .await?;
+    let port = ports.rest;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match post(port, body) {
+            Ok((200, _)) => return Ok((id, port, started.elapsed().as_secs_f64() * 1000.0)),
+            // Still loading (503) or not listening yet: wait. Anything else is the answer.
+            Ok((503, _)) | Err(_) => {}
+            Ok((status, answer)) => {
+                docker::remove_container(docker, &id).await;
+                bail!("{image} refused the benchmark request with {status}: {answer}");
+            }
+        }
+        let running = docker
+            .inspect_container(&id, None::<InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.running)
+            .unwrap_or(false);
+        if !running || Instant::now() > deadline {
+            let (_, answer) = post(port, body).unwrap_or((0, Value::Null));
+            let logs = docker::container_logs(docker, &id).await;
+            docker::remove_container(docker, &id).await;
+            bail!(
+                "{image} did not answer the request{}: {answer}\n--- container log ---\n{logs}",
+                if running {
+                    " within 120 s"
+                } else {
+                    " (the container exited)"
+                }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
