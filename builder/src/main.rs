@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 ///
 /// The flow of the TensorFlow Serving article, as one tool: `builder cpu` shows what this host's
 /// CPU offers; `builder devel` builds the devel image that compiles the model server for it;
-/// `builder serve-image` packs that server (and optionally a model) into a slim serving image.
+/// `builder optimize` makes the model itself faster on this CPU where an accuracy gate passes;
+/// `builder serve-image` packs that server (and optionally a model) into a slim serving image;
 /// Then: docker run -p 8501:8501 -e MODEL_NAME=… -t $USER/onnx-serving
 #[derive(Parser)]
 #[command(name = "builder", version, verbatim_doc_comment)]
@@ -22,6 +23,7 @@ struct Cli {
 enum Cmd {
     Cpu(commands::cpu::Args),
     Devel(commands::devel::Args),
+    Optimize(commands::optimize::Args),
     ServeImage(commands::serve_image::Args),
     Bench(commands::bench::Args),
     Images(commands::images::Args),
@@ -47,6 +49,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Cpu(args) => args.run(),
         Cmd::Devel(args) => rt.block_on(args.run()),
+        Cmd::Optimize(args) => rt.block_on(args.run()),
         Cmd::ServeImage(args) => rt.block_on(args.run()),
         Cmd::Bench(args) => rt.block_on(args.run()),
         Cmd::Images(args) => rt.block_on(args.run()),

@@ -17,12 +17,14 @@ pub mod clean;
 pub mod cpu;
 pub mod devel;
 pub mod images;
+pub mod optimize;
 pub mod serve_image;
 
 pub use bench::{bench, BenchOptions, BenchReport};
 pub use clean::clean;
 pub use devel::{devel, DevelOptions, Lto};
 pub use images::images;
+pub use optimize::{optimize, Choice, GateArgs};
 pub use serve_image::{serve_image, ServeImageOptions};
 
 /// The base image `make base-image` creates (debootstrap + docker import): no registry needed.

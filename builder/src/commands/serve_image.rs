@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use super::optimize::{optimize, Choice, GateArgs};
 use super::{
     common_labels, default_devel_tag, serving_tag_for, short, with_model_suffix, Built, Engines,
     OrtPin, LABEL_PREFIX,
@@ -34,6 +35,13 @@ pub struct Args {
     /// Model name for the embedded model [default: from its path, e.g. …/resnet/1/model.onnx → resnet].
     #[arg(long, requires = "embed_model")]
     model_name: Option<String>,
+    /// Bake in the embedded model optimized for this host's CPU (`builder optimize`: int8 or
+    /// onnxruntime's host graph where an accuracy gate passes, else fp32), with the choice,
+    /// the gate's figures and the speed-up as labels.
+    #[arg(long, requires = "embed_model")]
+    optimize: bool,
+    #[command(flatten)]
+    gate: GateArgs,
     /// Engines the image carries: all (tract + onnxruntime, the faster serves each model),
     /// onnxruntime (the same, onnxruntime forced), tract (no onnxruntime library; tag
     /// suffix -tract).
@@ -60,6 +68,7 @@ impl Args {
             tag: self.tag,
             embed_model: self.embed_model,
             model_name: self.model_name,
+            optimize: self.optimize.then_some(self.gate),
             engine: self.engine,
             onnxruntime_library: self.onnxruntime_library,
             no_cache: self.no_cache,
@@ -81,6 +90,9 @@ pub struct ServeImageOptions {
     pub embed_model: Option<PathBuf>,
     /// Model name for the embedded model [default: from its path].
     pub model_name: Option<String>,
+    /// Optimize the embedded model for this host first (`builder optimize`), with these gate
+    /// settings.
+    pub optimize: Option<GateArgs>,
     /// Engines the image carries.
     pub engine: Engines,
     /// onnxruntime's library on this host [default: `$ONNX_SERVING_ONNXRUNTIME_LIBRARY`, else
@@ -97,10 +109,24 @@ pub struct ServeImageOptions {
 /// check on it). The image inherits the devel image's CPU labels.
 pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
     let workspace = find_workspace()?;
-    let model = match &opts.embed_model {
+    let mut model = match &opts.embed_model {
         Some(path) => Some(check_model_file(path, opts.model_name.as_deref())?),
         None => None,
     };
+    if let (Some((name, path, _)), Some(gate)) = (&model, &opts.optimize) {
+        let out = workspace.join(".cache/optimized").join(name).join("1");
+        let _ = std::fs::remove_dir_all(&out);
+        optimize(path, &out, gate)?;
+        model = Some(check_model_file(&out.join("model.onnx"), Some(name))?);
+    }
+    // What `builder optimize` chose for the embedded model, when it ran (here or before).
+    let choice = match &model {
+        Some((_, path, _)) => Choice::read(path.parent().unwrap_or(Path::new(".")))?,
+        None => None,
+    };
+    if let Some(choice) = &choice {
+        eprintln!("{}", choice.summary());
+    }
     let docker = docker::connect().await?;
     let devel = opts
         .devel_image
@@ -180,6 +206,9 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
         labels.insert(format!("{LABEL_PREFIX}model-name"), name.clone());
         labels.insert(format!("{LABEL_PREFIX}model-sha256"), digest.clone());
         build_args.insert("EMBED_MODEL_NAME".to_string(), name.clone());
+    }
+    if let Some(choice) = &choice {
+        labels.extend(choice.labels());
     }
     let ctx = context::serving_context(
         &workspace,

@@ -188,6 +188,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
                 tag: Some(serving.clone()),
                 embed_model: None,
                 model_name: None,
+                optimize: None,
                 engine: Engines::All,
                 onnxruntime_library: None,
                 no_cache: false,

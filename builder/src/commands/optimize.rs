@@ -1,0 +1,268 @@
+//! `builder optimize`: the model itself made for this host's CPU, accuracy-checked. Runs
+//! `scripts/optimize_model.py` (onnxruntime's quantizer, in the workspace's Python venv, on the
+//! host: nothing is fetched inside a Docker build and the serving image stays slim), which
+//! tries fp32, onnxruntime's graph optimized for this host and int8, gates each on held-out
+//! photos against fp32, times the survivors here and keeps the fastest that beats fp32 by more
+//! than 5 % (else fp32). The result is a version folder: `model.onnx`, `optimization.json` (the
+//! choice, the gate's figures, the speed-up), the signature and labels.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::LABEL_PREFIX;
+use crate::context::find_workspace;
+
+/// Make a model faster on this host's CPU (int8 quantization, onnxruntime's host-optimized graph)
+/// where an accuracy gate on held-out photos passes; else keep fp32 and say why. Writes a
+/// version folder (model.onnx, optimization.json, signature.toml, labels) to serve or to embed
+/// with `builder serve-image --embed-model OUT/model.onnx` (or `serve-image --optimize`).
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model: a version folder holding model.onnx (and signature.toml, labels.txt), or the
+    /// .onnx file in it.
+    model: PathBuf,
+    /// Output folder (a version folder, e.g. /tmp/models/resnet-opt/1).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    gate: GateArgs,
+}
+
+/// What the optimizer tries and what it must pass (shared by `optimize` and `serve-image`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct GateArgs {
+    /// Precision to search: auto (the fastest that passes the gate), fp32 (no search), int8
+    /// (int8 if it passes, else fp32).
+    #[arg(long, value_parser = ["auto", "fp32", "int8"], default_value = "auto")]
+    pub precision: String,
+    /// Photos (JPEG/PNG) for calibration and the held-out accuracy check, split by a seeded
+    /// hash, never overlapping [default: .cache/calibration, which `make calibration-photos`
+    /// fetches]; .npz request files for models without an image signature.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Held-out photos for the accuracy check, instead of a share of --calibration.
+    #[arg(long)]
+    pub validation: Option<PathBuf>,
+    /// Least top-1 agreement with fp32 on the held-out photos.
+    #[arg(long, default_value_t = 0.98)]
+    pub min_top1: f64,
+    /// Least held-out inputs an int8 model is judged on.
+    #[arg(long, default_value_t = 100)]
+    pub min_images: u32,
+    /// Python with onnx and onnxruntime [default: $ONNX_SERVING_PYTHON, else the workspace's
+    /// .cache/venv, which `make setup`'s targets create].
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
+impl Args {
+    /// Optimizes the model and prints the output folder.
+    pub async fn run(self) -> Result<()> {
+        let choice = optimize(&self.model, &self.out, &self.gate)?;
+        eprintln!("{}", choice.summary());
+        println!("{}", self.out.display());
+        Ok(())
+    }
+}
+
+/// What `optimize` chose, from the `optimization.json` it wrote.
+#[derive(Clone, Debug)]
+pub struct Choice {
+    /// The whole `optimization.json`.
+    pub report: Value,
+}
+
+impl Choice {
+    /// Reads `optimization.json` in `dir`, if there is one.
+    pub fn read(dir: &Path) -> Result<Option<Choice>> {
+        let file = dir.join("optimization.json");
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+        };
+        let report = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", file.display()))?;
+        Ok(Some(Choice { report }))
+    }
+
+    fn text(&self, pointer: &str) -> String {
+        match self.report.pointer(pointer) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(v) => v.to_string(),
+        }
+    }
+
+    /// `int8 (variant int8, 2 threads): <the optimizer's reason>`.
+    pub fn summary(&self) -> String {
+        format!(
+            "Precision {} (variant {}, {} intra-op threads): {}",
+            self.text("/precision"),
+            self.text("/variant"),
+            self.text("/threads"),
+            self.text("/reason")
+        )
+    }
+
+    /// The host's CPU flags the optimizer looked at and found (`avx2 fma avx512_vnni`), as
+    /// /proc/cpuinfo names them: what an int8 model's rounding, and so its gate, depended on.
+    fn host_cpu_flags(&self) -> String {
+        let Some(Value::Object(flags)) = self.report.pointer("/host_cpu_flags") else {
+            return String::new();
+        };
+        flags
+            .iter()
+            .filter(|(k, v)| v.as_bool() == Some(true) && k.as_str() != "vnni_or_amx")
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Image labels recording the choice: precision, variant, quantizer settings, calibration
+    /// set sha256, the gate's figures and the measured speed-up (`io.onnx-serving.*`).
+    pub fn labels(&self) -> HashMap<String, String> {
+        let variant = self.text("/variant");
+        let threads = self.text("/threads");
+        let c = format!("/candidates/{variant}");
+        let pairs = [
+            ("precision", self.text("/precision")),
+            ("optimization.variant", variant.clone()),
+            ("optimization.threads", threads.clone()),
+            ("optimization.reason", self.text("/reason")),
+            ("optimization.onnxruntime", self.text("/onnxruntime")),
+            (
+                "optimization.calibration-sha256",
+                self.text("/data/calibration_sha256"),
+            ),
+            (
+                "optimization.gate-top1",
+                self.text(&format!("{c}/gate/top1")),
+            ),
+            (
+                "optimization.gate-top5",
+                self.text(&format!("{c}/gate/top5")),
+            ),
+            (
+                "optimization.gate-inputs",
+                self.text(&format!("{c}/gate/n")),
+            ),
+            (
+                "optimization.speedup",
+                self.text(&format!("{c}/timing/threads_{threads}/speedup")),
+            ),
+            ("optimization.host-cpu-flags", self.host_cpu_flags()),
+            (
+                "optimization.quantizer",
+                self.report
+                    .pointer(&format!("{c}/quantizer"))
+                    .map(Value::to_string)
+                    .unwrap_or_default(),
+            ),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (format!("{LABEL_PREFIX}{k}"), v))
+            .collect()
+    }
+}
+
+/// Runs the optimizer on `model` (a version folder or its .onnx file) into `out`.
+///
+/// Errors: no Python with onnxruntime (run `make setup` targets), no calibration photos (`make
+/// calibration-photos`), or the optimizer's own error (printed above it).
+pub fn optimize(model: &Path, out: &Path, gate: &GateArgs) -> Result<Choice> {
+    let workspace = find_workspace()?;
+    let dir = if model.is_file() {
+        model.parent().unwrap_or(Path::new(".")).to_owned()
+    } else {
+        model.to_owned()
+    };
+    if !dir.join("model.onnx").is_file() {
+        bail!(
+            "{} holds no model.onnx: give a version folder (…/resnet/1) or its model.onnx",
+            dir.display()
+        );
+    }
+    let python = gate
+        .python
+        .clone()
+        .or_else(|| std::env::var_os("ONNX_SERVING_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| workspace.join(".cache/venv/bin/python"));
+    if !python.exists() {
+        bail!(
+            "no Python at {}: `make calibration-photos` creates the venv (onnx, onnxruntime), or name one with --python",
+            python.display()
+        );
+    }
+    let mut cmd = Command::new(&python);
+    cmd.arg(workspace.join("scripts/optimize_model.py"))
+        .arg(&dir)
+        .arg("--out")
+        .arg(out)
+        .args(["--precision", &gate.precision])
+        .args(["--min-top1", &gate.min_top1.to_string()])
+        .args(["--min-images", &gate.min_images.to_string()]);
+    if gate.precision != "fp32" {
+        let photos = gate
+            .calibration
+            .clone()
+            .unwrap_or_else(|| workspace.join(".cache/calibration"));
+        if !photos.is_dir() {
+            bail!(
+                "no calibration photos at {}: `make calibration-photos` fetches a default set, or give --calibration DIR (or --precision fp32)",
+                photos.display()
+            );
+        }
+        cmd.arg("--calibration").arg(photos);
+        if let Some(validation) = &gate.validation {
+            cmd.arg("--validation").arg(validation);
+        }
+    }
+    eprintln!(
+        "Optimizing {} for this CPU (calibrate, accuracy gate, timing; about a minute)",
+        dir.display()
+    );
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !status.success() {
+        bail!("the optimizer failed ({status}); its error is above");
+    }
+    Choice::read(out)?.with_context(|| {
+        format!(
+            "the optimizer wrote no optimization.json in {}",
+            out.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_record_the_choice_and_the_gate() {
+        let report = serde_json::json!({
+            "precision": "int8", "variant": "int8", "threads": 2, "reason": "passed",
+            "data": {"calibration_sha256": "abc"},
+            "candidates": {"int8": {
+                "quantizer": {"per_channel": true},
+                "gate": {"top1": 0.99, "top5": 0.97, "n": 146},
+                "timing": {"threads_2": {"speedup": 1.4}}}}
+        });
+        let labels = Choice { report }.labels();
+        let get = |k: &str| labels[&format!("{LABEL_PREFIX}{k}")].as_str();
+        assert_eq!(get("precision"), "int8");
+        assert_eq!(get("optimization.gate-top1"), "0.99");
+        assert_eq!(get("optimization.gate-inputs"), "146");
+        assert_eq!(get("optimization.speedup"), "1.4");
+        assert_eq!(get("optimization.calibration-sha256"), "abc");
+        assert!(get("optimization.quantizer").contains("per_channel"));
+    }
+}

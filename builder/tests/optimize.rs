@@ -1,0 +1,127 @@
+//! `builder optimize` on the walk-through's real model (EfficientNet-Lite0) and real photos: the
+//! accuracy gate refuses an int8 model calibrated on noise and ships fp32 with the reason, and
+//! `--precision fp32` skips the search. Needs `make test-models calibration-photos` (the model,
+//! the venv with onnxruntime, the photos); `make test` runs them first.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("builder/ sits in the workspace")
+        .to_owned()
+}
+
+fn model_dir() -> PathBuf {
+    let models = std::env::var_os("ONNX_SERVING_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".cache/models"));
+    let dir = models.join("efficientnet/1");
+    assert!(
+        dir.join("model.onnx").is_file(),
+        "{} missing: run `make test-models`",
+        dir.display()
+    );
+    dir
+}
+
+fn python() -> PathBuf {
+    workspace().join(".cache/venv/bin/python")
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("builder-optimize-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `builder optimize MODEL --out OUT ARGS`; returns optimization.json.
+fn optimize(out: &Path, args: &[&str]) -> Value {
+    let run = Command::new(env!("CARGO_BIN_EXE_builder"))
+        .arg("optimize")
+        .arg(model_dir())
+        .arg("--out")
+        .arg(out)
+        .arg("--python")
+        .arg(python())
+        .args(args)
+        .current_dir(workspace())
+        .output()
+        .expect("builder runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "builder optimize failed:\n{stderr}");
+    let text = std::fs::read_to_string(out.join("optimization.json")).expect("optimization.json");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+#[test]
+fn the_gate_refuses_int8_calibrated_on_noise_and_ships_fp32_with_the_reason() {
+    let photos = workspace().join(".cache/calibration");
+    assert!(
+        photos.is_dir(),
+        "{} missing: run `make calibration-photos`",
+        photos.display()
+    );
+    // 120 images of random noise: an absurd calibration set.
+    let noise = scratch("noise");
+    let made = Command::new(python())
+        .args([
+            "-c",
+            "import sys, numpy as np; from PIL import Image\n\
+             r = np.random.default_rng(0)\n\
+             for i in range(120): Image.fromarray(r.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(f'{sys.argv[1]}/noise-{i}.png')",
+        ])
+        .arg(&noise)
+        .status()
+        .expect("python runs");
+    assert!(made.success());
+    let out = scratch("out");
+    let report = optimize(
+        &out,
+        &[
+            "--calibration",
+            noise.to_str().unwrap(),
+            "--validation",
+            photos.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(report["precision"], "fp32", "{report:#}");
+    let int8 = &report["candidates"]["int8"]["gate"];
+    assert_eq!(int8["passed"], false, "{report:#}");
+    assert!(int8["n"].as_u64().unwrap() >= 100, "{int8}");
+    // What ships is the model as it was, the reason naming the refused candidate; or
+    // onnxruntime's own graph of it where that was faster, the original beside it. Never int8.
+    let reason = report["reason"].as_str().unwrap();
+    if report["variant"] == "fp32" {
+        assert!(
+            reason.contains("failed the gate: int8"),
+            "the reason must name the refused candidate: {reason}"
+        );
+        assert_eq!(
+            std::fs::read(out.join("model.onnx")).unwrap(),
+            std::fs::read(model_dir().join("model.onnx")).unwrap()
+        );
+    } else {
+        assert_eq!(report["variant"], "fp32-optimized", "{report:#}");
+        assert!(out.join("model.fp32.onnx").is_file());
+    }
+    for f in ["signature.toml", "labels.txt"] {
+        assert!(out.join(f).is_file(), "{f} travels with the model");
+    }
+    let _ = std::fs::remove_dir_all(&noise);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn precision_fp32_skips_the_search() {
+    let out = scratch("fp32");
+    let report = optimize(&out, &["--precision", "fp32"]);
+    assert_eq!(report["precision"], "fp32");
+    assert_eq!(report["reason"], "--precision fp32");
+    assert!(report["candidates"].as_object().unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&out);
+}
