@@ -2,93 +2,15 @@
 //! without a model, run one with a published port, predict over HTTP, stop it, clean up.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{
-    InspectContainerOptions, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    InspectContainerOptions, ListImagesOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
-use builder::commands::{self, DevelOptions, Engines, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
-use builder::cpu::TargetCpu;
-use builder::docker::ServingPorts;
+use builder::commands::{self, Engines, ServeImageOptions};
 use e2e::*;
 use serde_json::{json, Value};
-
-const DEVEL_TAG: &str = "onnx-serving-e2e/devel";
-
-/// One test at a time talks to the daemon: the corrupt-model test counts images and containers,
-/// which another test's build would change under it.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The devel image, built once for all tests of this binary (a cold build compiles tract).
-fn devel_image() -> &'static Result<String, String> {
-    static DEVEL: OnceLock<Result<String, String>> = OnceLock::new();
-    DEVEL.get_or_init(|| {
-        let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let docker = builder::docker::connect()
-                .await
-                .map_err(|e| format!("{e:#}"))?;
-            if !builder::docker::image_exists(&docker, DEFAULT_BASE_IMAGE)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                let status = std::process::Command::new("bash")
-                    .arg(workspace().join("scripts/make-base-image.sh"))
-                    .status()
-                    .map_err(|e| e.to_string())?;
-                if !status.success() {
-                    return Err("make-base-image.sh failed".to_string());
-                }
-            }
-            let opts = DevelOptions {
-                tag: Some(DEVEL_TAG.into()),
-                target_cpu: TargetCpu::Native,
-                lto: Lto::default(),
-                base_image: DEFAULT_BASE_IMAGE.into(),
-                network: Some("host".into()),
-                no_cache: false,
-                verbose: false,
-            };
-            let (built, _) = commands::devel(&opts).await.map_err(|e| format!("{e:#}"))?;
-            Ok(built.tag)
-        })
-    })
-}
-
-/// One test at a time, the daemon (or a skip when there is none) and the devel image.
-async fn prepare(test: &str) -> Option<(tokio::sync::MutexGuard<'static, ()>, Docker, String)> {
-    let serial = SERIAL.lock().await;
-    let docker = docker_or_skip(test).await?;
-    let devel = tokio::task::spawn_blocking(devel_image)
-        .await
-        .expect("the devel build thread")
-        .as_ref()
-        .expect("devel image builds")
-        .clone();
-    Some((serial, docker, devel))
-}
-
-/// Removes the container when the test ends, passed or not.
-struct ContainerGuard<'a> {
-    docker: &'a Docker,
-    id: String,
-}
-
-impl Drop for ContainerGuard<'_> {
-    fn drop(&mut self) {
-        let (docker, id) = (self.docker.clone(), self.id.clone());
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Runtime::new() {
-                let options = RemoveContainerOptionsBuilder::default().force(true).build();
-                let _ = rt.block_on(docker.remove_container(&id, Some(options)));
-            }
-        })
-        .join();
-    }
-}
 
 async fn dangling_images(docker: &Docker) -> usize {
     let filters = HashMap::from([("dangling".to_string(), vec!["true".to_string()])]);
@@ -132,6 +54,7 @@ async fn serving_image_with_embedded_model_answers_predict() {
         tag: Some("onnx-serving-e2e/serving-squeezenet".into()),
         embed_model: Some(model_dir.join("1/model.onnx")),
         model_name: Some("squeezenet".into()),
+        optimize: None,
         engine: Engines::Tract,
         onnxruntime_library: None,
         no_cache: false,
@@ -264,39 +187,6 @@ async fn serving_image_with_embedded_model_answers_predict() {
     drop(guard);
 }
 
-/// `docker run -p 127.0.0.1::8501 -p 127.0.0.1::8500 [--mount …] [-e …] image`, removed when
-/// the guard drops.
-async fn run_published<'a>(
-    docker: &'a Docker,
-    image: &str,
-    bind: Option<(&std::path::Path, &str)>,
-    env: &[&str],
-) -> (ContainerGuard<'a>, ServingPorts) {
-    let (id, ports) = builder::docker::run_serving(docker, image, bind, env)
-        .await
-        .expect("the serving container starts");
-    (ContainerGuard { docker, id }, ports)
-}
-
-/// Polls the model's status until AVAILABLE; fails with the container's logs after 90 s.
-async fn wait_available(port: u16, model: &str, docker: &Docker, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok((200, status)) = http(port, "GET", &format!("/v1/models/{model}"), "") {
-            if status["model_version_status"][0]["state"] == "AVAILABLE" {
-                return;
-            }
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "model '{model}' never became AVAILABLE:\n{}",
-                builder::docker::container_logs(docker, id).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// The article's run: the serving image without a model, the walk-through's pretrained
 /// EfficientNet-Lite0 (make example-model) bind-mounted as `resnet`, the cat photo posted as
 /// base64 JPEG to /v1/models/resnet:predict: the answer must be a cat class.
@@ -315,6 +205,7 @@ async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
         tag: Some("onnx-serving-e2e/serving".into()),
         embed_model: None,
         model_name: None,
+        optimize: None,
         engine: Engines::All,
         onnxruntime_library: None,
         no_cache: false,
@@ -563,6 +454,7 @@ async fn corrupt_model_fails_the_build_and_leaves_nothing_behind() {
         tag: Some("onnx-serving-e2e/serving-corrupt".into()),
         embed_model: Some(workspace().join("runtime/tests/fixtures/models/corrupt/1/model.onnx")),
         model_name: Some("corrupt".into()),
+        optimize: None,
         engine: Engines::All,
         onnxruntime_library: None,
         no_cache: false,
