@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 /// CPU offers; `builder devel` builds the devel image that compiles the model server for it;
 /// `builder optimize` makes the model itself faster on this CPU where an accuracy gate passes;
 /// `builder serve-image` packs that server (and optionally a model) into a slim serving image;
+/// `builder push` and `builder k8s` take it to a registry and a Kubernetes/KServe cluster.
 /// Then: docker run -p 8501:8501 -e MODEL_NAME=… -t $USER/onnx-serving
 #[derive(Parser)]
 #[command(name = "builder", version, verbatim_doc_comment)]
@@ -26,6 +27,8 @@ enum Cmd {
     Optimize(commands::optimize::Args),
     ServeImage(commands::serve_image::Args),
     Bench(commands::bench::Args),
+    Push(commands::push::Args),
+    K8s(commands::k8s::Args),
     Images(commands::images::Args),
     Clean(commands::clean::Args),
 }
@@ -52,6 +55,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Optimize(args) => rt.block_on(args.run()),
         Cmd::ServeImage(args) => rt.block_on(args.run()),
         Cmd::Bench(args) => rt.block_on(args.run()),
+        Cmd::Push(args) => rt.block_on(args.run()),
+        Cmd::K8s(args) => rt.block_on(args.run()),
         Cmd::Images(args) => rt.block_on(args.run()),
         Cmd::Clean(args) => rt.block_on(args.run()),
     }

@@ -17,7 +17,9 @@ pub mod clean;
 pub mod cpu;
 pub mod devel;
 pub mod images;
+pub mod k8s;
 pub mod optimize;
+pub mod push;
 pub mod serve_image;
 
 pub use bench::{bench, BenchOptions, BenchReport};

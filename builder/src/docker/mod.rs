@@ -1,6 +1,6 @@
 //! The Docker daemon through bollard, as a thin face: connection with a useful error (here),
-//! streamed builds with progress (`build`), our labelled images (`images`) and the containers we
-//! run (`containers`).
+//! streamed builds with progress (`build`), our labelled images (`images`), the containers we
+//! run (`containers`) and registries (`push`).
 
 use anyhow::{anyhow, Result};
 use bollard::Docker;
@@ -8,10 +8,12 @@ use bollard::Docker;
 mod build;
 mod containers;
 mod images;
+mod push;
 
 pub use build::{build, BuildRequest};
 pub use containers::{container_logs, remove_container, run_once, run_serving, ServingPorts};
 pub use images::{image_exists, image_labels, list_ours, remove_image};
+pub use push::{push_image, tag_image};
 
 /// Label on everything we create, so `builder images` / `builder clean` find it.
 pub const ROLE_LABEL: &str = "io.onnx-serving.role";
