@@ -13,7 +13,7 @@ fi
 
 # prometheus: for promtool, which checks the metrics exposition in the tests. wrk: the load
 # generator of the flood test (a separate process on loopback). g++: cargo fuzz builds libFuzzer.
-packages=(docker.io python3 python3-venv make gcc g++ libc6-dev pkg-config debootstrap ca-certificates curl prometheus wrk)
+packages=(docker.io python3 python3-venv make gcc g++ libc6-dev pkg-config debootstrap ca-certificates curl prometheus wrk docker-registry)
 [ "$need_rust" = 1 ] && packages+=(rustc-web cargo-web)
 missing=()
 for p in "${packages[@]}"; do
@@ -24,9 +24,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Only promtool is wanted from the prometheus package, not a Prometheus server running here.
-  if printf '%s\n' "${missing[@]}" | grep -qx prometheus && command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  # Only the programs are wanted (promtool; the registry the push test starts on loopback), not
+  # a Prometheus server or a registry on :5000 running here.
+  if command -v systemctl >/dev/null 2>&1; then
+    for service in prometheus docker-registry; do
+      if printf '%s\n' "${missing[@]}" | grep -qx "$service"; then
+        systemctl disable --now "$service" >/dev/null 2>&1 || true
+      fi
+    done
   fi
 fi
 
