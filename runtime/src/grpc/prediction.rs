@@ -264,7 +264,7 @@ fn decode_inputs(
                     "a DT_STRING image tensor holds one file per image: shape [n], got {shape:?}"
                 )))
             }
-            Value::Tensor(t) => pixel_images(t).map_err(at)?,
+            Value::Tensor(t) => serving::pixel_images(t).map_err(at)?,
         };
         return serving::image_batch(serving, &model.signature, images, |i, e| {
             ApiError::BadRequest(format!("input '{name}'[{i}]: {e}"))
@@ -290,35 +290,4 @@ fn decode_inputs(
         named.push((name, tensor));
     }
     serving::check_inputs(model.api_signature(), named)
-}
-
-/// DT_FLOAT/DT_DOUBLE pixels: one `[height, width, 3]` image or a `[n, height, width, 3]` batch.
-fn pixel_images(t: Tensor) -> Result<Vec<ImageSource<'static>>, String> {
-    let values: Vec<f64> = match t.data() {
-        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::F64(v) => v.clone(),
-        _ => {
-            return Err(format!(
-                "an image is a DT_STRING tensor of JPEG or PNG files, or DT_FLOAT pixels of 0-1; got {}",
-                super::tensor::data_type(t.dtype()).as_str_name()
-            ))
-        }
-    };
-    let shape = t.shape();
-    let (n, image) = match shape.len() {
-        3 => (1, shape),
-        4 => (shape[0], &shape[1..]),
-        _ => {
-            return Err(format!(
-                "pixels are [height, width, 3] or [n, height, width, 3]; got shape {shape:?}"
-            ))
-        }
-    };
-    let per: usize = image.iter().product();
-    (0..n)
-        .map(|i| {
-            let rows = values[i * per..(i + 1) * per].iter().copied();
-            serving::float_image(image, rows).map(ImageSource::Pixels)
-        })
-        .collect()
 }

@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use crate::signature::{FloatImage, ImageSource, ServingSignature, Signature, TensorSpec};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
 
 /// Images one request may carry: each becomes a model-sized float tensor (0.6 MB at 224x224),
 /// and small JPEGs could otherwise turn a 64 MB body into gigabytes.
@@ -151,4 +151,38 @@ pub fn float_image(
         height: h as u32,
         data,
     })
+}
+
+/// Float pixels of 0-1: one `[height, width, 3]` image or a `[n, height, width, 3]` batch
+/// (float32 or float64), as images for an image signature.
+pub fn pixel_images(t: Tensor) -> Result<Vec<ImageSource<'static>>, String> {
+    let values: Vec<f64> = match t.data() {
+        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::F64(v) => v.clone(),
+        _ => {
+            return Err(format!(
+                "an image is a string (bytes) tensor of JPEG or PNG files, or float pixels of 0-1; got {} ({}, {})",
+                t.dtype(),
+                t.dtype().tf_name(),
+                t.dtype().v2_name()
+            ))
+        }
+    };
+    let shape = t.shape();
+    let (n, image) = match shape.len() {
+        3 => (1, shape),
+        4 => (shape[0], &shape[1..]),
+        _ => {
+            return Err(format!(
+                "pixels are [height, width, 3] or [n, height, width, 3]; got shape {shape:?}"
+            ))
+        }
+    };
+    let per: usize = image.iter().product();
+    (0..n)
+        .map(|i| {
+            let rows = values[i * per..(i + 1) * per].iter().copied();
+            float_image(image, rows).map(ImageSource::Pixels)
+        })
+        .collect()
 }

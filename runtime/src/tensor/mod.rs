@@ -2,75 +2,12 @@
 //! contiguous. The REST decoder, the image signature and the response encoder speak it; each
 //! engine converts it to and from its own type at its edge (`engine/*`).
 
-use std::fmt;
+mod dtype;
+pub mod raw;
 
 pub use half::f16;
 
-/// Element types the server reads from requests and writes to responses: ONNX's tensor types
-/// minus the complex and 8-bit float ones, which JSON cannot carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    F16,
-    F32,
-    F64,
-    I8,
-    I16,
-    I32,
-    I64,
-    U8,
-    U16,
-    U32,
-    U64,
-    Bool,
-    /// Binary or text values (`{"b64": ...}` inputs, label outputs).
-    String,
-}
-
-impl DType {
-    /// TensorFlow's name for the type, as TF Serving's metadata reports it.
-    pub fn tf_name(self) -> &'static str {
-        match self {
-            DType::F16 => "DT_HALF",
-            DType::F32 => "DT_FLOAT",
-            DType::F64 => "DT_DOUBLE",
-            DType::I8 => "DT_INT8",
-            DType::I16 => "DT_INT16",
-            DType::I32 => "DT_INT32",
-            DType::I64 => "DT_INT64",
-            DType::U8 => "DT_UINT8",
-            DType::U16 => "DT_UINT16",
-            DType::U32 => "DT_UINT32",
-            DType::U64 => "DT_UINT64",
-            DType::Bool => "DT_BOOL",
-            DType::String => "DT_STRING",
-        }
-    }
-
-    /// ONNX's short name (`float32`, `int64`, ...), used in error messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F16 => "float16",
-            DType::F32 => "float32",
-            DType::F64 => "float64",
-            DType::I8 => "int8",
-            DType::I16 => "int16",
-            DType::I32 => "int32",
-            DType::I64 => "int64",
-            DType::U8 => "uint8",
-            DType::U16 => "uint16",
-            DType::U32 => "uint32",
-            DType::U64 => "uint64",
-            DType::Bool => "bool",
-            DType::String => "string",
-        }
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use dtype::{DType, ALL};
 
 /// A tensor's values, one variant per [`DType`].
 #[derive(Clone, Debug, PartialEq)]
