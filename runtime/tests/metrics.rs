@@ -61,6 +61,10 @@ async fn scrape_counts_the_traffic_and_passes_promtool() {
     for _ in 0..2 {
         grpc_predict(grpc_port, &[1.0, 2.0, 3.0, 4.0]).await;
     }
+    let v2 =
+        r#"{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}"#;
+    let (s, b) = post(&app, &format!("/v2/models/{MODEL}/infer"), v2).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
 
     let (status, text) = send_raw(&app, runtime::metrics::DEFAULT_PATH).await;
     assert_eq!(status, StatusCode::OK, "{text}");
@@ -80,6 +84,7 @@ async fn scrape_counts_the_traffic_and_passes_promtool() {
     assert_eq!(requests("rest", "predict", "INVALID_ARGUMENT"), Some(1.0));
     assert_eq!(requests("rest", "status", "OK"), Some(1.0));
     assert_eq!(requests("grpc", "predict", "OK"), Some(2.0));
+    assert_eq!(requests("v2", "infer", "OK"), Some(1.0), "{text}");
     assert_eq!(
         sample(
             &text,
@@ -96,8 +101,8 @@ async fn scrape_counts_the_traffic_and_passes_promtool() {
             "onnx_serving_inference_duration_seconds_count",
             &[("model", MODEL), ("version", "1")]
         ),
-        Some(5.0),
-        "one engine run per answered predict"
+        Some(6.0),
+        "one engine run per answered predict or infer"
     );
     assert_eq!(
         sample(

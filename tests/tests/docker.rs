@@ -338,6 +338,33 @@ async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
         (281..=285).contains(&class),
         "over gRPC the cat came out as {class}"
     );
+    // Triton's client over the Open Inference Protocol, on the REST port: the same cat.
+    if let Ok(triton) = std::env::var("ONNX_SERVING_TEST_TRITON_PYTHON") {
+        let out = std::process::Command::new(triton)
+            .arg(workspace().join("examples/resnet_client_v2.py"))
+            .args(["--server", &format!("127.0.0.1:{port}")])
+            .arg("--image")
+            .arg(models.join("cat.jpg"))
+            .args(["-n", "3"])
+            .output()
+            .expect("run resnet_client_v2.py");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let class: i64 = said
+            .split("Prediction class: ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no class in {said:?}"));
+        assert!(
+            (281..=285).contains(&class),
+            "over V2 the cat came out as {class}"
+        );
+    }
     drop(guard);
     several_models_from_a_config_file(&docker, &built.tag).await;
 }

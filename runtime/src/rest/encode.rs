@@ -25,21 +25,41 @@ impl Serialize for TensorJson<'_> {
             }
             None => (shape, 0..self.tensor.data().len()),
         };
-        match self.tensor.data() {
-            TensorData::F16(v) => serialize_nd(&Half(&v[range]), shape, s),
-            TensorData::F32(v) => serialize_nd(&Floats(&v[range]), shape, s),
-            TensorData::F64(v) => serialize_nd(&Floats(&v[range]), shape, s),
-            TensorData::I8(v) => serialize_nd(&&v[range], shape, s),
-            TensorData::I16(v) => serialize_nd(&&v[range], shape, s),
-            TensorData::I32(v) => serialize_nd(&&v[range], shape, s),
-            TensorData::I64(v) => serialize_nd(&&v[range], shape, s),
-            TensorData::U8(v) => serialize_nd(&&v[range], shape, s),
-            TensorData::U16(v) => serialize_nd(&&v[range], shape, s),
-            TensorData::U32(v) => serialize_nd(&&v[range], shape, s),
-            TensorData::U64(v) => serialize_nd(&&v[range], shape, s),
-            TensorData::Bool(v) => serialize_nd(&&v[range], shape, s),
-            TensorData::String(v) => serialize_nd(&&v[range], shape, s),
-        }
+        serialize_data(self.tensor.data(), range, shape, s)
+    }
+}
+
+/// One tensor's values as a flat JSON array, the Open Inference Protocol's `data`.
+pub struct FlatJson<'a>(pub &'a Tensor);
+
+impl Serialize for FlatJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.0.data().len();
+        serialize_data(self.0.data(), 0..n, &[n], s)
+    }
+}
+
+/// `data[range]` as nested arrays of `shape`.
+fn serialize_data<S: Serializer>(
+    data: &TensorData,
+    range: std::ops::Range<usize>,
+    shape: &[usize],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match data {
+        TensorData::F16(v) => serialize_nd(&Half(&v[range]), shape, s),
+        TensorData::F32(v) => serialize_nd(&Floats(&v[range]), shape, s),
+        TensorData::F64(v) => serialize_nd(&Floats(&v[range]), shape, s),
+        TensorData::I8(v) => serialize_nd(&&v[range], shape, s),
+        TensorData::I16(v) => serialize_nd(&&v[range], shape, s),
+        TensorData::I32(v) => serialize_nd(&&v[range], shape, s),
+        TensorData::I64(v) => serialize_nd(&&v[range], shape, s),
+        TensorData::U8(v) => serialize_nd(&&v[range], shape, s),
+        TensorData::U16(v) => serialize_nd(&&v[range], shape, s),
+        TensorData::U32(v) => serialize_nd(&&v[range], shape, s),
+        TensorData::U64(v) => serialize_nd(&&v[range], shape, s),
+        TensorData::Bool(v) => serialize_nd(&&v[range], shape, s),
+        TensorData::String(v) => serialize_nd(&&v[range], shape, s),
     }
 }
 

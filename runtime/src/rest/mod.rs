@@ -1,4 +1,5 @@
-//! The REST API of TensorFlow Serving, over axum: JSON in and out, the rules in `serving`.
+//! The REST API of TensorFlow Serving, over axum: JSON in and out, the rules in `serving`; the
+//! Open Inference Protocol's routes beside it (`v2`).
 //!
 //! axum cannot route `/{name}:predict` (a capture fills a whole path segment), so the segment
 //! `resnet:predict` is captured whole and split on `:` here.
@@ -12,6 +13,7 @@ pub mod json;
 pub mod listener;
 mod predict;
 pub mod request;
+pub mod v2;
 
 use std::sync::Arc;
 
@@ -28,7 +30,7 @@ use crate::error::ApiError;
 use crate::models::AppState;
 use crate::serving::{self, ModelSpec, RequestGuard, VersionChoice};
 use crate::signature::DEFAULT_SIGNATURE;
-use predict::call;
+use predict::{call, read_body};
 
 /// The HTTP application; tests drive it in-process with `tower::ServiceExt::oneshot`.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -55,6 +57,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/v1/models/{name}/labels/{label}/metadata",
             get(metadata_label),
         )
+        .merge(v2::routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         // Bodies reach the handlers decompressed; `read_body` holds them to --max_body_bytes.
@@ -262,7 +265,7 @@ async fn prometheus_metrics(State(st): State<Arc<AppState>>) -> Result<Response,
 
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!(
-        "no route for {}; the API is GET /v1/models/<name>[/versions/<v> or /labels/<label>][/metadata] and POST /v1/models/<name>[/versions/<v> or /labels/<label>]:predict",
+        "no route for {}; TF Serving's API is GET /v1/models/<name>[/versions/<v> or /labels/<label>][/metadata] and POST /v1/models/<name>[/versions/<v> or /labels/<label>]:predict; the Open Inference Protocol's is GET /v2, /v2/health/live|ready, /v2/models/<name>[/versions/<v>][/ready|/config] and POST /v2/models/<name>[/versions/<v>]/infer",
         uri.path()
     ))
 }

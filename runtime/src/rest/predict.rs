@@ -141,7 +141,7 @@ fn format_error(both: bool) -> ApiError {
 
 /// The whole body, up to `limit` bytes (decompressed): 413 past it, 400 if it cannot be read
 /// (the connection broke, a gzip body is damaged).
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(err) = source {

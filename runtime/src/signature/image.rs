@@ -334,10 +334,12 @@ pub fn decode(bytes: &[u8]) -> Result<image::RgbImage, String> {
             "JPEG"
         }
         Some(ImageFormat::Png) => "PNG",
-        _ => return Err(
-            "the b64 value is not a JPEG or PNG image (those are the formats this server decodes)"
-                .into(),
-        ),
+        _ => {
+            return Err(
+                "the image file is not a JPEG or PNG (those are the formats this server decodes)"
+                    .into(),
+            )
+        }
     };
     // One decoder: its header gives the size, checked before any pixel is decoded.
     let mut decoder = reader

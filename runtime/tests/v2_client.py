@@ -1,0 +1,230 @@
+"""The Open Inference Protocol (KServe V2) over REST through Triton's own client,
+tritonclient.http (PyPI), which is not our code: binary tensors by default, JSON on request.
+Numbers are checked against onnxruntime's Python run of the same model file (1e-4). Run by
+runtime/tests/v2.rs against real `runtime` servers, whose REST ports arrive in the
+environment:
+
+  V2_MULTI_IO   fixture multi_io (a, b -> sum, product; FP32 [-1, 3])
+  V2_DTYPES     fixture dtypes (FP64, INT32, BOOL, UINT8 inputs)
+  V2_IMAGE      fixture image_classifier (signature.toml: JPEG/PNG BYTES in, classes out)
+  V2_SLOW       fixture slow, one worker, a queue of one
+  FIXTURES      runtime/tests/fixtures
+"""
+
+import json
+import os
+import pathlib
+import threading
+import unittest
+
+import numpy as np
+import onnxruntime as ort
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+FIXTURES = pathlib.Path(os.environ["FIXTURES"])
+EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
+
+
+def client(var):
+    return httpclient.InferenceServerClient(f"127.0.0.1:{os.environ[var]}", network_timeout=120)
+
+
+def reference(model, feeds):
+    """onnxruntime's own answer for the fixture's model file."""
+    session = ort.InferenceSession(
+        str(FIXTURES / "models" / model / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feeds)))
+
+
+def tensor(name, array, binary=True):
+    t = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+    t.set_data_from_numpy(array, binary_data=binary)
+    return t
+
+
+class Health(unittest.TestCase):
+    def test_live_ready_and_server_metadata(self):
+        c = client("V2_MULTI_IO")
+        self.assertTrue(c.is_server_live())
+        self.assertTrue(c.is_server_ready())
+        self.assertTrue(c.is_model_ready("multi_io"))
+        self.assertTrue(c.is_model_ready("multi_io", "1"))
+        self.assertFalse(c.is_model_ready("multi_io", "7"))
+        self.assertFalse(c.is_model_ready("nope"))
+        meta = c.get_server_metadata()
+        self.assertEqual(meta["name"], "onnx-serving")
+        self.assertIn("binary_tensor_data", meta["extensions"])
+
+
+class Metadata(unittest.TestCase):
+    def test_model_metadata(self):
+        meta = client("V2_MULTI_IO").get_model_metadata("multi_io")
+        self.assertEqual(meta["name"], "multi_io")
+        self.assertEqual(meta["versions"], ["1"])
+        self.assertEqual(meta["platform"], "onnxruntime_onnx")
+        self.assertEqual(
+            sorted((t["name"], t["datatype"], tuple(t["shape"])) for t in meta["inputs"]),
+            [("a", "FP32", (-1, 3)), ("b", "FP32", (-1, 3))],
+        )
+        self.assertEqual(sorted(t["name"] for t in meta["outputs"]), ["product", "sum"])
+
+    def test_model_config_as_perf_analyzer_reads_it(self):
+        config = client("V2_MULTI_IO").get_model_config("multi_io")
+        self.assertGreater(config["max_batch_size"], 0)
+        for t in config["input"]:
+            self.assertEqual(t["data_type"], "TYPE_FP32")
+            self.assertEqual(t["dims"], [3])
+        image = client("V2_IMAGE").get_model_config("image_classifier")
+        self.assertEqual(image["input"][0]["data_type"], "TYPE_STRING")
+
+    def test_image_signature_is_the_public_one(self):
+        meta = client("V2_IMAGE").get_model_metadata("image_classifier")
+        self.assertEqual([(t["name"], t["datatype"]) for t in meta["inputs"]], [("image_bytes", "BYTES")])
+
+
+class Infer(unittest.TestCase):
+    def multi_io(self, binary_in, binary_out, outputs=None, version=""):
+        a = np.array(EXPECTED["multi_io"]["inputs"]["a"], np.float32)
+        b = np.array(EXPECTED["multi_io"]["inputs"]["b"], np.float32)
+        requested = None
+        if outputs is not None:
+            requested = [httpclient.InferRequestedOutput(n, binary_data=binary_out) for n in outputs]
+        result = client("V2_MULTI_IO").infer(
+            "multi_io",
+            [tensor("a", a, binary_in), tensor("b", b, binary_in)],
+            model_version=version,
+            outputs=requested,
+            request_id="req-7",
+        )
+        return result, reference("multi_io", {"a": a, "b": b})
+
+    def test_binary_and_json_both_ways(self):
+        for binary_in in (True, False):
+            for binary_out in (True, False):
+                with self.subTest(binary_in=binary_in, binary_out=binary_out):
+                    result, want = self.multi_io(binary_in, binary_out, ["sum", "product"])
+                    for name in ("sum", "product"):
+                        np.testing.assert_allclose(result.as_numpy(name), want[name], rtol=1e-4, atol=1e-4)
+                    response = result.get_response()
+                    self.assertEqual(response["id"], "req-7")
+                    self.assertEqual(response["model_name"], "multi_io")
+                    self.assertEqual(response["model_version"], "1")
+
+    def test_all_outputs_by_default_and_a_subset_on_request(self):
+        result, want = self.multi_io(True, True)
+        self.assertEqual(sorted(o["name"] for o in result.get_response()["outputs"]), ["product", "sum"])
+        result, want = self.multi_io(True, True, ["product"], version="1")
+        self.assertEqual([o["name"] for o in result.get_response()["outputs"]], ["product"])
+        np.testing.assert_allclose(result.as_numpy("product"), want["product"], rtol=1e-4)
+        self.assertIsNone(result.as_numpy("sum"))
+
+    def test_every_dtype_of_the_fixture(self):
+        inputs = EXPECTED["dtypes"]["inputs"]
+        feeds = {
+            "f64_in": np.array(inputs["f64_in"], np.float64),
+            "i32_in": np.array(inputs["i32_in"], np.int32),
+            "bool_in": np.array(inputs["bool_in"], np.bool_),
+            "u8_in": np.array(inputs["u8_in"], np.uint8),
+        }
+        want = reference("dtypes", feeds)
+        for binary in (True, False):
+            with self.subTest(binary=binary):
+                result = client("V2_DTYPES").infer(
+                    "dtypes",
+                    [tensor(n, v, binary) for n, v in feeds.items()],
+                    outputs=[httpclient.InferRequestedOutput(n, binary_data=binary) for n in want],
+                )
+                for name, value in want.items():
+                    got = result.as_numpy(name)
+                    self.assertEqual(got.dtype, value.dtype, name)
+                    np.testing.assert_allclose(got, value, rtol=1e-4)
+
+    def test_jpeg_and_png_bytes_to_an_image_signature(self):
+        files = [(FIXTURES / "images" / f).read_bytes() for f in ("red.jpg", "blue.png")]
+        # Binary only: JPEG bytes are not UTF-8 text, which JSON BYTES data must be.
+        images = np.array(files, dtype=np.object_)
+        result = client("V2_IMAGE").infer("image_classifier", [tensor("image_bytes", images)])
+        labels = [s.decode() for s in result.as_numpy("labels").ravel()]
+        self.assertEqual(labels, ["red", "blue"])
+        probs = result.as_numpy("probabilities")
+        np.testing.assert_allclose(probs.sum(axis=1), [1.0, 1.0], rtol=1e-5)
+
+    def test_pixels_to_an_image_signature(self):
+        red = np.zeros((8, 8, 3), np.float32)
+        red[..., 0] = 1.0
+        result = client("V2_IMAGE").infer("image_classifier", [tensor("image_bytes", red)])
+        self.assertEqual([s.decode() for s in result.as_numpy("labels").ravel()], ["red"])
+
+
+class Errors(unittest.TestCase):
+    def assert_fails(self, call, status, words):
+        with self.assertRaises(InferenceServerException) as caught:
+            call()
+        e = caught.exception
+        self.assertEqual(str(e.status()), status, e)
+        self.assertIn(words, e.message(), e)
+
+    def test_every_error_kind(self):
+        c = client("V2_MULTI_IO")
+        a = np.ones((2, 3), np.float32)
+        self.assert_fails(lambda: c.infer("nope", [tensor("a", a)]), "404", "nope")
+        self.assert_fails(
+            lambda: c.infer("multi_io", [tensor("a", a), tensor("b", a)], model_version="7"), "404", "7"
+        )
+        self.assert_fails(lambda: c.infer("multi_io", [tensor("a", a)]), "400", "'b' is missing")
+        self.assert_fails(
+            lambda: c.infer("multi_io", [tensor("a", a), tensor("c", a)]), "400", "unknown input 'c'"
+        )
+        self.assert_fails(
+            lambda: c.infer("multi_io", [tensor("a", a), tensor("b", a.astype(np.float64))]), "400", "'b'"
+        )
+        self.assert_fails(
+            lambda: c.infer("multi_io", [tensor("a", a), tensor("b", np.ones((2, 4), np.float32))]),
+            "400",
+            "shape",
+        )
+        self.assert_fails(
+            lambda: c.infer(
+                "multi_io",
+                [tensor("a", a), tensor("b", a)],
+                outputs=[httpclient.InferRequestedOutput("nope")],
+            ),
+            "400",
+            "nope",
+        )
+        self.assert_fails(lambda: c.get_model_metadata("nope"), "404", "nope")
+        self.assert_fails(
+            lambda: client("V2_IMAGE").infer(
+                "image_classifier", [tensor("image_bytes", np.array([b"not a jpeg"], dtype=np.object_))]
+            ),
+            "400",
+            "image_bytes",
+        )
+
+    def test_full_queue_is_429(self):
+        x = np.array(EXPECTED["slow"]["inputs"]["x"], np.float32)
+        statuses = []
+        lock = threading.Lock()
+
+        def call():
+            try:
+                client("V2_SLOW").infer("slow", [tensor("x", x)])
+                status = "200"
+            except InferenceServerException as e:
+                status = str(e.status())
+            with lock:
+                statuses.append(status)
+
+        threads = [threading.Thread(target=call) for _ in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(set(statuses), {"200", "429"}, statuses)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
