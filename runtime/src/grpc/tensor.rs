@@ -9,13 +9,7 @@ use crate::signature::{DType, Dim, TensorSpec};
 use crate::tensor::{f16, Tensor, TensorData};
 
 /// A decoded request tensor. DT_STRING stays bytes: image files are not text.
-pub enum Value {
-    Tensor(Tensor),
-    Bytes {
-        shape: Vec<usize>,
-        values: Vec<Vec<u8>>,
-    },
-}
+pub use crate::serving::Value;
 
 /// The TensorFlow dtype of an ONNX dtype.
 pub fn data_type(dtype: DType) -> DataType {

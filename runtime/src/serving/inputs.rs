@@ -3,6 +3,7 @@
 //! what it expects and what it got.
 
 use crate::error::ApiError;
+use crate::models::ServedModel;
 use crate::signature::{FloatImage, ImageSource, ServingSignature, Signature, TensorSpec};
 use crate::tensor::{Tensor, TensorData};
 
@@ -185,4 +186,91 @@ pub fn pixel_images(t: Tensor) -> Result<Vec<ImageSource<'static>>, String> {
             float_image(image, rows).map(ImageSource::Pixels)
         })
         .collect()
+}
+
+/// A decoded request tensor. String/BYTES tensors stay bytes: image files are not text.
+#[derive(Debug)]
+pub enum Value {
+    Tensor(Tensor),
+    Bytes {
+        shape: Vec<usize>,
+        values: Vec<Vec<u8>>,
+    },
+}
+
+/// The model's inputs from a request's named values, in the Open Inference Protocol's terms:
+/// for an image signature its one input (BYTES holding JPEG or PNG files, shape `[n]`, or float
+/// pixels of 0-1); otherwise tensors checked against the signature, BYTES read as UTF-8 text.
+pub fn request_inputs(
+    model: &ServedModel,
+    named: Vec<(String, Value)>,
+) -> Result<Vec<Tensor>, ApiError> {
+    match &model.serving {
+        Some(serving) => image_input(model, serving, named).map(|t| vec![t]),
+        None => check_inputs(model.api_signature(), text_inputs(named)?),
+    }
+}
+
+/// BYTES inputs of a model without an image signature are text, as ONNX string tensors are.
+fn text_inputs(named: Vec<(String, Value)>) -> Result<Vec<(String, Tensor)>, ApiError> {
+    named
+        .into_iter()
+        .map(|(name, value)| {
+            let tensor = match value {
+                Value::Tensor(t) => t,
+                Value::Bytes { shape, values } => {
+                    let text = values
+                        .into_iter()
+                        .map(String::from_utf8)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| {
+                            ApiError::BadRequest(format!(
+                                "input '{name}': a BYTES value is not UTF-8 text, which the model's string input needs"
+                            ))
+                        })?;
+                    Tensor::new(shape, TensorData::String(text))
+                        .map_err(|e| ApiError::BadRequest(format!("input '{name}': {e}")))?
+                }
+            };
+            Ok((name, tensor))
+        })
+        .collect()
+}
+
+/// An image signature's one input.
+fn image_input(
+    model: &ServedModel,
+    serving: &ServingSignature,
+    named: Vec<(String, Value)>,
+) -> Result<Tensor, ApiError> {
+    let name = &serving.input.name;
+    let mut named = named.into_iter();
+    let (key, value) = match (named.next(), named.next()) {
+        (Some(only), None) => only,
+        _ => {
+            return Err(ApiError::BadRequest(format!(
+                "the model takes one input, '{name}': BYTES holding JPEG or PNG files (or FP32 [height, width, 3] pixels of 0-1)"
+            )))
+        }
+    };
+    if key != *name {
+        return Err(ApiError::BadRequest(unknown_input(&serving.public, &key)));
+    }
+    let at = |e: String| ApiError::BadRequest(format!("input '{name}': {e}"));
+    let err = |i: usize, e: String| ApiError::BadRequest(format!("input '{name}'[{i}]: {e}"));
+    match value {
+        Value::Bytes { shape, values } if shape.len() <= 1 => image_batch(
+            serving,
+            &model.signature,
+            values.iter().map(|v| ImageSource::Encoded(v)).collect(),
+            err,
+        ),
+        Value::Bytes { shape, .. } => Err(at(format!(
+            "a BYTES image input holds one file per image: shape [n], got {shape:?}"
+        ))),
+        Value::Tensor(t) => {
+            let images = pixel_images(t).map_err(at)?;
+            image_batch(serving, &model.signature, images, err)
+        }
+    }
 }

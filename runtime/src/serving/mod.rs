@@ -17,12 +17,12 @@ mod predict;
 mod status;
 pub use crate::metrics::RequestGuard;
 pub use inputs::{
-    check_inputs, float_image, image_batch, missing_input, pixel_images, shape_mismatch,
-    unknown_input, MAX_IMAGES_PER_REQUEST,
+    check_inputs, float_image, image_batch, missing_input, pixel_images, request_inputs,
+    shape_mismatch, unknown_input, Value, MAX_IMAGES_PER_REQUEST,
 };
 pub use observe::{render_metrics, track};
 pub use predict::{off_executor, predict, predict_only, select_outputs, DECODE_INLINE_MAX};
-pub use status::status;
+pub use status::{available_versions, ready, status};
 
 /// Which model (and version) a request is for: TF Serving's `ModelSpec`.
 #[derive(Clone, Copy, Debug)]

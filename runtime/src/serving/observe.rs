@@ -4,7 +4,7 @@
 use crate::metrics::{metrics, ModelGauges, RequestGuard, VersionGauge, UNKNOWN_MODEL};
 use crate::models::{AppState, Servable, VersionStatus};
 
-/// Starts timing a request to `model` over `api` ("rest", "grpc", "v2") for `method`: see
+/// Starts timing a request to `model` over `api` ("rest", "grpc", "v2", "grpc-v2") for `method`: see
 /// [`crate::metrics::Metrics::request`]. A model this server does not serve is labelled
 /// `_unknown`, so that client-chosen names cannot create time series.
 pub fn track(st: &AppState, model: &str, api: &'static str, method: &'static str) -> RequestGuard {

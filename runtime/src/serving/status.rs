@@ -1,8 +1,9 @@
-//! The servable status both APIs report (`GET /v1/models/<name>`, ModelService.GetModelStatus).
+//! The servable status the APIs report (`GET /v1/models/<name>`, ModelService.GetModelStatus,
+//! the Open Inference Protocol's readiness and versions).
 
 use super::{available, label_version, model_entry, ModelSpec, VersionChoice};
 use crate::error::ApiError;
-use crate::models::{AppState, VersionStatus};
+use crate::models::{AppState, Servable, VersionStatus};
 
 /// The status of the versions `spec` names: every version known, newest first, for
 /// [`VersionChoice::Latest`] (as TF Serving lists them); NotFound for an unknown model or
@@ -36,4 +37,40 @@ pub fn status(st: &AppState, spec: &ModelSpec<'_>) -> Result<Vec<VersionStatus>,
             available(entry)
         ))),
     }
+}
+
+/// The AVAILABLE versions of model `name`, ascending; empty for an unknown model.
+pub fn available_versions(st: &AppState, name: &str) -> Vec<u64> {
+    st.models()
+        .get(name)
+        .map(|entry| {
+            entry
+                .versions
+                .iter()
+                .filter(|(_, s)| matches!(s, Servable::Available(_)))
+                .map(|(v, _)| *v)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the server is ready: there is a model and every configured model has an AVAILABLE
+/// version. Unavailable naming the models that have none otherwise.
+pub fn ready(st: &AppState) -> Result<(), ApiError> {
+    let models = st.models();
+    if models.is_empty() {
+        return Err(ApiError::Unavailable("no model is configured yet".into()));
+    }
+    let waiting: Vec<&str> = models
+        .iter()
+        .filter(|(_, entry)| entry.latest_available().is_none())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !waiting.is_empty() {
+        return Err(ApiError::Unavailable(format!(
+            "no version is AVAILABLE yet of: {}",
+            waiting.join(", ")
+        )));
+    }
+    Ok(())
 }

@@ -61,6 +61,15 @@ impl TensorSpec {
                 .all(|(d, &n)| d.fixed().is_none_or(|f| f == n))
     }
 
+    /// The shape with -1 for a free dimension, as the Open Inference Protocol's metadata and
+    /// Triton's model configuration write it.
+    pub fn dims(&self) -> Vec<i64> {
+        self.shape
+            .iter()
+            .map(|d| d.fixed().map_or(-1, |n| n as i64))
+            .collect()
+    }
+
     /// Whether the first dimension is free, i.e. the model takes any batch size.
     pub fn has_dynamic_batch(&self) -> bool {
         matches!(self.shape.first(), Some(Dim::Dynamic(_)))
@@ -116,6 +125,15 @@ impl Signature {
                 Tensor::zeros(spec.dtype, shape)
             })
             .collect()
+    }
+
+    /// Whether every input and output takes any batch size (a free first dimension): what
+    /// Triton's model configuration calls batching (`max_batch_size` > 0, dims without it).
+    pub fn batches(&self) -> bool {
+        self.inputs
+            .iter()
+            .chain(&self.outputs)
+            .all(TensorSpec::has_dynamic_batch)
     }
 
     pub fn input_names(&self) -> String {

@@ -47,14 +47,7 @@ pub struct RequestOutput {
 
 /// A decoded input: a tensor, or BYTES elements kept as bytes (an image signature takes them
 /// as files; other models as UTF-8 text).
-#[derive(Debug)]
-pub enum Input {
-    Tensor(Tensor),
-    Bytes {
-        shape: Vec<usize>,
-        values: Vec<Vec<u8>>,
-    },
-}
+pub use crate::serving::Value as Input;
 
 /// Splits a body into its JSON header and binary part: `header_length` is the value of
 /// `Inference-Header-Content-Length`, absent for a pure JSON request.

@@ -8,15 +8,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 
-use super::decode::{self, Input};
+use super::decode;
 use crate::error::ApiError;
 use crate::models::{AppState, ServedModel};
 use crate::rest::encode::FlatJson;
 use crate::rest::json::write_json;
 use crate::rest::{read_body, spec, Body};
 use crate::serving::{self, RequestGuard, VersionChoice, DECODE_INLINE_MAX};
-use crate::signature::ImageSource;
-use crate::tensor::{raw, Tensor, TensorData};
+use crate::tensor::{raw, Tensor};
 
 /// The binary tensor extension's header: the JSON part's length in bytes.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -109,10 +108,7 @@ fn decode_infer(
             picked.into_iter().zip(binary).collect()
         }
     };
-    let tensors = match &model.serving {
-        Some(serving) => vec![image_input(model, serving, named)?],
-        None => serving::check_inputs(sig, text_inputs(named)?)?,
-    };
+    let tensors = serving::request_inputs(model, named)?;
     Ok((
         tensors,
         Answer {
@@ -120,74 +116,6 @@ fn decode_infer(
             outputs,
         },
     ))
-}
-
-/// BYTES inputs of a model without an image signature are text, as ONNX string tensors are.
-fn text_inputs(named: Vec<(String, Input)>) -> Result<Vec<(String, Tensor)>, ApiError> {
-    named
-        .into_iter()
-        .map(|(name, input)| {
-            let tensor = match input {
-                Input::Tensor(t) => t,
-                Input::Bytes { shape, values } => {
-                    let text = values
-                        .into_iter()
-                        .map(String::from_utf8)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|_| {
-                            ApiError::BadRequest(format!(
-                                "input '{name}': a BYTES value is not UTF-8 text, which the model's string input needs"
-                            ))
-                        })?;
-                    Tensor::new(shape, TensorData::String(text))
-                        .map_err(|e| ApiError::BadRequest(format!("input '{name}': {e}")))?
-                }
-            };
-            Ok((name, tensor))
-        })
-        .collect()
-}
-
-/// An image signature's one input: BYTES holding JPEG or PNG files (shape `[n]`), or FP32/FP64
-/// pixels of 0-1 (`[h, w, 3]` or `[n, h, w, 3]`).
-fn image_input(
-    model: &ServedModel,
-    serving: &crate::signature::ServingSignature,
-    named: Vec<(String, Input)>,
-) -> Result<Tensor, ApiError> {
-    let name = &serving.input.name;
-    let mut named = named.into_iter();
-    let (key, input) = match (named.next(), named.next()) {
-        (Some(only), None) => only,
-        _ => {
-            return Err(ApiError::BadRequest(format!(
-                "the model takes one input, '{name}': BYTES holding JPEG or PNG files (or FP32 [height, width, 3] pixels of 0-1)"
-            )))
-        }
-    };
-    if key != *name {
-        return Err(ApiError::BadRequest(serving::unknown_input(
-            &serving.public,
-            &key,
-        )));
-    }
-    let at = |e: String| ApiError::BadRequest(format!("input '{name}': {e}"));
-    let err = |i: usize, e: String| ApiError::BadRequest(format!("input '{name}'[{i}]: {e}"));
-    match input {
-        Input::Bytes { shape, values } if shape.len() <= 1 => serving::image_batch(
-            serving,
-            &model.signature,
-            values.iter().map(|v| ImageSource::Encoded(v)).collect(),
-            err,
-        ),
-        Input::Bytes { shape, .. } => Err(at(format!(
-            "a BYTES image input holds one file per image: shape [n], got {shape:?}"
-        ))),
-        Input::Tensor(t) => {
-            let images = serving::pixel_images(t).map_err(at)?;
-            serving::image_batch(serving, &model.signature, images, err)
-        }
-    }
 }
 
 #[derive(Serialize)]

@@ -18,9 +18,9 @@ use serde_json::{json, Value};
 
 use super::{parse_version, spec, Body};
 use crate::error::ApiError;
-use crate::models::{AppState, Servable, ServedModel};
+use crate::models::{AppState, ServedModel};
 use crate::serving::{self, VersionChoice};
-use crate::signature::{Dim, TensorSpec};
+use crate::signature::TensorSpec;
 
 pub use infer::HEADER_LENGTH;
 
@@ -76,22 +76,7 @@ async fn live() -> StatusCode {
 /// Ready when there is a model and every configured model has an AVAILABLE version; else 503
 /// naming the ones that do not.
 async fn ready(State(st): State<Arc<AppState>>) -> Result<StatusCode, ApiError> {
-    let models = st.models();
-    if models.is_empty() {
-        return Err(ApiError::Unavailable("no model is configured yet".into()));
-    }
-    let waiting: Vec<&str> = models
-        .iter()
-        .filter(|(_, entry)| entry.latest_available().is_none())
-        .map(|(name, _)| name.as_str())
-        .collect();
-    if !waiting.is_empty() {
-        return Err(ApiError::Unavailable(format!(
-            "no version is AVAILABLE yet of: {}",
-            waiting.join(", ")
-        )));
-    }
-    Ok(StatusCode::OK)
+    serving::ready(&st).map(|()| StatusCode::OK)
 }
 
 fn version_of(v: &str) -> Result<VersionChoice<'static>, ApiError> {
@@ -187,25 +172,14 @@ pub const PLATFORM: &str = "onnxruntime_onnx";
 /// Model metadata: name, the AVAILABLE versions, platform, and the public signature's tensors
 /// with V2 datatypes and -1 for free dimensions.
 fn metadata(st: &AppState, model: &ServedModel) -> Response {
-    let versions: Vec<String> = st
-        .models()
-        .get(&model.name)
-        .map(|entry| {
-            entry
-                .versions
-                .iter()
-                .filter(|(_, s)| matches!(s, Servable::Available(_)))
-                .map(|(v, _)| v.to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let versions: Vec<String> = serving::available_versions(st, &model.name)
+        .iter()
+        .map(u64::to_string)
+        .collect();
     let tensors = |specs: &[TensorSpec]| -> Vec<Value> {
         specs
             .iter()
-            .map(|s| {
-                let shape: Vec<i64> = s.shape.iter().map(free_as_minus_one).collect();
-                json!({"name": s.name, "datatype": s.dtype.v2_name(), "shape": shape})
-            })
+            .map(|s| json!({"name": s.name, "datatype": s.dtype.v2_name(), "shape": s.dims()}))
             .collect()
     };
     let sig = model.api_signature();
@@ -219,30 +193,17 @@ fn metadata(st: &AppState, model: &ServedModel) -> Response {
     .into_response()
 }
 
-fn free_as_minus_one(d: &Dim) -> i64 {
-    d.fixed().map_or(-1, |n| n as i64)
-}
-
 /// Triton's model configuration (`model_config.proto` as JSON) with the fields clients read:
 /// `max_batch_size` (non-zero when every tensor's first dimension is free, which is then left
 /// out of `dims`), and each tensor's `data_type` and `dims`.
 fn config(_: &AppState, model: &ServedModel) -> Response {
     let sig = model.api_signature();
-    let batched = sig
-        .inputs
-        .iter()
-        .chain(&sig.outputs)
-        .all(TensorSpec::has_dynamic_batch);
+    let batched = sig.batches();
     let tensors = |specs: &[TensorSpec]| -> Vec<Value> {
         specs
             .iter()
             .map(|s| {
-                let dims: Vec<i64> = s
-                    .shape
-                    .iter()
-                    .skip(usize::from(batched))
-                    .map(free_as_minus_one)
-                    .collect();
+                let dims = &s.dims()[usize::from(batched)..];
                 let mut t = json!({"name": s.name, "data_type": s.dtype.triton_config_name()});
                 if dims.is_empty() {
                     // One value per batch entry: Triton spells it dims [1] reshaped to [].
