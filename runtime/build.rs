@@ -1,4 +1,5 @@
-//! Generates the gRPC code (messages, PredictionService and ModelService servers and clients)
+//! Generates the gRPC code (messages, PredictionService, ModelService and the Open Inference
+//! Protocol's GRPCInferenceService servers and clients)
 //! from the workspace's `proto/` folder with protox, a protobuf compiler written in Rust: no
 //! system `protoc`, so the build stays hermetic in the devel image. The compiled descriptor set
 //! is kept too, for gRPC server reflection.
@@ -10,6 +11,7 @@ const FILES: &[&str] = &[
     "tensorflow_serving/apis/prediction_service.proto",
     "tensorflow_serving/apis/model_service.proto",
     "tensorflow_serving/config/monitoring_config.proto",
+    "inference/grpc_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

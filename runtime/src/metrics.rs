@@ -10,7 +10,7 @@
 //!
 //! | metric | labels |
 //! |---|---|
-//! | `onnx_serving_requests_total` | model, version, api (rest, grpc: TF Serving; v2: Open Inference Protocol), method, status (gRPC code name: OK, INVALID_ARGUMENT, ...) |
+//! | `onnx_serving_requests_total` | model, version, api (rest, grpc: TF Serving; v2, grpc-v2: Open Inference Protocol), method, status (gRPC code name: OK, INVALID_ARGUMENT, ...) |
 //! | `onnx_serving_request_duration_seconds` (histogram) | model, api, method |
 //! | `onnx_serving_inference_duration_seconds` (histogram) | model, version, engine |
 //! | `onnx_serving_requests_in_flight` | model, api |
@@ -157,7 +157,7 @@ impl Metrics {
         m
     }
 
-    /// Starts timing a request to `model` over `api` ("rest", "grpc", "v2") for `method`; the guard
+    /// Starts timing a request to `model` over `api` ("rest", "grpc", "v2", "grpc-v2") for `method`; the guard
     /// records it when [`RequestGuard::finish`]ed (or as CANCELLED when dropped unfinished: the
     /// client went away). `model` is a served model's name or [`UNKNOWN_MODEL`], never a
     /// client's string.

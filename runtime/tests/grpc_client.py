@@ -351,7 +351,7 @@ class Status(GrpcTestCase):
 class HealthAndReflection(GrpcTestCase):
     def test_health(self):
         stub = health_pb2_grpc.HealthStub(channel("GRPC_MULTI_IO"))
-        for service in ("", "multi_io", "tensorflow.serving.PredictionService"):
+        for service in ("", "multi_io", "tensorflow.serving.PredictionService", "inference.GRPCInferenceService"):
             with self.subTest(service=service):
                 r = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
                 self.assertEqual(r.status, health_pb2.HealthCheckResponse.SERVING)
@@ -363,7 +363,12 @@ class HealthAndReflection(GrpcTestCase):
     def test_reflection(self):
         db = ProtoReflectionDescriptorDatabase(channel("GRPC_MULTI_IO"))
         services = set(db.get_services())
-        for s in ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService", "grpc.health.v1.Health"):
+        for s in (
+            "tensorflow.serving.PredictionService",
+            "tensorflow.serving.ModelService",
+            "inference.GRPCInferenceService",
+            "grpc.health.v1.Health",
+        ):
             self.assertIn(s, services)
         predict = db.FindFileContainingSymbol("tensorflow.serving.PredictionService")
         self.assertEqual(predict.package, "tensorflow.serving")

@@ -1,4 +1,5 @@
-//! The Open Inference Protocol (KServe V2) over REST: Triton's tritonclient.http (PyPI) against
+//! The Open Inference Protocol (KServe V2) over REST and gRPC: Triton's tritonclient.http and
+//! tritonclient.grpc (PyPI) against
 //! real `runtime` servers (runtime/tests/v2_client.py), from a venv of its own
 //! (`make triton-client`; ONNX_SERVING_TEST_TRITON_PYTHON names its python).
 
@@ -14,7 +15,7 @@ fn triton_python() -> Option<String> {
 }
 
 #[test]
-fn tritonclient_http_speaks_to_the_server() {
+fn tritonclient_http_and_grpc_speak_to_the_server() {
     let Some(python) = triton_python() else {
         eprintln!(
             "skipped: set ONNX_SERVING_TEST_TRITON_PYTHON (make triton-client; make test sets it)"
@@ -44,6 +45,11 @@ fn tritonclient_http_speaks_to_the_server() {
     let out = Command::new(python)
         .arg(&script)
         .envs(servers.iter().map(|(var, s)| (*var, s.port.to_string())))
+        .envs(
+            servers
+                .iter()
+                .map(|(var, s)| (format!("{var}_GRPC"), s.grpc_port.to_string())),
+        )
         .env("FIXTURES", fixtures())
         .output()
         .expect("run the tritonclient python");

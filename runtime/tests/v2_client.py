@@ -1,8 +1,8 @@
-"""The Open Inference Protocol (KServe V2) over REST through Triton's own client,
-tritonclient.http (PyPI), which is not our code: binary tensors by default, JSON on request.
-Numbers are checked against onnxruntime's Python run of the same model file (1e-4). Run by
-runtime/tests/v2.rs against real `runtime` servers, whose REST ports arrive in the
-environment:
+"""The Open Inference Protocol (KServe V2) through Triton's own clients, tritonclient.http and
+tritonclient.grpc (PyPI), which are not our code: binary tensors by default over HTTP, JSON on
+request; raw_input_contents over gRPC. Numbers are checked against onnxruntime's Python run of
+the same model file (1e-4). Run by runtime/tests/v2.rs against real `runtime` servers, whose
+REST ports arrive in the environment (and gRPC ports as <NAME>_GRPC):
 
   V2_MULTI_IO   fixture multi_io (a, b -> sum, product; FP32 [-1, 3])
   V2_DTYPES     fixture dtypes (FP64, INT32, BOOL, UINT8 inputs)
@@ -19,6 +19,7 @@ import unittest
 
 import numpy as np
 import onnxruntime as ort
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
@@ -224,6 +225,114 @@ class Errors(unittest.TestCase):
         for t in threads:
             t.join()
         self.assertEqual(set(statuses), {"200", "429"}, statuses)
+
+
+def grpc_client(var):
+    return grpcclient.InferenceServerClient(f"127.0.0.1:{os.environ[var + '_GRPC']}")
+
+
+def grpc_tensor(name, array):
+    t = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+    t.set_data_from_numpy(array)
+    return t
+
+
+class Grpc(unittest.TestCase):
+    def test_health_and_metadata(self):
+        c = grpc_client("V2_MULTI_IO")
+        self.assertTrue(c.is_server_live())
+        self.assertTrue(c.is_server_ready())
+        self.assertTrue(c.is_model_ready("multi_io"))
+        self.assertFalse(c.is_model_ready("multi_io", "7"))
+        meta = c.get_model_metadata("multi_io", as_json=True)
+        self.assertEqual(meta["platform"], "onnxruntime_onnx")
+        self.assertEqual(meta["versions"], ["1"])
+        self.assertEqual(
+            sorted((t["name"], t["datatype"], tuple(int(d) for d in t["shape"])) for t in meta["inputs"]),
+            [("a", "FP32", (-1, 3)), ("b", "FP32", (-1, 3))],
+        )
+        config = c.get_model_config("multi_io", as_json=True)["config"]
+        self.assertGreater(int(config["max_batch_size"]), 0)
+        self.assertEqual([int(d) for d in config["input"][0]["dims"]], [3])
+        self.assertEqual(config["input"][0]["data_type"], "TYPE_FP32")
+        self.assertEqual(c.get_server_metadata(as_json=True)["name"], "onnx-serving")
+
+    def test_infer_raw_with_a_subset_and_a_version(self):
+        a = np.array(EXPECTED["multi_io"]["inputs"]["a"], np.float32)
+        b = np.array(EXPECTED["multi_io"]["inputs"]["b"], np.float32)
+        want = reference("multi_io", {"a": a, "b": b})
+        c = grpc_client("V2_MULTI_IO")
+        result = c.infer("multi_io", [grpc_tensor("a", a), grpc_tensor("b", b)], request_id="g-1")
+        for name in ("sum", "product"):
+            np.testing.assert_allclose(result.as_numpy(name), want[name], rtol=1e-4, atol=1e-4)
+        self.assertEqual(result.get_response().id, "g-1")
+        result = c.infer(
+            "multi_io",
+            [grpc_tensor("a", a), grpc_tensor("b", b)],
+            model_version="1",
+            outputs=[grpcclient.InferRequestedOutput("product")],
+        )
+        self.assertEqual([o.name for o in result.get_response().outputs], ["product"])
+        np.testing.assert_allclose(result.as_numpy("product"), want["product"], rtol=1e-4)
+
+    def test_every_dtype_of_the_fixture(self):
+        inputs = EXPECTED["dtypes"]["inputs"]
+        feeds = {
+            "f64_in": np.array(inputs["f64_in"], np.float64),
+            "i32_in": np.array(inputs["i32_in"], np.int32),
+            "bool_in": np.array(inputs["bool_in"], np.bool_),
+            "u8_in": np.array(inputs["u8_in"], np.uint8),
+        }
+        want = reference("dtypes", feeds)
+        result = grpc_client("V2_DTYPES").infer("dtypes", [grpc_tensor(n, v) for n, v in feeds.items()])
+        for name, value in want.items():
+            got = result.as_numpy(name)
+            self.assertEqual(got.dtype, value.dtype, name)
+            np.testing.assert_allclose(got, value, rtol=1e-4)
+
+    def test_jpeg_and_png_bytes_to_an_image_signature(self):
+        files = [(FIXTURES / "images" / f).read_bytes() for f in ("red.jpg", "blue.png")]
+        images = np.array(files, dtype=np.object_)
+        result = grpc_client("V2_IMAGE").infer("image_classifier", [grpc_tensor("image_bytes", images)])
+        self.assertEqual([s.decode() for s in result.as_numpy("labels").ravel()], ["red", "blue"])
+
+    def test_errors_carry_grpc_codes(self):
+        c = grpc_client("V2_MULTI_IO")
+        a = np.ones((2, 3), np.float32)
+        for call, code, words in [
+            (lambda: c.infer("nope", [grpc_tensor("a", a)]), "StatusCode.NOT_FOUND", "nope"),
+            (lambda: c.infer("multi_io", [grpc_tensor("a", a)]), "StatusCode.INVALID_ARGUMENT", "'b' is missing"),
+            (
+                lambda: c.infer("multi_io", [grpc_tensor("a", a), grpc_tensor("b", np.ones((2, 4), np.float32))]),
+                "StatusCode.INVALID_ARGUMENT",
+                "shape",
+            ),
+        ]:
+            with self.assertRaises(InferenceServerException) as caught:
+                call()
+            self.assertEqual(caught.exception.status(), code, caught.exception)
+            self.assertIn(words, caught.exception.message())
+
+    def test_full_queue_is_resource_exhausted(self):
+        x = np.array(EXPECTED["slow"]["inputs"]["x"], np.float32)
+        statuses = []
+        lock = threading.Lock()
+
+        def call():
+            try:
+                grpc_client("V2_SLOW").infer("slow", [grpc_tensor("x", x)], client_timeout=120)
+                status = "OK"
+            except InferenceServerException as e:
+                status = e.status()
+            with lock:
+                statuses.append(status)
+
+        threads = [threading.Thread(target=call) for _ in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(set(statuses), {"OK", "StatusCode.RESOURCE_EXHAUSTED"}, statuses)
 
 
 if __name__ == "__main__":

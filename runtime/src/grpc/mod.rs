@@ -1,9 +1,11 @@
 //! TensorFlow Serving's gRPC API on `--port` (8500), over tonic, beside the REST API and
 //! sharing its models, workers, queue, batching and limits: `PredictionService` (Predict,
-//! GetModelMetadata), `ModelService` (GetModelStatus), the standard `grpc.health.v1.Health`
+//! GetModelMetadata), `ModelService` (GetModelStatus), the Open Inference Protocol's
+//! `inference.GRPCInferenceService` (`inference`), the standard `grpc.health.v1.Health`
 //! service and server reflection (v1 and v1alpha, for grpcurl). Requests are turned into
 //! tensors here; the rules live in `serving`, shared with REST.
 
+mod inference;
 mod model;
 mod prediction;
 pub mod tensor;
@@ -24,6 +26,7 @@ use crate::proto::{self, tensorflow::serving as pb};
 use crate::serving::{self, VersionChoice};
 use pb::model_service_server::ModelServiceServer;
 use pb::prediction_service_server::PredictionServiceServer;
+use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 
 /// The gRPC server's settings (flags of `runtime serve`).
 #[derive(Clone, Debug)]
@@ -134,7 +137,10 @@ pub fn routes(
     let prediction = PredictionServiceServer::new(prediction::Prediction::new(state.clone(), opts))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
-    let models = ModelServiceServer::new(model::Models::new(state))
+    let models = ModelServiceServer::new(model::Models::new(state.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    let inference = GrpcInferenceServiceServer::new(inference::Inference::new(state))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
     let reflection = || {
@@ -151,6 +157,7 @@ pub fn routes(
     let mut routes = tonic::service::Routes::new(prediction);
     routes = routes
         .add_service(models)
+        .add_service(inference)
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha);
@@ -159,7 +166,7 @@ pub fn routes(
 
 /// Serves gRPC on `listener` until `shutdown` resolves, then lets in-flight calls finish. The
 /// health service follows the models: a model's name is SERVING while it has an AVAILABLE
-/// version; "" and the two services are SERVING while every model has one; all turn
+/// version; "" and the three services are SERVING while every model has one; all turn
 /// NOT_SERVING from the start of shutdown.
 pub async fn serve(
     listener: TcpListener,
@@ -209,8 +216,8 @@ pub async fn serve(
         .context("gRPC server failed")
 }
 
-/// What the health service answers for each name: "" (the whole server) and the two TF
-/// Serving services are SERVING when every model has an AVAILABLE version; each model's name
+/// What the health service answers for each name: "" (the whole server) and the three
+/// services (TF Serving's two, V2's) are SERVING when every model has an AVAILABLE version; each model's name
 /// when it has one.
 fn health(state: &AppState) -> Vec<(String, ServingStatus)> {
     let models = state.models();
@@ -226,6 +233,7 @@ fn health(state: &AppState) -> Vec<(String, ServingStatus)> {
         "",
         "tensorflow.serving.PredictionService",
         "tensorflow.serving.ModelService",
+        inference::SERVICE,
     ]
     .into_iter()
     .map(|n| (n.to_string(), serving(all)))

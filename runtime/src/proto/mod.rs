@@ -1,5 +1,5 @@
 //! The messages and services generated from the repository's `proto/` folder (TF Serving's
-//! API, wire compatible) by `build.rs`, and their protobuf text format (`text`), in which TF
+//! API and the Open Inference Protocol's, wire compatible) by `build.rs`, and their protobuf text format (`text`), in which TF
 //! Serving's config files are written. Shared by the gRPC services and the model config.
 
 #![allow(clippy::all, missing_docs)]
@@ -19,6 +19,12 @@ pub mod tensorflow {
     pub mod serving {
         tonic::include_proto!("tensorflow.serving");
     }
+}
+
+/// Package `inference`: the Open Inference Protocol's GRPCInferenceService (KServe V2) and the
+/// fields of Triton's model configuration it answers with.
+pub mod inference {
+    tonic::include_proto!("inference");
 }
 
 /// Every file of the API, compiled (a `FileDescriptorSet`): what server reflection serves.
