@@ -156,7 +156,7 @@ fn portable_image_runs_on_any_amd64_node() {
     assert_eq!(runtime["supportedModelFormats"][0]["priority"], 3);
     assert_eq!(
         runtime["protocolVersions"],
-        serde_json::json!(["v1", "grpc-v1", "v2"])
+        serde_json::json!(["v1", "grpc-v1", "v2", "grpc-v2"])
     );
     let args = runtime["containers"][0]["args"].to_string();
     assert!(

@@ -196,8 +196,7 @@ pub fn target(labels: &HashMap<String, String>, o: Options) -> Result<Target> {
         min_replicas: o.min_replicas,
         max_replicas: o.max_replicas,
         node_selector: nodes::node_selector(labels),
-        // REST V2 (Open Inference Protocol) is served; its gRPC service is not yet.
-        protocols: vec!["v1", "grpc-v1", "v2"],
+        protocols: vec!["v1", "grpc-v1", "v2", "grpc-v2"],
         cluster_runtime: o.cluster_runtime,
         labels: kube_labels,
     })
