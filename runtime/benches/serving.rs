@@ -5,11 +5,15 @@
 //! each engine's own run vs a `:predict` round trip over real HTTP to the in-process server,
 //! interleaved request by request so machine noise hits both alike; batch sizes x intra-op
 //! threads; dynamic batching; the time to decode a 1x224x224x3 float JSON body; and gRPC vs
-//! REST on the image model (`serving/grpc.rs`). With `--write FILE`, the figures replace the
-//! runtime section of FILE (BENCHMARKS.md); `--only grpc` runs and writes the gRPC table alone.
+//! REST on the image model (`serving/grpc.rs`); every protocol, TF Serving's and the Open
+//! Inference Protocol's, side by side (`serving/v2.rs`). With `--write FILE`, the figures replace the
+//! runtime section of FILE (BENCHMARKS.md); `--only grpc` or `--only v2` runs and writes that
+//! table alone.
 
 #[path = "serving/grpc.rs"]
 mod grpc;
+#[path = "serving/v2.rs"]
+mod v2;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -32,6 +36,8 @@ const START: &str = "<!-- bench:runtime:start -->";
 const END: &str = "<!-- bench:runtime:end -->";
 const GRPC_START: &str = "<!-- bench:grpc:start -->";
 const GRPC_END: &str = "<!-- bench:grpc:end -->";
+const V2_START: &str = "<!-- bench:v2:start -->";
+const V2_END: &str = "<!-- bench:v2:end -->";
 
 struct Args {
     models: PathBuf,
@@ -42,6 +48,8 @@ struct Args {
     python: Option<PathBuf>,
     /// Only the gRPC vs REST table.
     only_grpc: bool,
+    /// Only the protocol overhead table (TF Serving's API and the Open Inference Protocol).
+    only_v2: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -52,6 +60,7 @@ fn parse_args() -> Result<Args> {
         write: None,
         python: None,
         only_grpc: false,
+        only_v2: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -63,11 +72,12 @@ fn parse_args() -> Result<Args> {
             "--python" => args.python = Some(it.next().context("--python PATH")?.into()),
             "--only" => match it.next().as_deref() {
                 Some("grpc") => args.only_grpc = true,
-                other => bail!("--only takes grpc, not {other:?}"),
+                Some("v2") => args.only_v2 = true,
+                other => bail!("--only takes grpc or v2, not {other:?}"),
             },
             "--bench" => {} // passed by `cargo bench`
             other => bail!(
-                "unknown argument {other}; use --models DIR --model NAME --requests N --write FILE --python PATH --only grpc"
+                "unknown argument {other}; use --models DIR --model NAME --requests N --write FILE --python PATH --only grpc|v2"
             ),
         }
     }
@@ -94,6 +104,34 @@ fn main() -> Result<()> {
         eprintln!("onnxruntime is not available ({why}): tract only (make onnxruntime)");
     }
     let python = args.python.clone();
+
+    // Every protocol, TF Serving's and the Open Inference Protocol's, on the same two models.
+    let mut v2_report = v2::header(args.requests);
+    for name in ["efficientnet", "resnet50"] {
+        let dir = args.models.join(name);
+        if !dir.exists() {
+            eprintln!(
+                "skipping {name} in the protocol table: {} is missing (make bench-models)",
+                dir.display()
+            );
+            continue;
+        }
+        for &kind in &engines {
+            v2_report.push_str(&rt.block_on(v2::rows(&dir, name, kind, threads, args.requests))?);
+        }
+    }
+    println!("{v2_report}");
+    if let Some(path) = &args.write {
+        write_section(
+            path,
+            &v2_report,
+            (V2_START, V2_END),
+            "Runtime: TF Serving's API and the Open Inference Protocol",
+        )?;
+    }
+    if args.only_v2 {
+        return Ok(());
+    }
 
     // gRPC vs REST: the walk-through's image model (it has the signature.toml) and ResNet-50,
     // whose input tensor goes straight to the engine.
@@ -765,7 +803,21 @@ impl Client {
     }
 
     fn post(&mut self, path: &str, body: &[u8]) -> Result<Vec<u8>> {
-        write!(self.writer, "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len())?;
+        self.post_with(path, body, &[])
+    }
+
+    /// As `post`, with extra request headers.
+    fn post_with(
+        &mut self,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, String)],
+    ) -> Result<Vec<u8>> {
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        write!(self.writer, "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n", body.len())?;
         self.writer.write_all(body)?;
         let mut length = None;
         let mut line = String::new();

@@ -57,3 +57,45 @@ fn tritonclient_http_and_grpc_speak_to_the_server() {
     assert!(out.status.success(), "v2_client.py failed:\n{report}");
     assert!(report.contains("\nOK"), "{report}");
 }
+
+/// scripts/v2_load.py: tritonclient's asyncio HTTP and gRPC clients in a process of their own,
+/// concurrency 1 to 16 against one worker and a queue of two: every answer must be a success or
+/// an overload refusal (429, RESOURCE_EXHAUSTED), never another error.
+#[test]
+fn a_v2_load_gets_only_successes_or_refusals() {
+    let Some(python) = triton_python() else {
+        eprintln!(
+            "skipped: set ONNX_SERVING_TEST_TRITON_PYTHON (make triton-client; make test sets it)"
+        );
+        return;
+    };
+    let server = Server::start(
+        "image_classifier",
+        &["--inference_workers", "1", "--queue_capacity", "2"],
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/v2_load.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args(["--model", "image_classifier", "--image"])
+        .arg(fixtures().join("images/red.jpg"))
+        .args(["--http", &format!("127.0.0.1:{}", server.port)])
+        .args(["--grpc", &format!("127.0.0.1:{}", server.grpc_port)])
+        .args(["--concurrency", "1,2,4,8,16", "--seconds", "1", "--json"])
+        .output()
+        .expect("run v2_load.py");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "v2_load.py saw errors:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Vec<serde_json::Value> = report
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(runs.len(), 10, "{report}");
+    for run in &runs {
+        assert!(run["ok"].as_u64() > Some(0), "{run}");
+        assert_eq!(run["errors"], 0, "{run}");
+    }
+}

@@ -189,7 +189,7 @@ fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
     Some(known_shape(dims.iter().copied()))
 }
 
-fn bytes_tensor(file: Vec<u8>) -> TensorProto {
+pub(super) fn bytes_tensor(file: Vec<u8>) -> TensorProto {
     TensorProto {
         dtype: DataType::DtString as i32,
         tensor_shape: shape(&[1]),
@@ -199,7 +199,7 @@ fn bytes_tensor(file: Vec<u8>) -> TensorProto {
 }
 
 /// Every number of a REST `instances` body, in order (the same pixels for gRPC).
-fn json_numbers(body: &[u8]) -> Result<Vec<f32>> {
+pub(super) fn json_numbers(body: &[u8]) -> Result<Vec<f32>> {
     fn walk(v: &serde_json::Value, out: &mut Vec<f32>) {
         match v {
             serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
@@ -214,7 +214,7 @@ fn json_numbers(body: &[u8]) -> Result<Vec<f32>> {
 }
 
 /// `values` as a DT_FLOAT tensor_content of shape `dims`.
-fn float_tensor(values: &[f32], dims: &[i64]) -> TensorProto {
+pub(super) fn float_tensor(values: &[f32], dims: &[i64]) -> TensorProto {
     TensorProto {
         dtype: DataType::DtFloat as i32,
         tensor_shape: shape(dims),
@@ -223,7 +223,7 @@ fn float_tensor(values: &[f32], dims: &[i64]) -> TensorProto {
     }
 }
 
-fn request(name: &str, input: &str, tensor: TensorProto) -> PredictRequest {
+pub(super) fn request(name: &str, input: &str, tensor: TensorProto) -> PredictRequest {
     PredictRequest {
         model_spec: Some(ModelSpec {
             name: name.into(),

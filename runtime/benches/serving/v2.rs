@@ -1,0 +1,286 @@
+//! Protocol overhead at batch 1, every protocol on one in-process server beside the engine's own
+//! run: TF Serving's REST (JSON) and gRPC (`tensor_content`, DT_STRING files), and the Open
+//! Inference Protocol's REST with the binary tensor extension (what tritonclient.http sends),
+//! REST JSON, and gRPC `raw_input_contents` (what tritonclient.grpc sends). Each round runs the
+//! engine, then every request, so machine noise hits all alike.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use runtime::engine::EngineKind;
+use runtime::grpc::GrpcOptions;
+use runtime::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use runtime::proto::inference::model_infer_request::InferInputTensor;
+use runtime::proto::inference::ModelInferRequest;
+use runtime::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use runtime::proto::tensorflow::serving::PredictRequest;
+use runtime::{AppState, Limits, Servable};
+use serde_json::json;
+
+use super::grpc::{bytes_tensor, float_tensor, json_numbers, request};
+use super::{
+    engine_and_served, ms, nhwc_body, p50, random_input, request_body, serve_rest, Client,
+};
+
+/// Per protocol (TF REST, TF gRPC, V2 binary, V2 JSON, V2 gRPC), the round trips of one body.
+type Times = Vec<Vec<Duration>>;
+
+/// One body in every protocol; `v2_json` is None where JSON cannot carry it (JPEG bytes).
+struct Bodies {
+    label: String,
+    tf_rest: Vec<u8>,
+    tf_grpc: PredictRequest,
+    v2_binary: (Vec<u8>, usize),
+    v2_json: Option<Vec<u8>>,
+    v2_grpc: ModelInferRequest,
+}
+
+/// V2 REST with the binary extension: the JSON header (outputs asked in binary, as
+/// tritonclient.http does by default) and the raw bytes; returns the body and the header length.
+fn v2_binary(input: &str, datatype: &str, shape: &[i64], raw: &[u8]) -> (Vec<u8>, usize) {
+    let header = json!({
+        "inputs": [{"name": input, "shape": shape, "datatype": datatype,
+                    "parameters": {"binary_data_size": raw.len()}}],
+        "parameters": {"binary_data_output": true},
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(raw);
+    (body, header.len())
+}
+
+fn v2_grpc(
+    model: &str,
+    input: &str,
+    datatype: &str,
+    shape: &[i64],
+    raw: Vec<u8>,
+) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![InferInputTensor {
+            name: input.into(),
+            datatype: datatype.into(),
+            shape: shape.to_vec(),
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw],
+        ..Default::default()
+    }
+}
+
+fn float_bodies(
+    label: &str,
+    model: &str,
+    input: &str,
+    values: &[f32],
+    shape: &[i64],
+    tf_rest: Vec<u8>,
+) -> Bodies {
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let v2_json =
+        json!({"inputs": [{"name": input, "shape": shape, "datatype": "FP32", "data": values}]});
+    Bodies {
+        label: label.into(),
+        tf_rest,
+        tf_grpc: request(model, input, float_tensor(values, shape)),
+        v2_binary: v2_binary(input, "FP32", shape, &raw),
+        v2_json: Some(v2_json.to_string().into_bytes()),
+        v2_grpc: v2_grpc(model, input, "FP32", shape, raw),
+    }
+}
+
+/// Table rows for the model in `dir` on engine `kind`.
+pub async fn rows(
+    dir: &Path,
+    name: &str,
+    kind: EngineKind,
+    threads: usize,
+    n: usize,
+) -> Result<String> {
+    let (direct, mut served) = engine_and_served(dir, kind, threads)?;
+    let image_model = served.serving.is_some();
+    let input = random_input(&served.signature)?;
+    let input_name = served.signature.inputs[0].name.clone();
+    served.name = name.into();
+    let state = AppState::serving(
+        name,
+        served.version,
+        Servable::Available(Arc::new(served)),
+        Limits::default(),
+    );
+    let rest_port = serve_rest(state.clone()).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(runtime::grpc::serve(
+        listener,
+        state,
+        GrpcOptions::default(),
+        std::future::pending(),
+    ));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .context("cannot connect to the in-process gRPC server")?;
+    let mut tf_client = PredictionServiceClient::new(channel.clone());
+    let mut v2_client = GrpcInferenceServiceClient::new(channel);
+
+    let bodies: Vec<Bodies> = if image_model {
+        let jpeg =
+            std::fs::read(dir.with_file_name("cat.jpg")).context("cat.jpg (make bench-models)")?;
+        let mut bytes = (jpeg.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&jpeg);
+        let rest_pixels = nhwc_body();
+        let pixels = json_numbers(&rest_pixels)?;
+        vec![
+            Bodies {
+                label: "cat JPEG".into(),
+                tf_rest: request_body(dir, true, &input)?,
+                tf_grpc: request(name, "image_bytes", bytes_tensor(jpeg)),
+                v2_binary: v2_binary("image_bytes", "BYTES", &[1], &bytes),
+                v2_json: None,
+                v2_grpc: v2_grpc(name, "image_bytes", "BYTES", &[1], bytes),
+            },
+            float_bodies(
+                "1x224x224x3 float pixels",
+                name,
+                "image_bytes",
+                &pixels,
+                &[1, 224, 224, 3],
+                rest_pixels,
+            ),
+        ]
+    } else {
+        let values = input
+            .as_slice::<f32>()
+            .context("the input is not float32")?;
+        let dims: Vec<i64> = input.shape().iter().map(|&d| d as i64).collect();
+        let label = dims
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
+        vec![float_bodies(
+            &format!("{label} float tensor"),
+            name,
+            &input_name,
+            values,
+            &dims,
+            request_body(dir, false, &input)?,
+        )]
+    };
+    let labels: Vec<String> = bodies.iter().map(|b| b.label.clone()).collect();
+    let tf_path = format!("/v1/models/{name}:predict");
+    let v2_path = format!("/v2/models/{name}/infer");
+    let mut runner = direct.backend.runner().map_err(anyhow::Error::msg)?;
+    let handle = tokio::runtime::Handle::current();
+    const CALLS: usize = 5;
+
+    let (engine_times, times) = tokio::task::spawn_blocking({
+        let bodies_len = bodies.len();
+        move || -> Result<(Vec<Duration>, Vec<Times>)> {
+            let mut http = Client::connect(rest_port)?;
+            let mut call = |b: &Bodies, which: usize| -> Result<Option<Duration>> {
+                let started = Instant::now();
+                let ok = match which {
+                    0 => http
+                        .post(&tf_path, &b.tf_rest)?
+                        .starts_with(b"{\"predictions\""),
+                    1 => !handle
+                        .block_on(tf_client.predict(b.tf_grpc.clone()))
+                        .map_err(|s| anyhow::anyhow!("TF gRPC Predict: {s:?}"))?
+                        .into_inner()
+                        .outputs
+                        .is_empty(),
+                    2 => {
+                        let (body, header) = &b.v2_binary;
+                        let length = [("Inference-Header-Content-Length", header.to_string())];
+                        http.post_with(&v2_path, body, &length)?
+                            .starts_with(b"{\"model_name\"")
+                    }
+                    3 => match &b.v2_json {
+                        Some(body) => http.post(&v2_path, body)?.starts_with(b"{\"model_name\""),
+                        None => return Ok(None),
+                    },
+                    _ => !handle
+                        .block_on(v2_client.model_infer(b.v2_grpc.clone()))
+                        .map_err(|s| anyhow::anyhow!("V2 ModelInfer: {s:?}"))?
+                        .into_inner()
+                        .raw_output_contents
+                        .is_empty(),
+                };
+                let took = started.elapsed();
+                if !ok {
+                    bail!("protocol {which} answered without outputs for {}", b.label);
+                }
+                Ok(Some(took))
+            };
+            for b in &bodies {
+                for which in 0..CALLS {
+                    call(b, which)?;
+                }
+            }
+            let mut engine = Vec::with_capacity(n);
+            let mut t: Vec<Times> = vec![vec![Vec::new(); CALLS]; bodies_len];
+            for _ in 0..n {
+                super::before_run(kind, threads);
+                let started = Instant::now();
+                runner
+                    .run(vec![input.clone()])
+                    .map_err(anyhow::Error::msg)?;
+                engine.push(started.elapsed());
+                for (b, per) in bodies.iter().zip(t.iter_mut()) {
+                    for (which, times) in per.iter_mut().enumerate() {
+                        if let Some(d) = call(b, which)? {
+                            times.push(d);
+                        }
+                    }
+                }
+            }
+            Ok((engine, t))
+        }
+    })
+    .await??;
+    let engine = p50(&engine_times);
+    let cell = |times: &[Duration]| {
+        if times.is_empty() {
+            return "n/a (JPEG bytes are not JSON text)".to_string();
+        }
+        let d = p50(times);
+        let over = 100.0 * (d.as_secs_f64() - engine.as_secs_f64()) / engine.as_secs_f64();
+        format!("{:.2} ms ({over:+.1} %)", ms(d))
+    };
+    let mut out = String::new();
+    for (label, per) in labels.iter().zip(&times) {
+        out.push_str(&format!(
+            "| {name} | {kind} | {label} | {:.2} ms | {} | {} | {} | {} | {} |\n",
+            ms(engine),
+            cell(&per[0]),
+            cell(&per[1]),
+            cell(&per[2]),
+            cell(&per[3]),
+            cell(&per[4]),
+        ));
+    }
+    Ok(out)
+}
+
+/// The table's heading and header.
+pub fn header(n: usize) -> String {
+    format!(
+        "\n### Protocol overhead, batch 1\n\n\
+         One in-process server answering every protocol (one inference worker), the model's \
+         engine run on its own, then every request, interleaved, {n} rounds; each cell is the \
+         served p50 and, in brackets, its overhead over the engine run's p50. TF REST: \
+         `{{\"instances\"}}` JSON (`{{\"b64\"}}` for the JPEG); TF gRPC: `tensor_content` (the JPEG as \
+         a DT_STRING tensor); V2 binary: the binary tensor extension with binary outputs (what \
+         tritonclient.http sends); V2 JSON: `data` as a flat JSON array; V2 gRPC: \
+         `raw_input_contents` answered with `raw_output_contents` (what tritonclient.grpc sends). \
+         REST over HTTP/1.1 keep-alive; gRPC over one HTTP/2 connection (tonic).\n\n\
+         | model | engine | body | engine run p50 | TF REST JSON | TF gRPC | V2 REST binary | V2 REST JSON | V2 gRPC |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
+    )
+}
