@@ -111,8 +111,8 @@ lint: ## rustfmt check + clippy, warnings are errors
 example: builder base-image example-model onnxruntime $(PY) ## the README walk-through: portable vs optimized image, embedded model, the cat photo
 	PYTHON=$(PY) bash scripts/example.sh $(EXAMPLE_DIR)
 
-demo: builder test-models base-image onnxruntime ## the main job: build both images, docker run the pretrained classifier, send the cat photo
-	PYTHON=$(PY) bash scripts/demo.sh $(MODELS)
+demo: builder test-models base-image onnxruntime $(TRITON_PY) ## the main job: build both images, docker run the pretrained classifier, send the cat photo (REST, gRPC, V2)
+	PYTHON=$(PY) TRITON_PYTHON=$(TRITON_PY) bash scripts/demo.sh $(MODELS)
 
 clean: ## remove build outputs and caches
 	$(CARGO) clean

@@ -2,15 +2,18 @@
 # The main job, as the TF Serving article runs it: build the devel image (runtime compiled for
 # this CPU) and the slim serving image, serve the pretrained EfficientNet-Lite0 from a bind mount
 # as `resnet` with `docker run`, and send it the cat photo with the article's clients, over REST
-# and over gRPC; each answer must be a cat class (281-285). `make example` is the longer
+# and over gRPC, and with Triton's tritonclient over the Open Inference Protocol; each answer
+# must be a cat class (281-285). `make example` is the longer
 # walk-through (portable image too).
 # Usage: scripts/demo.sh MODELS_DIR [REST_PORT] [GRPC_PORT]   (MODELS_DIR holds efficientnet/ and
-# cat.jpg; PYTHON names an interpreter with grpcio and grpcio-tools, as `make demo` passes)
+# cat.jpg; PYTHON names an interpreter with grpcio and grpcio-tools, TRITON_PYTHON one with
+# tritonclient[http], as `make demo` passes)
 set -euo pipefail
 models=${1:?usage: demo.sh MODELS_DIR [REST_PORT] [GRPC_PORT]}
 port=${2:-8501}
 grpc_port=${3:-8500}
 python=${PYTHON:-python3}
+TRITON_PYTHON=${TRITON_PYTHON:-python3}
 builder=${CARGO_TARGET_DIR:-target}/release/builder
 name=onnx-serving-demo
 
@@ -52,5 +55,9 @@ class=$(cat_class REST "$line")
 line=$("$python" examples/resnet_client_grpc.py --server "localhost:$grpc_port" --image "$models/cat.jpg")
 echo "gRPC: $line"
 cat_class gRPC "$line" >/dev/null
+# The Open Inference Protocol (KServe V2) through Triton's own client, on the REST port.
+line=$("$TRITON_PYTHON" examples/resnet_client_v2.py --server "localhost:$port" --image "$models/cat.jpg")
+echo "V2 (tritonclient): $line"
+cat_class V2 "$line" >/dev/null
 engine=$(curl -s "localhost:$port/v1/models/resnet" | grep -o '"engine":"[a-z]*"' | cut -d'"' -f4)
 echo "demo: class $class is a cat ($(sed -n "$((class + 1))p" "$models/efficientnet/1/labels.txt")), served by $engine"
