@@ -21,7 +21,7 @@ import time
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
 import tritonclient.http.aio as httpaio
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 
 def make_inputs(module, args):
@@ -32,7 +32,7 @@ def make_inputs(module, args):
     else:
         name, datatype, dims = args.input.split(":")
         shape = [int(d) for d in dims.split("x")]
-        data = np.random.default_rng(0).random(shape, dtype=np.float32)
+        data = (np.random.default_rng(0).random(shape) * 100).astype(triton_to_np_dtype(datatype))
         t = module.InferInput(name, shape, datatype)
     t.set_data_from_numpy(data)
     return [t]

@@ -10,18 +10,24 @@ use std::process::Command;
 use common::process::Server;
 use common::*;
 
-fn triton_python() -> Option<String> {
-    std::env::var("ONNX_SERVING_TEST_TRITON_PYTHON").ok()
+/// The venv's python with tritonclient: $ONNX_SERVING_TEST_TRITON_PYTHON, else the workspace's
+/// .cache/venv-triton if `make triton-client` made it; the test fails without one.
+fn triton_python() -> String {
+    if let Ok(python) = std::env::var("ONNX_SERVING_TEST_TRITON_PYTHON") {
+        return python;
+    }
+    let venv =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/venv-triton/bin/python");
+    assert!(
+        venv.is_file(),
+        "tritonclient's venv is missing: run `make triton-client` (make test does), or point ONNX_SERVING_TEST_TRITON_PYTHON at a python with tritonclient[http,grpc]"
+    );
+    venv.to_string_lossy().into_owned()
 }
 
 #[test]
 fn tritonclient_http_and_grpc_speak_to_the_server() {
-    let Some(python) = triton_python() else {
-        eprintln!(
-            "skipped: set ONNX_SERVING_TEST_TRITON_PYTHON (make triton-client; make test sets it)"
-        );
-        return;
-    };
+    let python = triton_python();
     let servers = [
         ("V2_MULTI_IO", Server::start("multi_io", &[])),
         ("V2_DTYPES", Server::start("dtypes", &[])),
@@ -63,12 +69,7 @@ fn tritonclient_http_and_grpc_speak_to_the_server() {
 /// an overload refusal (429, RESOURCE_EXHAUSTED), never another error.
 #[test]
 fn a_v2_load_gets_only_successes_or_refusals() {
-    let Some(python) = triton_python() else {
-        eprintln!(
-            "skipped: set ONNX_SERVING_TEST_TRITON_PYTHON (make triton-client; make test sets it)"
-        );
-        return;
-    };
+    let python = triton_python();
     let server = Server::start(
         "image_classifier",
         &["--inference_workers", "1", "--queue_capacity", "2"],

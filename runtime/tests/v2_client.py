@@ -180,7 +180,7 @@ class Errors(unittest.TestCase):
             lambda: c.infer("multi_io", [tensor("a", a), tensor("c", a)]), "400", "unknown input 'c'"
         )
         self.assert_fails(
-            lambda: c.infer("multi_io", [tensor("a", a), tensor("b", a.astype(np.float64))]), "400", "'b'"
+            lambda: c.infer("multi_io", [tensor("a", a), tensor("b", a.astype(np.float64))]), "400", "got float64 (DT_DOUBLE, FP64)"
         )
         self.assert_fails(
             lambda: c.infer("multi_io", [tensor("a", a), tensor("b", np.ones((2, 4), np.float32))]),
@@ -204,6 +204,49 @@ class Errors(unittest.TestCase):
             "400",
             "image_bytes",
         )
+
+    def test_raw_bodies_that_do_not_add_up(self):
+        # What a hand-written client gets wrong, through plain HTTP: the binary part without
+        # its header, a header longer than the body, sizes that do not cover the bytes.
+        import urllib.error
+        import urllib.request
+
+        header = json.dumps({"inputs": [
+            {"name": "a", "shape": [1, 3], "datatype": "FP32", "parameters": {"binary_data_size": 12}},
+            {"name": "b", "shape": [1, 3], "datatype": "FP32", "parameters": {"binary_data_size": 12}},
+        ]}).encode()
+        raw = np.ones((2, 3), np.float32).tobytes()
+        url = f"http://127.0.0.1:{os.environ['V2_MULTI_IO']}/v2/models/multi_io/infer"
+        for body, length, words in [
+            (header + raw, None, "Inference-Header-Content-Length"),
+            (header + raw, str(len(header) + 100), "Inference-Header-Content-Length"),
+            (header + raw[:20], str(len(header)), "binary_data_size"),
+            (header + raw + b"x", str(len(header)), "follow the inputs"),
+        ]:
+            request = urllib.request.Request(url, data=body, method="POST")
+            if length is not None:
+                request.add_header("Inference-Header-Content-Length", length)
+            with self.subTest(words=words, length=length):
+                with self.assertRaises(urllib.error.HTTPError) as caught:
+                    urllib.request.urlopen(request, timeout=30)
+                self.assertEqual(caught.exception.code, 400)
+                self.assertIn(words, json.loads(caught.exception.read())["error"])
+
+    def test_an_empty_outputs_list_means_every_output(self):
+        body = json.dumps({
+            "inputs": [
+                {"name": "a", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]},
+                {"name": "b", "shape": [1, 3], "datatype": "FP32", "data": [1, 1, 1]},
+            ],
+            "outputs": [],
+        }).encode()
+        import urllib.request
+
+        url = f"http://127.0.0.1:{os.environ['V2_MULTI_IO']}/v2/models/multi_io/infer"
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=30) as r:
+            answer = json.loads(r.read())
+        self.assertEqual(sorted(o["name"] for o in answer["outputs"]), ["product", "sum"])
+        self.assertEqual(answer["outputs"][0]["datatype"], "FP32")
 
     def test_full_queue_is_429(self):
         x = np.array(EXPECTED["slow"]["inputs"]["x"], np.float32)

@@ -52,12 +52,14 @@ pub fn check_inputs(
                 .ok_or_else(|| ApiError::BadRequest(missing_input(sig, spec)))?;
             if tensor.dtype() != spec.dtype {
                 return Err(ApiError::BadRequest(format!(
-                    "input '{}' is {} ({}), got {} ({})",
+                    "input '{}' is {} ({}, {}), got {} ({}, {})",
                     spec.name,
                     spec.dtype,
                     spec.dtype.tf_name(),
+                    spec.dtype.v2_name(),
                     tensor.dtype(),
-                    tensor.dtype().tf_name()
+                    tensor.dtype().tf_name(),
+                    tensor.dtype().v2_name()
                 )));
             }
             if !spec.accepts_shape(tensor.shape()) {
@@ -172,6 +174,12 @@ pub fn pixel_images(t: Tensor) -> Result<Vec<ImageSource<'static>>, String> {
     let shape = t.shape();
     let (n, image) = match shape.len() {
         3 => (1, shape),
+        4 if shape[0] > MAX_IMAGES_PER_REQUEST => {
+            return Err(format!(
+                "{} images in one request; the server takes at most {MAX_IMAGES_PER_REQUEST}: split the batch",
+                shape[0]
+            ))
+        }
         4 => (shape[0], &shape[1..]),
         _ => {
             return Err(format!(

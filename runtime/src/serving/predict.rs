@@ -49,13 +49,13 @@ pub fn select_outputs(sig: &Signature, filter: &[String]) -> Result<Vec<usize>, 
             .position(|s| s.name == *name)
             .ok_or_else(|| {
                 ApiError::BadRequest(format!(
-                    "output_filter names '{name}', which is not an output; the model's outputs are {}",
+                    "the request asks for output '{name}' (output_filter, or V2's outputs), which the model does not have; its outputs are {}",
                     sig.output_names()
                 ))
             })?;
         if picked.contains(&i) {
             return Err(ApiError::BadRequest(format!(
-                "output_filter names '{name}' twice"
+                "the request asks for output '{name}' twice"
             )));
         }
         picked.push(i);

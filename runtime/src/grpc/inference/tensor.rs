@@ -63,7 +63,13 @@ fn one_input(input: InferInputTensor, raw: Option<Vec<u8>>) -> Result<Value, Str
         }
         return raw::from_le_bytes(dtype, shape, &bytes).map(Value::Tensor);
     }
-    let c = input.contents.unwrap_or_default();
+    let Some(c) = input.contents else {
+        return Err(
+            "has neither typed contents nor a raw_input_contents entry: send its values in one"
+                .into(),
+        );
+    };
+    let field = contents_field(dtype);
     fn narrow<S: Copy, T: TryFrom<S>>(values: &[S]) -> Result<Vec<T>, String> {
         values
             .iter()
@@ -83,7 +89,7 @@ fn one_input(input: InferInputTensor, raw: Option<Vec<u8>>) -> Result<Value, Str
         DType::U64 => TensorData::U64(c.uint64_contents),
         DType::Bool => TensorData::Bool(c.bool_contents),
         DType::String => {
-            count(c.bytes_contents.len(), n, &shape)?;
+            count(c.bytes_contents.len(), n, &shape).map_err(|e| format!("{e} in {field}"))?;
             return Ok(Value::Bytes {
                 shape,
                 values: c.bytes_contents,
@@ -93,10 +99,25 @@ fn one_input(input: InferInputTensor, raw: Option<Vec<u8>>) -> Result<Value, Str
             return Err("FP16 has no typed contents field: send it in raw_input_contents".into())
         }
     };
-    count(data.len(), n, &shape)?;
+    count(data.len(), n, &shape).map_err(|e| format!("{e} in {field}"))?;
     Tensor::new(shape, data)
         .map(Value::Tensor)
         .map_err(|e| e.to_string())
+}
+
+/// The typed field that carries a datatype's values.
+fn contents_field(dtype: DType) -> &'static str {
+    match dtype {
+        DType::Bool => "contents.bool_contents",
+        DType::I8 | DType::I16 | DType::I32 => "contents.int_contents",
+        DType::I64 => "contents.int64_contents",
+        DType::U8 | DType::U16 | DType::U32 => "contents.uint_contents",
+        DType::U64 => "contents.uint64_contents",
+        DType::F32 => "contents.fp32_contents",
+        DType::F64 => "contents.fp64_contents",
+        DType::String => "contents.bytes_contents",
+        DType::F16 => "raw_input_contents",
+    }
 }
 
 fn count(got: usize, want: usize, shape: &[usize]) -> Result<(), String> {
@@ -142,4 +163,67 @@ pub fn output(name: &str, t: &Tensor, raw: bool) -> (InferOutputTensor, Option<V
     }
     out.contents = Some(c);
     (out, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(
+        datatype: &str,
+        shape: &[i64],
+        contents: Option<InferTensorContents>,
+    ) -> InferInputTensor {
+        InferInputTensor {
+            name: "x".into(),
+            datatype: datatype.into(),
+            shape: shape.to_vec(),
+            contents,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn typed_contents_by_datatype_and_range() {
+        let c = InferTensorContents {
+            int_contents: vec![1, -2],
+            ..Default::default()
+        };
+        let named = inputs(vec![input("INT8", &[2], Some(c))], vec![]).unwrap();
+        let Value::Tensor(t) = &named[0].1 else {
+            panic!("a tensor")
+        };
+        assert_eq!(t.as_slice::<i8>().unwrap(), [1, -2]);
+        let c = InferTensorContents {
+            int_contents: vec![300],
+            ..Default::default()
+        };
+        assert!(inputs(vec![input("INT8", &[1], Some(c))], vec![]).is_err());
+    }
+
+    #[test]
+    fn missing_or_misplaced_values_say_where_they_go() {
+        let err = inputs(vec![input("FP32", &[2], None)], vec![]).unwrap_err();
+        assert!(err.to_string().contains("neither typed contents"), "{err}");
+        let c = InferTensorContents {
+            int_contents: vec![1, 2],
+            ..Default::default()
+        };
+        let err = inputs(vec![input("FP32", &[2], Some(c))], vec![]).unwrap_err();
+        assert!(err.to_string().contains("fp32_contents"), "{err}");
+        let err = inputs(vec![input("FP32", &[2], None)], vec![vec![0; 8], vec![]]).unwrap_err();
+        assert!(err.to_string().contains("2 entries for 1 inputs"), "{err}");
+    }
+
+    #[test]
+    fn outputs_typed_or_raw() {
+        let t = Tensor::from_vec(vec![2], vec![1u8, 200]).unwrap();
+        let (typed, bytes) = output("y", &t, false);
+        assert_eq!(typed.contents.unwrap().uint_contents, [1, 200]);
+        assert!(bytes.is_none());
+        let (raw_out, bytes) = output("y", &t, true);
+        assert!(raw_out.contents.is_none());
+        assert_eq!(bytes.unwrap(), [1, 200]);
+        assert_eq!(raw_out.datatype, "UINT8");
+    }
 }

@@ -5,20 +5,24 @@
 //! input's `parameters.binary_data_size` how many bytes of the rest are its, in input order.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use super::data::flat;
 
 use crate::error::ApiError;
 use crate::tensor::{raw, DType, Tensor, TensorData};
 
 /// The JSON part of an infer request.
 #[derive(Deserialize)]
-pub struct InferRequest {
+pub struct InferRequest<'a> {
     /// Echoed in the response.
     #[serde(default)]
     pub id: Option<String>,
     #[serde(default)]
     pub parameters: Map<String, Value>,
-    pub inputs: Vec<RequestInput>,
+    #[serde(borrow)]
+    pub inputs: Vec<RequestInput<'a>>,
     /// The outputs to return, in this order; all of them when absent.
     #[serde(default)]
     pub outputs: Option<Vec<RequestOutput>>,
@@ -27,14 +31,15 @@ pub struct InferRequest {
 /// One input tensor: `data` in JSON (nested or flat, row-major), or `binary_data_size` bytes of
 /// the binary part.
 #[derive(Deserialize)]
-pub struct RequestInput {
+pub struct RequestInput<'a> {
     pub name: String,
     pub shape: Vec<i64>,
     pub datatype: String,
     #[serde(default)]
     pub parameters: Map<String, Value>,
-    #[serde(default)]
-    pub data: Option<Value>,
+    /// Kept as its JSON text until the datatype is known (`data::flat`).
+    #[serde(default, borrow)]
+    pub data: Option<&'a RawValue>,
 }
 
 /// A requested output; `parameters.binary_data` asks for it in binary.
@@ -73,14 +78,20 @@ pub fn split_body<'b>(
 }
 
 /// Parses the JSON header.
-pub fn parse_request(json: &[u8]) -> Result<InferRequest, ApiError> {
-    serde_json::from_slice(json)
-        .map_err(|e| ApiError::BadRequest(format!("malformed infer request: {e}")))
+pub fn parse_request(json: &[u8]) -> Result<InferRequest<'_>, ApiError> {
+    serde_json::from_slice(json).map_err(|e| {
+        let hint = if e.to_string().starts_with("trailing characters") {
+            "; binary tensor data after the JSON needs the Inference-Header-Content-Length header (the JSON's length in bytes)"
+        } else {
+            ""
+        };
+        ApiError::BadRequest(format!("malformed infer request: {e}{hint}"))
+    })
 }
 
 /// Every input's tensor, named, consuming `binary` in input order.
 pub fn inputs(
-    inputs: &[RequestInput],
+    inputs: &[RequestInput<'_>],
     mut binary: &[u8],
 ) -> Result<Vec<(String, Input)>, ApiError> {
     let mut named = Vec::with_capacity(inputs.len());
@@ -99,7 +110,7 @@ pub fn inputs(
     Ok(named)
 }
 
-fn one_input<'b>(input: &RequestInput, binary: &'b [u8]) -> Result<(Input, &'b [u8]), String> {
+fn one_input<'b>(input: &RequestInput<'_>, binary: &'b [u8]) -> Result<(Input, &'b [u8]), String> {
     let dtype = DType::from_v2_name(&input.datatype).ok_or_else(|| {
         format!(
             "datatype '{}' is not one this server takes: BOOL, INT8-64, UINT8-64, FP16, FP32, FP64 or BYTES",
@@ -146,12 +157,7 @@ fn one_input<'b>(input: &RequestInput, binary: &'b [u8]) -> Result<(Input, &'b [
             };
             Ok((value, rest))
         }
-        (None, Some(data)) => {
-            let mut flat = Vec::new();
-            flatten(data, &mut flat, 0)?;
-            count(flat.len(), n, &shape)?;
-            Ok((json_values(dtype, shape, &flat)?, binary))
-        }
+        (None, Some(data)) => Ok((json_values(dtype, shape, n, data)?, binary)),
     }
 }
 
@@ -164,77 +170,41 @@ fn count(got: usize, want: usize, shape: &[usize]) -> Result<(), String> {
     Ok(())
 }
 
-/// `data` row-major and flat, whether the client nested it or not.
-fn flatten<'a>(data: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Result<(), String> {
-    // Deeper than any tensor rank: a hostile body, not a tensor.
-    if depth > 64 {
-        return Err("'data' is nested more than 64 deep".into());
-    }
-    match data {
-        Value::Array(items) => {
-            for item in items {
-                flatten(item, out, depth + 1)?;
-            }
-        }
-        scalar => out.push(scalar),
-    }
-    Ok(())
-}
-
-/// JSON values as a tensor of `dtype`: numbers for the numeric types (integers in range), true
-/// or false for BOOL, strings for BYTES.
-fn json_values(dtype: DType, shape: Vec<usize>, flat: &[&Value]) -> Result<Input, String> {
-    let bad = |v: &Value| format!("{v} is not a {} value", dtype.v2_name());
-    macro_rules! ints {
-        ($t:ty, $get:ident) => {
-            flat.iter()
-                .map(|v| {
-                    v.$get()
-                        .and_then(|x| <$t>::try_from(x).ok())
-                        .ok_or_else(|| bad(v))
-                })
-                .collect::<Result<Vec<$t>, String>>()?
-        };
-    }
-    let float = |v: &&Value| v.as_f64().ok_or_else(|| bad(v));
-    let data = match dtype {
+/// `data` as a tensor of `dtype` and `shape` (`n` elements): numbers for the numeric types
+/// (integers in range), true or false for BOOL, strings for BYTES.
+fn json_values(
+    dtype: DType,
+    shape: Vec<usize>,
+    n: usize,
+    data: &RawValue,
+) -> Result<Input, String> {
+    let values = match dtype {
         DType::F16 => TensorData::F16(
-            flat.iter()
-                .map(|v| float(v).map(crate::tensor::f16::from_f64))
-                .collect::<Result<_, _>>()?,
+            flat::<f32>(data, n)?
+                .into_iter()
+                .map(crate::tensor::f16::from_f32)
+                .collect(),
         ),
-        DType::F32 => TensorData::F32(
-            flat.iter()
-                .map(|v| float(v).map(|x| x as f32))
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::F64 => TensorData::F64(flat.iter().map(float).collect::<Result<_, _>>()?),
-        DType::I8 => TensorData::I8(ints!(i8, as_i64)),
-        DType::I16 => TensorData::I16(ints!(i16, as_i64)),
-        DType::I32 => TensorData::I32(ints!(i32, as_i64)),
-        DType::I64 => TensorData::I64(ints!(i64, as_i64)),
-        DType::U8 => TensorData::U8(ints!(u8, as_u64)),
-        DType::U16 => TensorData::U16(ints!(u16, as_u64)),
-        DType::U32 => TensorData::U32(ints!(u32, as_u64)),
-        DType::U64 => TensorData::U64(ints!(u64, as_u64)),
-        DType::Bool => TensorData::Bool(
-            flat.iter()
-                .map(|v| v.as_bool().ok_or_else(|| bad(v)))
-                .collect::<Result<_, _>>()?,
-        ),
+        DType::F32 => TensorData::F32(flat(data, n)?),
+        DType::F64 => TensorData::F64(flat(data, n)?),
+        DType::I8 => TensorData::I8(flat(data, n)?),
+        DType::I16 => TensorData::I16(flat(data, n)?),
+        DType::I32 => TensorData::I32(flat(data, n)?),
+        DType::I64 => TensorData::I64(flat(data, n)?),
+        DType::U8 => TensorData::U8(flat(data, n)?),
+        DType::U16 => TensorData::U16(flat(data, n)?),
+        DType::U32 => TensorData::U32(flat(data, n)?),
+        DType::U64 => TensorData::U64(flat(data, n)?),
+        DType::Bool => TensorData::Bool(flat(data, n)?),
         DType::String => {
-            let values = flat
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(|s| s.as_bytes().to_vec())
-                        .ok_or_else(|| bad(v))
-                })
-                .collect::<Result<_, _>>()?;
+            let values: Vec<String> = flat(data, n)?;
+            count(values.len(), n, &shape)?;
+            let values = values.into_iter().map(String::into_bytes).collect();
             return Ok(Input::Bytes { shape, values });
         }
     };
-    Tensor::new(shape, data)
+    count(values.len(), n, &shape)?;
+    Tensor::new(shape, values)
         .map(Input::Tensor)
         .map_err(|e| e.to_string())
 }
@@ -254,16 +224,17 @@ pub fn flag(parameters: &Map<String, Value>, key: &str) -> Result<bool, ApiError
 mod tests {
     use super::*;
 
-    fn request(json: &str) -> InferRequest {
+    fn request(json: &str) -> InferRequest<'_> {
         parse_request(json.as_bytes()).unwrap()
     }
 
     #[test]
     fn nested_and_flat_data_are_one_tensor() {
         for data in ["[[1, 2], [3, 4]]", "[1, 2, 3, 4]"] {
-            let r = request(&format!(
+            let json = format!(
                 r#"{{"inputs": [{{"name": "x", "shape": [2, 2], "datatype": "INT32", "data": {data}}}]}}"#
-            ));
+            );
+            let r = request(&json);
             let named = inputs(&r.inputs, &[]).unwrap();
             let Input::Tensor(t) = &named[0].1 else {
                 panic!("a tensor")
@@ -296,7 +267,7 @@ mod tests {
         for (json, want) in [
             (
                 r#""shape": [3], "datatype": "INT8", "data": [1, 2, 300]"#,
-                "300 is not a INT8",
+                "300",
             ),
             (
                 r#""shape": [2], "datatype": "FP32", "data": [1]"#,
@@ -312,7 +283,8 @@ mod tests {
             ),
             (r#""shape": [1], "datatype": "FP32""#, "neither"),
         ] {
-            let r = request(&format!(r#"{{"inputs": [{{"name": "x", {json}}}]}}"#));
+            let body = format!(r#"{{"inputs": [{{"name": "x", {json}}}]}}"#);
+            let r = request(&body);
             let err = inputs(&r.inputs, &[]).unwrap_err().to_string();
             assert!(err.contains("input 'x'") && err.contains(want), "{err}");
         }

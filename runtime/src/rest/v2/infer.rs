@@ -93,8 +93,9 @@ fn decode_infer(
     let named = decode::inputs(&request.inputs, binary)?;
     let sig = model.api_signature();
     let all_binary = decode::flag(&request.parameters, "binary_data_output")?;
-    let outputs = match &request.outputs {
-        None => (0..sig.outputs.len()).map(|i| (i, all_binary)).collect(),
+    let outputs = match request.outputs.as_deref() {
+        // Absent or empty: every output, as over gRPC.
+        None | Some([]) => (0..sig.outputs.len()).map(|i| (i, all_binary)).collect(),
         Some(wanted) => {
             let names: Vec<String> = wanted.iter().map(|o| o.name.clone()).collect();
             let picked = serving::select_outputs(sig, &names)?;

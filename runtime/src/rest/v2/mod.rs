@@ -4,6 +4,7 @@
 //! extension). Routes and JSON as the spec (kserve/open-inference-protocol, REST) and Triton's
 //! extensions have them; errors are `{"error": "..."}` with the TF routes' status codes.
 
+mod data;
 mod decode;
 mod infer;
 
