@@ -1,6 +1,7 @@
 //! Bodies of the cargo fuzz targets (`fuzz_targets/`), one per decoder of what a client or an
 //! operator hands the runtime: REST predict bodies per dtype, b64 images, `signature.toml`,
-//! gRPC `TensorProto`s and the model config file. Each must answer an error, never panic, hang
+//! gRPC `TensorProto`s, Open Inference Protocol infer requests (REST and gRPC) and the model
+//! config file. Each must answer an error, never panic, hang
 //! or allocate without bound; where an encoder exists, what it writes must read back the same.
 //!
 //! Run one with `cargo fuzz run <target>` from `runtime/`, or all with `make fuzz`. Inputs that
@@ -11,14 +12,15 @@ use std::path::Path;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use prost::Message as _;
+use runtime::grpc::tensor::{decode, encode, Value};
+use runtime::proto::inference::ModelInferRequest;
+use runtime::proto::tensorflow::TensorProto;
 use runtime::rest::decode::{tensors_from_inputs, tensors_from_instances};
 use runtime::rest::encode::outputs_json;
 use runtime::rest::images;
 use runtime::rest::request::{parse_predict_request, PredictRequest};
-use runtime::proto::tensorflow::TensorProto;
-use runtime::grpc::tensor::{decode, encode, Value};
 use runtime::signature::{DType, Dim, ServingSignature, Signature, TensorSpec};
-use runtime::tensor::Tensor;
+use runtime::tensor::{raw, Tensor};
 
 /// Every dtype a REST input can have; the first input byte picks one.
 const DTYPES: [DType; 13] = [
@@ -236,4 +238,64 @@ pub fn tensor_proto(data: &[u8]) {
 /// in protobuf text format).
 pub fn model_config(data: &[u8]) {
     let _ = runtime::models::config::parse(&String::from_utf8_lossy(data));
+}
+
+/// The bytes are an Open Inference Protocol infer request. First byte: bit 0 picks gRPC (the
+/// rest is a protobuf `ModelInferRequest`) or REST; for REST, bit 1 says an
+/// `Inference-Header-Content-Length` header comes with it, whose value is the next two bytes,
+/// and the rest is the body. Every input that decodes must survive a round trip through the raw
+/// layout (the binary extension's and `raw_input_contents`').
+pub fn v2_infer(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let named = if flags & 1 == 1 {
+        let Ok(request) = ModelInferRequest::decode(rest) else {
+            return;
+        };
+        runtime::grpc::inference::tensor::inputs(request.inputs, request.raw_input_contents)
+    } else {
+        use runtime::rest::v2::decode::{inputs, parse_request, split_body};
+        let (header, body) = match rest {
+            [a, b, body @ ..] if flags & 2 == 2 => {
+                (Some(u16::from_le_bytes([*a, *b]).to_string()), body)
+            }
+            body => (None, body),
+        };
+        let Ok((json, binary)) = split_body(body, header.as_deref()) else {
+            return;
+        };
+        let Ok(request) = parse_request(json) else {
+            return;
+        };
+        inputs(&request.inputs, binary)
+    };
+    let Ok(named) = named else {
+        return;
+    };
+    for (_, value) in named {
+        match value {
+            Value::Tensor(t) => {
+                let bytes = raw::to_le_bytes(t.data());
+                let back = raw::from_le_bytes(t.dtype(), t.shape().to_vec(), &bytes)
+                    .expect("our raw bytes read back");
+                assert_eq!(
+                    raw::to_le_bytes(back.data()),
+                    bytes,
+                    "a raw round trip changed the tensor"
+                );
+            }
+            Value::Bytes { values, .. } => {
+                let mut bytes = Vec::new();
+                for v in &values {
+                    bytes.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    bytes.extend_from_slice(v);
+                }
+                assert_eq!(
+                    raw::bytes_elements(&bytes).expect("our BYTES read back"),
+                    values
+                );
+            }
+        }
+    }
 }

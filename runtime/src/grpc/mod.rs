@@ -5,7 +5,7 @@
 //! service and server reflection (v1 and v1alpha, for grpcurl). Requests are turned into
 //! tensors here; the rules live in `serving`, shared with REST.
 
-mod inference;
+pub mod inference;
 mod model;
 mod prediction;
 pub mod tensor;

@@ -3,7 +3,7 @@
 //! protocol: liveness and readiness, server and model metadata, Triton's model configuration
 //! and ModelInfer (typed `contents` or `raw_input_contents`; raw requests answered raw).
 
-mod tensor;
+pub mod tensor;
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@
 //! extensions have them; errors are `{"error": "..."}` with the TF routes' status codes.
 
 mod data;
-mod decode;
+pub mod decode;
 mod infer;
 
 use std::sync::Arc;
