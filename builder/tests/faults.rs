@@ -325,9 +325,16 @@ fn the_daemon_stopping_mid_build_ends_the_builder_with_one_message_and_no_contai
         panic!("the host's docker0 changed while the private daemon ran");
     }
 
-    // Started again on the same data root: no container of the interrupted build is left.
+    // Started again on the same data root: no container of the interrupted build is left. The
+    // restarted daemon stops the step's container and then removes it, which on a loaded
+    // machine can take a moment after it answers: wait up to 60 s for that.
     let daemon = PrivateDaemon::start(&scratch.0).expect("the private dockerd restarts");
-    let containers = daemon.docker(&["ps", "-aq"]).expect("docker ps");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut containers = daemon.docker(&["ps", "-aq"]).expect("docker ps");
+    while !containers.trim().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        containers = daemon.docker(&["ps", "-aq"]).expect("docker ps");
+    }
     assert_eq!(
         containers.trim(),
         "",
