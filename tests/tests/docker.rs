@@ -313,53 +313,22 @@ async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
     assert_eq!(status, 200);
 
     // The article's gRPC client, on port 8500: the same cat, through PredictionService.Predict.
-    let client = workspace().join("examples/resnet_client_grpc.py");
-    let out = std::process::Command::new(python())
-        .arg(&client)
-        .args(["--server", &format!("127.0.0.1:{}", ports.grpc)])
-        .arg("--image")
-        .arg(models.join("cat.jpg"))
-        .args(["-n", "3"])
-        .output()
-        .expect("run resnet_client_grpc.py");
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let class: i64 = said
-        .split("Prediction class: ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no class in {said:?}"));
+    let cat_file = models.join("cat.jpg");
+    let grpc_server = format!("127.0.0.1:{}", ports.grpc);
+    let class = client_class(&python(), "resnet_client_grpc.py", &grpc_server, &cat_file);
     assert!(
         (281..=285).contains(&class),
         "over gRPC the cat came out as {class}"
     );
     // Triton's client over the Open Inference Protocol, on the REST port: the same cat.
     if let Ok(triton) = std::env::var("ONNX_SERVING_TEST_TRITON_PYTHON") {
-        let out = std::process::Command::new(triton)
-            .arg(workspace().join("examples/resnet_client_v2.py"))
-            .args(["--server", &format!("127.0.0.1:{port}")])
-            .arg("--image")
-            .arg(models.join("cat.jpg"))
-            .args(["-n", "3"])
-            .output()
-            .expect("run resnet_client_v2.py");
-        let said = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{said}{}",
-            String::from_utf8_lossy(&out.stderr)
+        let rest_server = format!("127.0.0.1:{port}");
+        let class = client_class(
+            triton.as_ref(),
+            "resnet_client_v2.py",
+            &rest_server,
+            &cat_file,
         );
-        let class: i64 = said
-            .split("Prediction class: ")
-            .nth(1)
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no class in {said:?}"));
         assert!(
             (281..=285).contains(&class),
             "over V2 the cat came out as {class}"
@@ -367,6 +336,35 @@ async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
     }
     drop(guard);
     several_models_from_a_config_file(&docker, &built.tag).await;
+}
+
+/// Runs `examples/<client>` with `python` against `server` on `image` (3 requests) and returns
+/// the class it printed ("Prediction class: N, ...").
+fn client_class(
+    python: &std::path::Path,
+    client: &str,
+    server: &str,
+    image: &std::path::Path,
+) -> i64 {
+    let out = std::process::Command::new(python)
+        .arg(workspace().join("examples").join(client))
+        .args(["--server", server])
+        .arg("--image")
+        .arg(image)
+        .args(["-n", "3"])
+        .output()
+        .unwrap_or_else(|e| panic!("run {client}: {e}"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{client}: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said.split("Prediction class: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{client}: no class in {said:?}"))
 }
 
 /// The same image with `--model_config_file` (through its environment variable) on a read-only
