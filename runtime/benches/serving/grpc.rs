@@ -33,28 +33,7 @@ pub async fn rows(
     let image_model = served.serving.is_some();
     let input = random_input(&served.signature)?;
     let input_name = served.signature.inputs[0].name.clone();
-    let mut served = served;
-    served.name = name.into();
-    let state = AppState::serving(
-        name,
-        served.version,
-        Servable::Available(Arc::new(served)),
-        Limits::default(),
-    );
-    let rest_port = serve_rest(state.clone()).await?;
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let grpc_addr = grpc.local_addr()?;
-    tokio::spawn(runtime::grpc::serve(
-        grpc,
-        state,
-        GrpcOptions::default(),
-        std::future::pending(),
-    ));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .context("cannot connect to the in-process gRPC server")?;
+    let (rest_port, channel) = serve_both(name, served).await?;
     let mut client = PredictionServiceClient::new(channel);
 
     // (label, REST body, gRPC request) per row.
@@ -166,6 +145,36 @@ pub async fn rows(
         .enumerate()
         .map(|(i, label)| row(label, &times[1 + 2 * i], &times[2 + 2 * i]))
         .collect())
+}
+
+/// Serves `served` as `name` on one in-process state over REST and gRPC (one inference worker):
+/// the REST port and a connected gRPC channel.
+pub(super) async fn serve_both(
+    name: &str,
+    mut served: runtime::ServedModel,
+) -> Result<(u16, tonic::transport::Channel)> {
+    served.name = name.into();
+    let state = AppState::serving(
+        name,
+        served.version,
+        Servable::Available(Arc::new(served)),
+        Limits::default(),
+    );
+    let rest_port = serve_rest(state.clone()).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(runtime::grpc::serve(
+        listener,
+        state,
+        GrpcOptions::default(),
+        std::future::pending(),
+    ));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .context("cannot connect to the in-process gRPC server")?;
+    Ok((rest_port, channel))
 }
 
 /// The table's heading and header.

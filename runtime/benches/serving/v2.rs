@@ -5,24 +5,19 @@
 //! engine, then every request, so machine noise hits all alike.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use runtime::engine::EngineKind;
-use runtime::grpc::GrpcOptions;
 use runtime::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use runtime::proto::inference::model_infer_request::InferInputTensor;
 use runtime::proto::inference::ModelInferRequest;
 use runtime::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use runtime::proto::tensorflow::serving::PredictRequest;
-use runtime::{AppState, Limits, Servable};
 use serde_json::json;
 
 use super::grpc::{bytes_tensor, float_tensor, json_numbers, request};
-use super::{
-    engine_and_served, ms, nhwc_body, p50, random_input, request_body, serve_rest, Client,
-};
+use super::{engine_and_served, ms, nhwc_body, p50, random_input, request_body, Client};
 
 /// Per protocol (TF REST, TF gRPC, V2 binary, V2 JSON, V2 gRPC), the round trips of one body.
 type Times = Vec<Vec<Duration>>;
@@ -100,31 +95,11 @@ pub async fn rows(
     threads: usize,
     n: usize,
 ) -> Result<String> {
-    let (direct, mut served) = engine_and_served(dir, kind, threads)?;
+    let (direct, served) = engine_and_served(dir, kind, threads)?;
     let image_model = served.serving.is_some();
     let input = random_input(&served.signature)?;
     let input_name = served.signature.inputs[0].name.clone();
-    served.name = name.into();
-    let state = AppState::serving(
-        name,
-        served.version,
-        Servable::Available(Arc::new(served)),
-        Limits::default(),
-    );
-    let rest_port = serve_rest(state.clone()).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(runtime::grpc::serve(
-        listener,
-        state,
-        GrpcOptions::default(),
-        std::future::pending(),
-    ));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .context("cannot connect to the in-process gRPC server")?;
+    let (rest_port, channel) = super::grpc::serve_both(name, served).await?;
     let mut tf_client = PredictionServiceClient::new(channel.clone());
     let mut v2_client = GrpcInferenceServiceClient::new(channel);
 
