@@ -23,21 +23,7 @@ use runtime::signature::{DType, Dim, ServingSignature, Signature, TensorSpec};
 use runtime::tensor::{raw, Tensor};
 
 /// Every dtype a REST input can have; the first input byte picks one.
-const DTYPES: [DType; 13] = [
-    DType::F16,
-    DType::F32,
-    DType::F64,
-    DType::I8,
-    DType::I16,
-    DType::I32,
-    DType::I64,
-    DType::U8,
-    DType::U16,
-    DType::U32,
-    DType::U64,
-    DType::Bool,
-    DType::String,
-];
+const DTYPES: [DType; 13] = runtime::tensor::ALL;
 
 /// The byte budget a gRPC tensor may claim (the server passes its message limit).
 const MAX_TENSOR_BYTES: usize = 1 << 20;
