@@ -28,6 +28,21 @@ fn triton_python() -> String {
 #[test]
 fn tritonclient_http_and_grpc_speak_to_the_server() {
     let python = triton_python();
+    // The repository tests' server: a model config naming two fixtures.
+    let repo = std::env::temp_dir().join(format!("onnx-serving-v2-repo-{}", std::process::id()));
+    std::fs::create_dir_all(&repo).unwrap();
+    let config = repo.join("models.config");
+    std::fs::write(
+        &config,
+        format!(
+            "model_config_list {{\n  config {{ name: \"multi_io\" base_path: \"{0}/multi_io\" }}\n  config {{ name: \"dtypes\" base_path: \"{0}/dtypes\" }}\n}}\n",
+            models().display()
+        ),
+    )
+    .unwrap();
+    let mut repo_server =
+        Server::start("unused", &["--model_config_file", config.to_str().unwrap()]);
+    repo_server.wait_for_log("Successfully loaded servable version"); // the second model
     let servers = [
         ("V2_MULTI_IO", Server::start("multi_io", &[])),
         ("V2_DTYPES", Server::start("dtypes", &[])),
@@ -46,6 +61,7 @@ fn tritonclient_http_and_grpc_speak_to_the_server() {
                 ],
             ),
         ),
+        ("V2_REPO", repo_server),
     ];
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/v2_client.py");
     let out = Command::new(python)

@@ -8,6 +8,8 @@ REST ports arrive in the environment (and gRPC ports as <NAME>_GRPC):
   V2_DTYPES     fixture dtypes (FP64, INT32, BOOL, UINT8 inputs)
   V2_IMAGE      fixture image_classifier (signature.toml: JPEG/PNG BYTES in, classes out)
   V2_SLOW       fixture slow, one worker, a queue of one
+  V2_REPO       --model_config_file naming multi_io and dtypes (the repository tests unload and
+                load them)
   FIXTURES      runtime/tests/fixtures
 """
 
@@ -376,6 +378,99 @@ class Grpc(unittest.TestCase):
         for t in threads:
             t.join()
         self.assertEqual(set(statuses), {"OK", "StatusCode.RESOURCE_EXHAUSTED"}, statuses)
+
+
+def multi_io_inputs(make):
+    a = np.array(EXPECTED["multi_io"]["inputs"]["a"], np.float32)
+    b = np.array(EXPECTED["multi_io"]["inputs"]["b"], np.float32)
+    return [make("a", a), make("b", b)], reference("multi_io", {"a": a, "b": b})
+
+
+class Repository(unittest.TestCase):
+    """The model repository extension: the repository is the model config; unload takes a
+    model out of service, load brings it back and answers once it is READY."""
+
+    def index(self, c, **kw):
+        return {(m["name"], m.get("version", ""), m["state"], m.get("reason", "")) for m in c.get_model_repository_index(**kw)}
+
+    def test_http_index_unload_and_load(self):
+        c = client("V2_REPO")
+        self.assertEqual(self.index(c), {("multi_io", "1", "READY", ""), ("dtypes", "1", "READY", "")})
+        c.unload_model("multi_io")
+        self.assertFalse(c.is_model_ready("multi_io"))
+        self.assertTrue(c.is_model_ready("dtypes"))
+        self.assertEqual(
+            self.index(c), {("multi_io", "", "UNAVAILABLE", "unloaded"), ("dtypes", "1", "READY", "")}
+        )
+        inputs, want = multi_io_inputs(tensor)
+        with self.assertRaises(InferenceServerException) as caught:
+            c.infer("multi_io", inputs)
+        self.assertEqual(str(caught.exception.status()), "404", caught.exception)
+        # tritonclient.http sends no body; {"ready": true} as Triton's REST takes it, by hand.
+        import urllib.request
+
+        url = f"http://127.0.0.1:{os.environ['V2_REPO']}/v2/repository/index"
+        request = urllib.request.Request(url, data=b'{"ready": true}', method="POST")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            self.assertEqual([m["name"] for m in json.load(answer)], ["dtypes"])
+        c.load_model("multi_io")  # answers once READY: no wait needed before the infer
+        result = c.infer("multi_io", inputs)
+        np.testing.assert_allclose(result.as_numpy("sum"), want["sum"], rtol=1e-4)
+        self.assertEqual(self.index(c), {("multi_io", "1", "READY", ""), ("dtypes", "1", "READY", "")})
+
+    def test_http_errors(self):
+        c = client("V2_REPO")
+        for call, status, words in [
+            (lambda: c.load_model("nope"), "404", "not in the model repository"),
+            (lambda: c.unload_model("nope"), "404", "not in the model repository"),
+            (lambda: c.load_model("multi_io", config='{"max_batch_size": 8}'), "400", "'config' is not supported"),
+        ]:
+            with self.assertRaises(InferenceServerException) as caught:
+                call()
+            self.assertEqual(str(caught.exception.status()), status, caught.exception)
+            self.assertIn(words, caught.exception.message())
+        self.assertTrue(c.is_model_ready("multi_io"))
+
+    def test_grpc_index_unload_and_load(self):
+        c = grpc_client("V2_REPO")
+        self.assertIn("model_repository", c.get_server_metadata(as_json=True)["extensions"])
+        c.unload_model("dtypes")
+        self.assertFalse(c.is_model_ready("dtypes"))
+        index = c.get_model_repository_index(as_json=True)["models"]
+        self.assertIn({"name": "dtypes", "state": "UNAVAILABLE", "reason": "unloaded"}, index)
+        c.load_model("dtypes")
+        self.assertTrue(c.is_model_ready("dtypes"))
+        index = c.get_model_repository_index(as_json=True)["models"]
+        self.assertIn({"name": "dtypes", "version": "1", "state": "READY"}, index)
+        with self.assertRaises(InferenceServerException) as caught:
+            c.load_model("nope")
+        self.assertEqual(caught.exception.status(), "StatusCode.NOT_FOUND", caught.exception)
+
+    def test_grpc_stream_infer(self):
+        c = grpc_client("V2_REPO")
+        answers = []
+        done = threading.Event()
+
+        def callback(result, error):
+            answers.append((result, error))
+            if len(answers) == 3:
+                done.set()
+
+        inputs, want = multi_io_inputs(grpc_tensor)
+        c.start_stream(callback=callback)
+        try:
+            c.async_stream_infer("multi_io", inputs, request_id="s-1")
+            c.async_stream_infer("nope", inputs, request_id="s-2")
+            c.async_stream_infer("multi_io", inputs, request_id="s-3")
+            self.assertTrue(done.wait(60), answers)
+        finally:
+            c.stop_stream()
+        (first, e1), (_, e2), (third, e3) = answers
+        self.assertIsNone(e1)
+        self.assertIsNone(e3)
+        self.assertIn("nope", e2.message())
+        self.assertEqual([first.get_response().id, third.get_response().id], ["s-1", "s-3"])
+        np.testing.assert_allclose(third.as_numpy("product"), want["product"], rtol=1e-4)
 
 
 if __name__ == "__main__":

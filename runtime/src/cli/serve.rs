@@ -183,7 +183,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     );
     let failed_rx = manager.startup_failure();
     manager.start(configs)?;
-    state.set_reloader(Arc::downgrade(&manager) as _);
+    state.set_control(Arc::downgrade(&manager) as _);
     if let (Some(file), Some(every)) = (
         &args.model_config_file,
         poll(args.model_config_file_poll_wait_seconds),

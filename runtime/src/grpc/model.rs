@@ -63,7 +63,7 @@ pub const RELOAD_WAIT: Duration = Duration::from_secs(600);
 
 /// The call's deadline from its `grpc-timeout` header (`<digits><H|M|S|m|u|n>`, gRPC over
 /// HTTP/2's format), if the client set one.
-fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+pub(super) fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
@@ -84,14 +84,14 @@ impl Models {
         request: ReloadConfigRequest,
         limit: Duration,
     ) -> Result<ReloadConfigResponse, Status> {
-        let reloader = self.state.reloader().ok_or_else(|| {
+        let control = self.state.control().ok_or_else(|| {
             status(ApiError::Unavailable(
                 "this server has no model manager to reload".into(),
             ))
         })?;
         let config = request.config.unwrap_or_default();
-        let added = reloader.reload(&config).map_err(status)?;
-        drop(reloader);
+        let added = control.reload(&config).map_err(status)?;
+        drop(control);
         models::wait_until_available(&self.state, &added, limit)
             .await
             .map_err(status)?;

@@ -48,9 +48,23 @@ pub struct Manager {
 }
 
 #[derive(Default)]
-struct Inner {
-    configs: Vec<ModelConfig>,
+pub(super) struct Inner {
+    /// The model config: the models the repository API may load and unload.
+    pub(super) configs: Vec<ModelConfig>,
+    /// Models of the config taken out of service by the repository API's unload.
+    pub(super) unloaded: BTreeSet<String>,
     tracks: HashMap<String, Track>,
+}
+
+impl Inner {
+    /// The models served: the config's, less the unloaded ones.
+    pub(super) fn served(&self) -> Vec<ModelConfig> {
+        self.configs
+            .iter()
+            .filter(|c| !self.unloaded.contains(&c.name))
+            .cloned()
+            .collect()
+    }
 }
 
 /// What the manager remembers of one model's folders between polls.
@@ -128,7 +142,8 @@ impl Manager {
 
     /// Serves `configs` from now on: models added are loaded, models removed unloaded,
     /// policies and labels applied, all the same way as a new version on disk. Returns the
-    /// names of the models it adds.
+    /// names of the models it adds. The new config wins over the repository API: a model it
+    /// names is served even if it was unloaded.
     ///
     /// Errors: FAILED_PRECONDITION, in TF Serving's words, when a label would point at a
     /// version that is not AVAILABLE (see [`super::reload::check_labels`]); the config served
@@ -140,11 +155,13 @@ impl Manager {
             &configs,
             self.options.allow_labels_for_unavailable,
         )?;
+        let served = inner.served();
         let added = configs
             .iter()
-            .filter(|c| !inner.configs.iter().any(|old| old.name == c.name))
+            .filter(|c| !served.iter().any(|old| old.name == c.name))
             .map(|c| c.name.clone())
             .collect();
+        inner.unloaded.clear();
         let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
         info!("Model config reloaded: {}", names.join(", "));
         inner.configs = configs;
@@ -158,8 +175,18 @@ impl Manager {
         self.startup_failure.subscribe()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The models and versions this manager keeps.
+    pub(super) fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Runs a poll soon (on the tokio task that follows the disk).
+    pub(super) fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Polls: every `file_system_poll`, and whenever a load ends or the config changes.
@@ -181,12 +208,12 @@ impl Manager {
 
     /// One poll: scan each model's base path, then load, unload and label as the policy says.
     fn reconcile(self: &Arc<Self>, startup: bool) {
-        let configs = self.lock().configs.clone();
+        let configs = self.lock().served();
         // Scanned without the lock: a slow mount must not hold up a config reload.
         let scans: Vec<_> = configs.iter().map(|c| disk::scan(&c.base_path)).collect();
         let mut inner = self.lock();
-        if inner.configs != configs {
-            return; // reloaded meanwhile: the reload's own pass follows
+        if inner.served() != configs {
+            return; // reloaded (or loaded, unloaded) meanwhile: that change's own pass follows
         }
         let wanted: BTreeSet<&str> = configs.iter().map(|c| c.name.as_str()).collect();
         inner

@@ -1,7 +1,8 @@
 //! The models served: which models and versions the server holds (`state`, TF Serving's servable
 //! life cycle), kept in step with the model config (`config`, `reload`) and the version folders
 //! on disk (`layout`, `disk`) under each model's version policy (`policy`) by the model manager
-//! (`manager`), which loads each version (`load`) with an engine and a worker pool.
+//! (`manager`), which loads each version (`load`) with an engine and a worker pool, and takes
+//! models in and out of service on request (`repository`).
 
 pub mod config;
 pub mod disk;
@@ -11,6 +12,7 @@ mod manager;
 pub mod optimization;
 pub mod policy;
 mod reload;
+mod repository;
 pub mod state;
 
 pub use config::ModelConfig;
@@ -20,6 +22,6 @@ pub use manager::{Manager, ManagerOptions};
 pub use optimization::Optimization;
 pub use reload::{follow_config_file, wait_until_available};
 pub use state::{
-    AppState, Limits, ModelEntry, Models, Reload, Servable, ServableState, ServedModel,
+    AppState, Limits, ModelControl, ModelEntry, Models, Servable, ServableState, ServedModel,
     VersionStatus,
 };

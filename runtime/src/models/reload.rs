@@ -8,20 +8,23 @@ use std::time::Duration;
 use tracing::{error, warn};
 
 use super::config::ModelConfig;
-use super::state::{AppState, Reload, Servable};
+use super::state::{AppState, Servable};
 use super::{config, Manager};
 use crate::error::ApiError;
 use crate::proto::tensorflow::serving::ModelServerConfig;
 
-impl Reload for Manager {
-    fn reload(&self, config: &ModelServerConfig) -> Result<Vec<String>, ApiError> {
-        let refused = |(_, e): (usize, String)| {
-            ApiError::BadRequest(format!("the model config is refused: {e}"))
-        };
-        let configs = config::check(config).map_err(refused)?;
-        config::check_folders(&configs).map_err(refused)?;
-        Manager::reload(self, configs)
-    }
+/// Checks a config a client sent (HandleReloadConfigRequest) and serves it from now on.
+/// Errors: INVALID_ARGUMENT for a config wrong in itself or naming a missing folder, and
+/// those of [`Manager::reload`].
+pub(super) fn apply(
+    manager: &Manager,
+    config: &ModelServerConfig,
+) -> Result<Vec<String>, ApiError> {
+    let refused =
+        |(_, e): (usize, String)| ApiError::BadRequest(format!("the model config is refused: {e}"));
+    let configs = config::check(config).map_err(refused)?;
+    config::check_folders(&configs).map_err(refused)?;
+    manager.reload(configs)
 }
 
 /// Refuses a config whose version labels would point at a version that is not AVAILABLE, as TF

@@ -126,17 +126,30 @@ pub struct AppState {
     models: watch::Sender<Models>,
     /// Where REST serves Prometheus metrics, once enabled.
     metrics_path: OnceLock<String>,
-    /// Who applies a new model config (the model manager), once set.
-    reloader: OnceLock<Weak<dyn Reload>>,
+    /// Who changes the models served (the model manager), once set.
+    control: OnceLock<Weak<dyn ModelControl>>,
 }
 
-/// Applies a new model config: ModelService.HandleReloadConfigRequest.
-pub trait Reload: Send + Sync {
+/// Changes which models are served, on a client's request: a new model config
+/// (ModelService.HandleReloadConfigRequest), or the repository API's load and unload
+/// (KServe V2's model repository extension). Implemented by the model manager.
+pub trait ModelControl: Send + Sync {
     /// Checks `config` and serves it from now on; returns the names of the models it adds
     /// (their versions load in the background). Errors: INVALID_ARGUMENT for a config wrong in
     /// itself, FAILED_PRECONDITION for a label moved to a version that is not AVAILABLE; the
     /// models served are then unchanged.
     fn reload(&self, config: &ModelServerConfig) -> Result<Vec<String>, ApiError>;
+
+    /// The models of the config, in its order, each with whether it was unloaded.
+    fn repository(&self) -> Vec<(String, bool)>;
+
+    /// Serves a model of the config again (its versions load in the background).
+    /// Errors: NOT_FOUND for a model the config does not name.
+    fn load(&self, name: &str) -> Result<(), ApiError>;
+
+    /// Takes a model of the config out of service (requests in flight finish).
+    /// Errors: NOT_FOUND for a model the config does not name.
+    fn unload(&self, name: &str) -> Result<(), ApiError>;
 }
 
 impl AppState {
@@ -146,7 +159,7 @@ impl AppState {
             limits,
             models: watch::Sender::new(Models::new()),
             metrics_path: OnceLock::new(),
-            reloader: OnceLock::new(),
+            control: OnceLock::new(),
         })
     }
 
@@ -188,14 +201,15 @@ impl AppState {
         self.metrics_path.get().map(String::as_str)
     }
 
-    /// Lets HandleReloadConfigRequest reach `reloader`.
-    pub fn set_reloader(&self, reloader: Weak<dyn Reload>) {
-        let _ = self.reloader.set(reloader);
+    /// Lets HandleReloadConfigRequest and the repository API reach `control`.
+    pub fn set_control(&self, control: Weak<dyn ModelControl>) {
+        let _ = self.control.set(control);
     }
 
-    /// Who applies a new model config, if anyone.
-    pub fn reloader(&self) -> Option<Arc<dyn Reload>> {
-        self.reloader.get().and_then(Weak::upgrade)
+    /// Who changes the models served, if anyone (a server built without a model manager,
+    /// as in tests, has no one).
+    pub fn control(&self) -> Option<Arc<dyn ModelControl>> {
+        self.control.get().and_then(Weak::upgrade)
     }
 
     /// A receiver that wakes on every change of the models (the current state counts as seen).

@@ -14,6 +14,7 @@ use crate::signature::DEFAULT_SIGNATURE;
 mod inputs;
 mod observe;
 mod predict;
+pub mod repository;
 mod status;
 pub use crate::metrics::RequestGuard;
 pub use inputs::{

@@ -59,7 +59,9 @@ pub fn available_versions(st: &AppState, name: &str) -> Vec<u64> {
 pub fn ready(st: &AppState) -> Result<(), ApiError> {
     let models = st.models();
     if models.is_empty() {
-        return Err(ApiError::Unavailable("no model is configured yet".into()));
+        return Err(ApiError::Unavailable(
+            "no model is served (none is configured yet, or every one was unloaded)".into(),
+        ));
     }
     let waiting: Vec<&str> = models
         .iter()

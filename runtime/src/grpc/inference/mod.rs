@@ -1,14 +1,19 @@
 //! The Open Inference Protocol's gRPC service (KServe V2), `inference.GRPCInferenceService`,
 //! beside TF Serving's services on `--port` and through the same `serving` path as every other
 //! protocol: liveness and readiness, server and model metadata, Triton's model configuration
-//! and ModelInfer (typed `contents` or `raw_input_contents`; raw requests answered raw).
+//! ModelInfer (typed `contents` or `raw_input_contents`; raw requests answered raw) and its
+//! stream, and the model repository extension (`repository`).
 
+mod repository;
 pub mod tensor;
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use prost::Message;
-use tonic::{Request, Response, Status};
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::{finish, status};
 use crate::error::ApiError;
@@ -18,9 +23,11 @@ use crate::proto::inference::model_metadata_response::TensorMetadata;
 use crate::proto::inference::{
     DataType, ModelConfig, ModelConfigRequest, ModelConfigResponse, ModelInferRequest,
     ModelInferResponse, ModelInput, ModelMetadataRequest, ModelMetadataResponse, ModelOutput,
-    ModelReadyRequest, ModelReadyResponse, ModelTensorReshape, ServerLiveRequest,
-    ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
-    ServerReadyResponse,
+    ModelReadyRequest, ModelReadyResponse, ModelStreamInferResponse, ModelTensorReshape,
+    RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest,
+    RepositoryModelLoadResponse, RepositoryModelUnloadRequest, RepositoryModelUnloadResponse,
+    ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse,
+    ServerReadyRequest, ServerReadyResponse,
 };
 use crate::serving::{self, ModelSpec, RequestGuard, VersionChoice};
 use crate::signature::TensorSpec;
@@ -30,7 +37,7 @@ use crate::tensor::DType;
 pub const SERVICE: &str = "inference.GRPCInferenceService";
 
 /// Extensions of the protocol this service implements, as Triton names them.
-const EXTENSIONS: [&str; 1] = ["model_configuration"];
+const EXTENSIONS: [&str; 2] = ["model_configuration", "model_repository"];
 
 /// The platform V2 metadata reports: the model is ONNX whichever engine runs it.
 const PLATFORM: &str = "onnxruntime_onnx";
@@ -38,9 +45,16 @@ const PLATFORM: &str = "onnxruntime_onnx";
 /// The batch size the model configuration reports for a model that takes any batch.
 const CONFIG_MAX_BATCH_SIZE: i32 = serving::MAX_IMAGES_PER_REQUEST as i32;
 
+#[derive(Clone)]
 pub struct Inference {
     state: Arc<AppState>,
 }
+
+/// The answers of ModelStreamInfer, one per request, in the requests' order.
+type InferStream = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
+
+/// How many answers of one stream may wait for the client to read them.
+const STREAM_BUFFER: usize = 16;
 
 impl Inference {
     pub fn new(state: Arc<AppState>) -> Self {
@@ -155,6 +169,75 @@ impl GrpcInferenceService for Inference {
         let result = self.infer(request, &mut guard).await;
         finish(guard, &result);
         result.map(Response::new)
+    }
+
+    type ModelStreamInferStream = InferStream;
+
+    /// Each request of the stream is served as ModelInfer serves it, one after the other; a
+    /// failed one is answered with its `error_message` and the stream goes on, as Triton's.
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<ModelInferRequest>>,
+    ) -> Result<Response<InferStream>, Status> {
+        let mut requests = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let service = self.clone();
+        tokio::spawn(async move {
+            while let Some(next) = requests.next().await {
+                let request = match next {
+                    Ok(request) => request,
+                    Err(_) => break, // the client went away or broke the stream
+                };
+                let mut guard = serving::track(
+                    &service.state,
+                    &request.model_name,
+                    "grpc-v2",
+                    "stream_infer",
+                );
+                let result = service.infer(request, &mut guard).await;
+                finish(guard, &result);
+                let answer = match result {
+                    Ok(response) => ModelStreamInferResponse {
+                        error_message: String::new(),
+                        infer_response: Some(response),
+                    },
+                    Err(e) => ModelStreamInferResponse {
+                        error_message: e.message().to_string(),
+                        infer_response: None,
+                    },
+                };
+                if tx.send(Ok(answer)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        Ok(Response::new(repository::index(
+            &self.state,
+            request.into_inner(),
+        )))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        repository::load(&self.state, request).await?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        repository::unload(&self.state, request.into_inner())?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
 }
 

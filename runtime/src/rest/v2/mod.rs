@@ -1,12 +1,13 @@
 //! The Open Inference Protocol (KServe V2) over REST, beside TF Serving's API on the same port
 //! and through the same `serving` path: server and model health, metadata, Triton's model
-//! configuration (what perf_analyzer reads) and infer (`infer`, with the binary tensor
-//! extension). Routes and JSON as the spec (kserve/open-inference-protocol, REST) and Triton's
+//! configuration (what perf_analyzer reads), infer (`infer`, with the binary tensor
+//! extension) and the model repository extension (`repository`). Routes and JSON as the spec (kserve/open-inference-protocol, REST) and Triton's
 //! extensions have them; errors are `{"error": "..."}` with the TF routes' status codes.
 
 mod data;
 pub mod decode;
 mod infer;
+mod repository;
 
 use std::sync::Arc;
 
@@ -31,6 +32,12 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{name}/load", post(repository::load))
+        .route(
+            "/v2/repository/models/{name}/unload",
+            post(repository::unload),
+        )
         .route("/v2/models/{name}", get(metadata_latest))
         .route("/v2/models/{name}/ready", get(ready_latest))
         .route("/v2/models/{name}/config", get(config_latest))
@@ -54,7 +61,11 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// Extensions of the protocol this server implements, as Triton names them.
-pub const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "model_configuration"];
+pub const EXTENSIONS: [&str; 3] = [
+    "binary_tensor_data",
+    "model_configuration",
+    "model_repository",
+];
 
 /// The batch size Triton's model configuration reports for a model that takes any batch: what
 /// perf_analyzer may send. Larger batches are served too, within `--max_body_bytes` (64 images
