@@ -16,11 +16,13 @@ export ONNX_SERVING_TEST_PYTHON := $(PY)
 # The Open Inference Protocol tests run tritonclient from a venv of its own (protobuf < 7).
 TRITON_VENV ?= $(CACHE)/venv-triton
 TRITON_PY  := $(TRITON_VENV)/bin/python
+KSERVE_VENV ?= $(CACHE)/venv-kserve
+KSERVE_PY  := $(KSERVE_VENV)/bin/python
 export ONNX_SERVING_TEST_TRITON_PYTHON := $(TRITON_PY)
 # Tests, benchmarks and host binaries find onnxruntime's library here.
 export ONNX_SERVING_ONNXRUNTIME_LIBRARY ?= $(ORT_LIB)
 
-.PHONY: help setup build builder onnxruntime triton-client calibration-photos test test-models example-model example bench-ort bench bench-models bench-images bench-flood bench-slow fuzz fmt lint clean demo base-image images
+.PHONY: help setup build builder onnxruntime triton-client calibration-photos test test-models example-model example bench-ort bench bench-models bench-images bench-flood bench-slow bench-v2 fuzz fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -93,6 +95,15 @@ bench-images: builder test-models base-image onnxruntime ## cold/warm devel buil
 bench-flood: $(PY) $(MODELS)/efficientnet/1/model.onnx ## wrk floods (16/64/256 clients) on the image model (b64 JPEG) and a fast one: 200/429 counts, goodput, RSS; FLOOD_ARGS='--requests 100000 --queue 16 --concurrency 64,256' for oha runs
 	$(CARGO) build --release --locked -p runtime
 	$(PY) scripts/flood.py --runtime current=$${CARGO_TARGET_DIR:-target}/release/runtime --image-model $(MODELS)/efficientnet --image $(MODELS)/cat.jpg --fast-model runtime/tests/fixtures/models/linear $(FLOOD_ARGS)
+
+$(KSERVE_PY): scripts/requirements-kserve.txt
+	python3 -m venv $(KSERVE_VENV)
+	$(KSERVE_PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-kserve.txt
+	touch $(KSERVE_PY)
+
+bench-v2: $(PY) $(MODELS)/efficientnet/1/model.onnx onnxruntime $(TRITON_PY) $(KSERVE_PY) ## Open Inference Protocol load (tritonclient, conc 1-8): our runtime vs the engine ceiling and KServe's Python server -> BENCHMARKS.md
+	$(CARGO) build --release --locked -p runtime
+	$(KSERVE_PY) scripts/bench_v2_load.py $(MODELS) --runtime $${CARGO_TARGET_DIR:-target}/release/runtime --triton-python $(TRITON_PY) --kserve-python $(KSERVE_PY) --write $(CURDIR)/BENCHMARKS.md
 
 bench-slow: $(PY) ## slowloris: 1000 connections sending headers a byte a second vs 16 oha clients on a fast model -> BENCHMARKS.md figures (needs oha: cargo install --locked oha)
 	$(CARGO) build --release --locked -p runtime

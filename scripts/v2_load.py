@@ -32,7 +32,9 @@ def make_inputs(module, args):
     else:
         name, datatype, dims = args.input.split(":")
         shape = [int(d) for d in dims.split("x")]
-        data = (np.random.default_rng(0).random(shape) * 100).astype(triton_to_np_dtype(datatype))
+        dtype = triton_to_np_dtype(datatype)
+        values = np.random.default_rng(0).random(shape)  # 0-1: what an image tensor takes
+        data = (values if np.issubdtype(dtype, np.floating) else values * 100).astype(dtype)
         t = module.InferInput(name, shape, datatype)
     t.set_data_from_numpy(data)
     return [t]

@@ -2,7 +2,8 @@
 //! run: TF Serving's REST (JSON) and gRPC (`tensor_content`, DT_STRING files), and the Open
 //! Inference Protocol's REST with the binary tensor extension (what tritonclient.http sends),
 //! REST JSON, and gRPC `raw_input_contents` (what tritonclient.grpc sends). Each round runs the
-//! engine, then every request, so machine noise hits all alike.
+//! engine (and, for an image signature, the image's preprocessing alone), then every request, so
+//! machine noise hits all alike.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,6 +15,8 @@ use runtime::proto::inference::model_infer_request::InferInputTensor;
 use runtime::proto::inference::ModelInferRequest;
 use runtime::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use runtime::proto::tensorflow::serving::PredictRequest;
+use runtime::serving::{float_image, image_batch};
+use runtime::signature::{ImageSource, ServingSignature, Signature};
 use serde_json::json;
 
 use super::grpc::{bytes_tensor, float_tensor, json_numbers, request};
@@ -22,9 +25,41 @@ use super::{engine_and_served, ms, nhwc_body, p50, random_input, request_body, C
 /// Per protocol (TF REST, TF gRPC, V2 binary, V2 JSON, V2 gRPC), the round trips of one body.
 type Times = Vec<Vec<Duration>>;
 
+/// The engine runs, each body's preprocessing times (empty without an image), and each
+/// body's round trips.
+type Rounds = (Vec<Duration>, Vec<Vec<Duration>>, Vec<Times>);
+
+/// What an image signature does to a body's image before the engine runs: decode (a JPEG), or
+/// take float pixels; then resize, crop and normalize.
+enum Image {
+    Jpeg(Vec<u8>),
+    Pixels(Vec<f32>),
+}
+
+impl Image {
+    /// Times the preprocessing of this image into the model's input, as the server runs it.
+    fn preprocess(&self, sig: &ServingSignature, model: &Signature) -> Result<Duration> {
+        let started = Instant::now();
+        let source = match self {
+            Image::Jpeg(bytes) => ImageSource::Encoded(bytes),
+            Image::Pixels(values) => ImageSource::Pixels(
+                float_image(&[224, 224, 3], values.iter().map(|&v| f64::from(v)))
+                    .map_err(anyhow::Error::msg)?,
+            ),
+        };
+        image_batch(sig, model, vec![source], |_, e| {
+            runtime::error::ApiError::BadRequest(e)
+        })
+        .map_err(|e| anyhow::anyhow!("preprocessing: {e}"))?;
+        Ok(started.elapsed())
+    }
+}
+
 /// One body in every protocol; `v2_json` is None where JSON cannot carry it (JPEG bytes).
 struct Bodies {
     label: String,
+    /// The image an image signature preprocesses, if any.
+    image: Option<Image>,
     tf_rest: Vec<u8>,
     tf_grpc: PredictRequest,
     v2_binary: (Vec<u8>, usize),
@@ -79,6 +114,7 @@ fn float_bodies(
         json!({"inputs": [{"name": input, "shape": shape, "datatype": "FP32", "data": values}]});
     Bodies {
         label: label.into(),
+        image: None,
         tf_rest,
         tf_grpc: request(model, input, float_tensor(values, shape)),
         v2_binary: v2_binary(input, "FP32", shape, &raw),
@@ -99,6 +135,10 @@ pub async fn rows(
     let image_model = served.serving.is_some();
     let input = random_input(&served.signature)?;
     let input_name = served.signature.inputs[0].name.clone();
+    let preprocessing = served
+        .serving
+        .clone()
+        .map(|s| (s, served.signature.clone()));
     let (rest_port, channel) = super::grpc::serve_both(name, served).await?;
     let mut tf_client = PredictionServiceClient::new(channel.clone());
     let mut v2_client = GrpcInferenceServiceClient::new(channel);
@@ -113,20 +153,24 @@ pub async fn rows(
         vec![
             Bodies {
                 label: "cat JPEG".into(),
+                image: Some(Image::Jpeg(jpeg.clone())),
                 tf_rest: request_body(dir, true, &input)?,
                 tf_grpc: request(name, "image_bytes", bytes_tensor(jpeg)),
                 v2_binary: v2_binary("image_bytes", "BYTES", &[1], &bytes),
                 v2_json: None,
                 v2_grpc: v2_grpc(name, "image_bytes", "BYTES", &[1], bytes),
             },
-            float_bodies(
-                "1x224x224x3 float pixels",
-                name,
-                "image_bytes",
-                &pixels,
-                &[1, 224, 224, 3],
-                rest_pixels,
-            ),
+            Bodies {
+                image: Some(Image::Pixels(pixels.clone())),
+                ..float_bodies(
+                    "1x224x224x3 float pixels",
+                    name,
+                    "image_bytes",
+                    &pixels,
+                    &[1, 224, 224, 3],
+                    rest_pixels,
+                )
+            },
         ]
     } else {
         let values = input
@@ -154,9 +198,9 @@ pub async fn rows(
     let handle = tokio::runtime::Handle::current();
     const CALLS: usize = 5;
 
-    let (engine_times, times) = tokio::task::spawn_blocking({
+    let (engine_times, prep_times, times) = tokio::task::spawn_blocking({
         let bodies_len = bodies.len();
-        move || -> Result<(Vec<Duration>, Vec<Times>)> {
+        move || -> Result<Rounds> {
             let mut http = Client::connect(rest_port)?;
             let mut call = |b: &Bodies, which: usize| -> Result<Option<Duration>> {
                 let started = Instant::now();
@@ -199,6 +243,7 @@ pub async fn rows(
                 }
             }
             let mut engine = Vec::with_capacity(n);
+            let mut prep: Vec<Vec<Duration>> = vec![Vec::new(); bodies_len];
             let mut t: Vec<Times> = vec![vec![Vec::new(); CALLS]; bodies_len];
             for _ in 0..n {
                 super::before_run(kind, threads);
@@ -207,6 +252,13 @@ pub async fn rows(
                     .run(vec![input.clone()])
                     .map_err(anyhow::Error::msg)?;
                 engine.push(started.elapsed());
+                if let Some((sig, model)) = &preprocessing {
+                    for (b, times) in bodies.iter().zip(prep.iter_mut()) {
+                        if let Some(image) = &b.image {
+                            times.push(image.preprocess(sig, model)?);
+                        }
+                    }
+                }
                 for (b, per) in bodies.iter().zip(t.iter_mut()) {
                     for (which, times) in per.iter_mut().enumerate() {
                         if let Some(d) = call(b, which)? {
@@ -215,23 +267,30 @@ pub async fn rows(
                     }
                 }
             }
-            Ok((engine, t))
+            Ok((engine, prep, t))
         }
     })
     .await??;
     let engine = p50(&engine_times);
-    let cell = |times: &[Duration]| {
-        if times.is_empty() {
-            return "n/a (JPEG bytes are not JSON text)".to_string();
-        }
-        let d = p50(times);
-        let over = 100.0 * (d.as_secs_f64() - engine.as_secs_f64()) / engine.as_secs_f64();
-        format!("{:.2} ms ({over:+.1} %)", ms(d))
-    };
     let mut out = String::new();
-    for (label, per) in labels.iter().zip(&times) {
+    for ((label, per), prep) in labels.iter().zip(&times).zip(&prep_times) {
+        // The work any protocol must do: the run, and the image signature's preprocessing.
+        let (prep_cell, base) = if prep.is_empty() {
+            ("-".to_string(), engine)
+        } else {
+            let p = p50(prep);
+            (format!("{:.2} ms", ms(p)), engine + p)
+        };
+        let cell = |times: &[Duration]| {
+            if times.is_empty() {
+                return "n/a (JPEG bytes are not JSON text)".to_string();
+            }
+            let d = p50(times);
+            let over = 100.0 * (d.as_secs_f64() - base.as_secs_f64()) / base.as_secs_f64();
+            format!("{:.2} ms ({over:+.1} %)", ms(d))
+        };
         out.push_str(&format!(
-            "| {name} | {kind} | {label} | {:.2} ms | {} | {} | {} | {} | {} |\n",
+            "| {name} | {kind} | {label} | {:.2} ms | {prep_cell} | {} | {} | {} | {} | {} |\n",
             ms(engine),
             cell(&per[0]),
             cell(&per[1]),
@@ -248,14 +307,17 @@ pub fn header(n: usize) -> String {
     format!(
         "\n### Protocol overhead, batch 1\n\n\
          One in-process server answering every protocol (one inference worker), the model's \
-         engine run on its own, then every request, interleaved, {n} rounds; each cell is the \
-         served p50 and, in brackets, its overhead over the engine run's p50. TF REST: \
+         engine run on its own (a second session of the same file on the bench's thread), an \
+         image signature's preprocessing on its own (decode, resize, crop, normalize), then \
+         every request, interleaved, {n} rounds; each cell is the served p50 and, in brackets, \
+         its overhead over the engine run's p50 plus the preprocessing's: what is left is the \
+         protocol's cost. TF REST: \
          `{{\"instances\"}}` JSON (`{{\"b64\"}}` for the JPEG); TF gRPC: `tensor_content` (the JPEG as \
          a DT_STRING tensor); V2 binary: the binary tensor extension with binary outputs (what \
          tritonclient.http sends); V2 JSON: `data` as a flat JSON array; V2 gRPC: \
          `raw_input_contents` answered with `raw_output_contents` (what tritonclient.grpc sends). \
          REST over HTTP/1.1 keep-alive; gRPC over one HTTP/2 connection (tonic).\n\n\
-         | model | engine | body | engine run p50 | TF REST JSON | TF gRPC | V2 REST binary | V2 REST JSON | V2 gRPC |\n\
-         |---|---|---|---|---|---|---|---|---|\n"
+         | model | engine | body | engine run p50 | image preprocessing p50 | TF REST JSON | TF gRPC | V2 REST binary | V2 REST JSON | V2 gRPC |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n"
     )
 }
