@@ -188,3 +188,61 @@ async fn both_engines_match_onnxruntime_python_on_squeezenet() {
         );
     }
 }
+
+/// Threads follow the load: with one thread per worker, a request alone runs on onnxruntime's
+/// session for every core (its answer the same), and concurrent requests each on a worker's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lone_request_runs_on_every_core_and_concurrent_ones_on_one_each() {
+    require_onnxruntime();
+    let dir = test_models().join("squeezenet");
+    let text = std::fs::read_to_string(dir.join("reference.json"))
+        .expect("reference.json: the CNN test models are made by `make test-models`");
+    let reference: Value = serde_json::from_str(&text).unwrap();
+    let shape: Vec<usize> = serde_json::from_value(reference["input_shape"].clone()).unwrap();
+    let input: Vec<f32> = flat(&reference["input"])
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let want = flat(&reference["output"]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let opts = LoadOptions {
+        threads: engine::Threads::Auto { max: cores },
+        ..LoadOptions::default()
+    };
+    let found = find_latest_version(&dir).unwrap();
+    let loaded = engine::load(EngineKind::Onnxruntime, &found.path, &opts).unwrap();
+    let notes = loaded.notes.join("\n");
+    // SqueezeNet runs for milliseconds: a session on every core is kept for lone requests.
+    assert_eq!(
+        notes.contains("a request alone runs on a session"),
+        cores > 1,
+        "{notes}"
+    );
+    let pool = runtime::pool::InferencePool::start(loaded.backend, 2, 16, None, None).unwrap();
+    let check = |out: Vec<runtime::tensor::Tensor>| {
+        let got = out[0].as_slice::<f32>().unwrap();
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (f64::from(*a) - b).abs())
+            .fold(0.0, f64::max);
+        assert!(diff < 1e-4, "differs from onnxruntime's Python by {diff}");
+    };
+    let x = || runtime::tensor::Tensor::from_vec(shape.clone(), input.clone()).unwrap();
+    for _ in 0..4 {
+        check(pool.run(vec![x()]).await.unwrap().0);
+    }
+    let alone = pool.stats().lone_runs;
+    assert_eq!(alone, if cores > 1 { 4 } else { 0 }, "{:?}", pool.stats());
+    // Eight at once: most find a worker busy or the queue full of others, and run on their own.
+    let runs: Vec<_> = (0..8).map(|_| pool.run(vec![x()])).collect();
+    for out in futures_util::future::join_all(runs).await {
+        check(out.unwrap().0);
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.requests, 12, "{stats:?}");
+    assert!(
+        stats.lone_runs - alone < 8,
+        "every concurrent request ran alone: {stats:?}"
+    );
+}

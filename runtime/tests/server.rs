@@ -114,12 +114,14 @@ fn start_up_logs_name_the_ports_and_the_signature() {
     ] {
         assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
     }
-    // Intra-op threads left at 0: timed at warm-up, 1 or every core.
+    // Intra-op threads left at 0: timed at warm-up, 1 or every core (tract), or 1 per worker
+    // and every core for a lone request if that pays (onnxruntime).
     let cores = hostcpu::compute_cores();
     if cores > 1 {
         assert!(
             log.contains("Intra-op threads: 1 (a lone run took")
-                || log.contains(&format!("Intra-op threads: {cores} (a lone run took")),
+                || log.contains(&format!("Intra-op threads: {cores} (a lone run took"))
+                || log.contains("Intra-op threads: 1 per worker"),
             "no intra-op choice logged:\n{log}"
         );
     }

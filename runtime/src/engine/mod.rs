@@ -136,6 +136,13 @@ pub trait Backend: Send + Sync {
     fn intra_op_threads(&self) -> usize;
     /// Inference workers that keep `cores` busy without oversubscribing them.
     fn default_workers(&self, cores: usize) -> usize;
+    /// A runner on every core, for a request that finds the other workers idle, when the
+    /// workers' own runners use one thread each: a lone request then runs as fast as the
+    /// cores allow, concurrent ones one per core. None (the default): the engine keeps none,
+    /// or its runners already use every core. Taken once, by the worker pool.
+    fn lone_runner(&self) -> Option<Box<dyn Runner>> {
+        None
+    }
 }
 
 /// Runs a model on one worker thread.

@@ -5,6 +5,10 @@
 //! Model runs are CPU-bound and take milliseconds to seconds; on tokio's workers they would stall
 //! every other request. A full queue turns into 429 at once instead of an ever-growing backlog.
 //! The workers know models only as [`Backend`]s: which engine runs them is not their concern.
+//!
+//! Threads follow the load: each worker's runner uses one intra-op thread (many requests, one
+//! core each), and a request that finds every other worker idle and nobody waiting runs on the
+//! backend's runner for every core ([`Backend::lone_runner`]), when it has one.
 
 mod batching;
 
@@ -12,7 +16,7 @@ pub use batching::Batching;
 use batching::{common_batch, concat_inputs, gather};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -70,6 +74,7 @@ pub struct InferencePool {
 struct Counters {
     runs: AtomicU64,
     requests: AtomicU64,
+    lone_runs: AtomicU64,
 }
 
 /// Model runs and the requests they answered (more requests than runs: batching merged some).
@@ -77,6 +82,8 @@ struct Counters {
 pub struct PoolStats {
     pub runs: u64,
     pub requests: u64,
+    /// Runs on the runner for every core ([`Backend::lone_runner`]): requests that came alone.
+    pub lone_runs: u64,
 }
 
 impl InferencePool {
@@ -96,6 +103,15 @@ impl InferencePool {
         let batching = batching.filter(|b| b.max_batch_size > 1 && support != BatchSupport::None);
         let running = Arc::new(AtomicUsize::new(workers.max(1)));
         let room = Arc::new(Notify::new());
+        // With a single worker, every request is alone: its own runner is all there is.
+        let lone = Arc::new(Lone {
+            runner: Mutex::new(if workers > 1 {
+                backend.lone_runner()
+            } else {
+                None
+            }),
+            busy: AtomicUsize::new(0),
+        });
         for i in 0..workers.max(1) {
             let rx = rx.clone();
             let running = running.clone();
@@ -106,6 +122,7 @@ impl InferencePool {
                 stats: stats.clone(),
                 batch_sizes: batch_sizes.clone(),
                 room: room.clone(),
+                lone: lone.clone(),
             };
             let batching = batching.clone();
             thread::Builder::new()
@@ -173,6 +190,7 @@ impl InferencePool {
         PoolStats {
             runs: self.stats.runs.load(Ordering::Relaxed),
             requests: self.stats.requests.load(Ordering::Relaxed),
+            lone_runs: self.stats.lone_runs.load(Ordering::Relaxed),
         }
     }
 
@@ -224,6 +242,21 @@ fn release_free_memory() {
 /// goodput where 100 ms kept 0.71x, for +50 ms on the admitted requests' p99 (BENCHMARKS.md).
 pub const ADMISSION_WAIT: Duration = Duration::from_millis(250);
 
+/// The runner on every core for lone requests, and how many workers are running now.
+struct Lone {
+    runner: Mutex<Option<Box<dyn Runner>>>,
+    busy: AtomicUsize,
+}
+
+/// Counts a worker as running while it lives.
+struct Busy<'a>(&'a AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// One inference thread.
 struct Worker {
     runner: Box<dyn Runner>,
@@ -233,9 +266,38 @@ struct Worker {
     stats: Arc<Counters>,
     batch_sizes: Option<prometheus::Histogram>,
     room: Arc<Notify>,
+    lone: Arc<Lone>,
 }
 
 impl Worker {
+    /// Runs a request that was alone when taken (`alone`: nobody waiting) on the runner for
+    /// every core if no other worker is running and no one else holds it; else on this
+    /// worker's own runner. A panic there drops that runner: lone requests then run on their
+    /// worker's runner, as concurrent ones do.
+    fn run_one(&mut self, inputs: Vec<Tensor>, alone: bool) -> Result<Vec<Tensor>, RunError> {
+        let shared = self.lone.clone();
+        let before = shared.busy.fetch_add(1, Ordering::AcqRel);
+        let _busy = Busy(&shared.busy);
+        if alone && before == 0 {
+            let lone = match shared.runner.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut guard) = lone.filter(|g| g.is_some()) {
+                if let Some(runner) = guard.as_mut() {
+                    let result = run_guarded(runner.as_mut(), inputs);
+                    self.stats.lone_runs.fetch_add(1, Ordering::Relaxed);
+                    if matches!(result, Err(RunError::Panicked(_))) {
+                        *guard = None;
+                    }
+                    return result;
+                }
+            }
+        }
+        self.run(inputs)
+    }
+
     /// One engine run; after a panic, the runner is replaced by a fresh one.
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
         let result = run_guarded(self.runner.as_mut(), inputs);
@@ -286,7 +348,8 @@ impl Worker {
             if group.len() > 1 {
                 self.run_merged(group);
             } else if let Some(job) = group.into_iter().next() {
-                self.run_alone(job);
+                let alone = rx.is_empty();
+                self.run_alone(job, alone);
             }
         }
     }
@@ -339,17 +402,17 @@ impl Worker {
             // the others (and each gets its own error).
             Err(_) => {
                 for job in group {
-                    self.run_alone(job);
+                    self.run_alone(job, false);
                 }
             }
         }
     }
 
-    /// Runs one request by itself and answers it.
-    fn run_alone(&mut self, job: Job) {
+    /// Runs one request by itself and answers it (`alone`: nobody else was waiting).
+    fn run_alone(&mut self, job: Job, alone: bool) {
         let instances = common_batch(&job.inputs).unwrap_or(1);
         let started = Instant::now();
-        let result = self.run(job.inputs);
+        let result = self.run_one(job.inputs, alone);
         self.count(1, instances);
         let _ = job.reply.send(result.map(|out| (out, started.elapsed())));
     }

@@ -18,22 +18,18 @@ use ort::session::Session;
 
 pub use library::{init, library, Library, IMAGE_LIBRARY_DIR, LIBRARY_ENV, LIBRARY_FILE};
 
-use super::tuning::{
-    best_of_interleaved, first_run, pick_threads, threads_note, warm_up, TUNE_LIMIT,
-};
+use super::tuning::{best_of_interleaved, first_run, took, warm_up, TUNE_LIMIT};
 use super::{Backend, BatchSupport, EngineError, EngineKind, LoadOptions, Loaded, Runner, Threads};
 use crate::error::ModelError;
 use crate::signature::Signature;
 use crate::tensor::Tensor;
 use convert::{input_value, output_tensor, signature};
 
-/// How much faster a lone run on every core must be for onnxruntime to keep them all
-/// (`pick_threads`). A lone run on zeros flatters threads: EfficientNet-Lite0 ran 1.38x faster on
-/// two (8.6 vs 11.9 ms) yet, served from a 2-core container, answered slower than with one
-/// thread per worker (p50 19.1 vs 16.8 ms at concurrency 1, 78 vs 103 req/s at 4: each request
-/// shares the cores with its own decoding and HTTP). ResNet-50 (90 vs 46 ms) clears the bar.
-const THREADS_SPEEDUP: f64 = 1.5;
-
+// Threads follow the load: workers run one intra-op thread each (what fills the cores under
+// load: EfficientNet-Lite0 served 103 req/s at concurrency 4 so, 78 with two threads per
+// request), and a request that comes alone runs on a session with a thread per core whose idle
+// threads spin (without spinning, handing each operator to a sleeping thread ate most of the
+// second core's gain: SqueezeNet 7.3 -> 7.6 ms on two threads).
 /// A model loaded by onnxruntime.
 pub struct OrtBackend {
     path: PathBuf,
@@ -43,6 +39,9 @@ pub struct OrtBackend {
     batch: BatchSupport,
     /// The session made and warmed while loading, handed to the first worker.
     spare: Mutex<Vec<Session>>,
+    /// The session on every core timed while loading, kept for lone requests when the workers
+    /// run one thread each ([`Backend::lone_runner`]).
+    lone: Mutex<Option<Session>>,
 }
 
 /// Makes a session (and a second one to time the threads when they are automatic), warms it
@@ -75,20 +74,29 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
         && runner
             .run(signature.zero_inputs(1))
             .is_ok_and(|outs| outs.iter().all(|o| o.batch() == Some(1)));
+    let mut lone_session = None;
     let (threads, mut runner, lone) = match (opts.threads, lone) {
         (Threads::Auto { max }, Some(lone)) if max > 1 && lone <= TUNE_LIMIT => {
-            let mut many = OrtRunner::new(
-                new_session(lib, path, max, opts.ort_spinning).map_err(fail("load"))?,
-            );
-            warm_up(&mut many, &signature, &[1], &mut Vec::new()).map_err(fail("run"))?;
-            let (one, t_many) = time_pair(&mut runner, &mut many, &signature);
-            let chosen = pick_threads(max, one, t_many, THREADS_SPEEDUP);
-            notes.push(threads_note(chosen, max, one, t_many, THREADS_SPEEDUP));
-            if chosen > 1 {
-                (chosen, many, Some(t_many))
-            } else {
-                (1, runner, Some(one))
-            }
+            // Under load, one thread per worker keeps every core busy at the least cost; a
+            // request alone gets a session on every core, unless the model is too quick to split.
+            let (session, one, t_lone) =
+                lone_session_for(lib, path, max, &mut runner, &signature, lone)
+                    .map_err(fail("load"))?;
+            let speedup = one.as_secs_f64() / t_lone.as_secs_f64();
+            notes.push(match session {
+                Some(_) => format!(
+                    "Intra-op threads: 1 per worker; a request alone runs on a session with {max} spinning threads ({} a run at load, {speedup:.2}x the speed of 1 thread: {})",
+                    took(t_lone),
+                    took(one)
+                ),
+                None => format!(
+                    "Intra-op threads: 1 per worker, alone or not (a lone run takes {}, under the {} worth splitting)",
+                    took(one),
+                    took(LONE_MIN_RUN)
+                ),
+            });
+            lone_session = session;
+            (1, runner, Some(one))
         }
         (Threads::Auto { max }, lone) if max > 1 => {
             notes.push(format!(
@@ -135,11 +143,42 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
             spinning: opts.ort_spinning,
             batch,
             spare: Mutex::new(vec![runner.session]),
+            lone: Mutex::new(lone_session),
         }),
         load_time: started.elapsed(),
         warmed: lone.is_some(),
         notes,
     })
+}
+
+/// A lone run on one thread at least this long is worth splitting over the cores: a model
+/// that runs in microseconds gains nothing from more threads but their hand-offs. Not timed
+/// against the session for every core: a load under load (a reload while serving) would time
+/// contention, not the model.
+const LONE_MIN_RUN: Duration = Duration::from_millis(1);
+
+/// A session on `max` threads whose idle threads spin for work (one lone request at a time
+/// runs on it, and only when the cores are otherwise idle, so the spinning takes nothing a
+/// request needs), kept when a lone run on one thread (`one`) is at least [`LONE_MIN_RUN`].
+/// Returns the session if kept, and the best times on one thread and on the session, for the
+/// log.
+fn lone_session_for(
+    lib: &Library,
+    path: &Path,
+    max: usize,
+    runner: &mut OrtRunner,
+    signature: &Signature,
+    one: Duration,
+) -> Result<(Option<Session>, Duration, Duration), String> {
+    if one < LONE_MIN_RUN {
+        return Ok((None, one, one));
+    }
+    let mut lone = OrtRunner::new(new_session(lib, path, max, true)?);
+    if warm_up(&mut lone, signature, &[1], &mut Vec::new()).is_err() {
+        return Ok((None, one, Duration::MAX));
+    }
+    let (again, t_lone) = time_pair(runner, &mut lone, signature);
+    Ok((Some(lone.session), one.min(again), t_lone))
 }
 
 /// Best of three lone runs on each runner, interleaved; a runner that fails counts as slowest.
@@ -217,6 +256,11 @@ impl Backend for OrtBackend {
     /// Each session has a pool of its own: as many workers as fill the cores.
     fn default_workers(&self, cores: usize) -> usize {
         (cores / self.threads.max(1)).max(1)
+    }
+
+    fn lone_runner(&self) -> Option<Box<dyn Runner>> {
+        let session = self.lone.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        Some(Box::new(OrtRunner::new(session)))
     }
 }
 
