@@ -213,9 +213,11 @@ async fn a_lone_request_runs_on_every_core_and_concurrent_ones_on_one_each() {
     let loaded = engine::load(EngineKind::Onnxruntime, &found.path, &opts).unwrap();
     let notes = loaded.notes.join("\n");
     // SqueezeNet runs for milliseconds: a session on every core is kept for lone requests.
+    // (Unless two threads were 1.5x faster: every worker then has all cores.)
+    let all_cores = notes.contains(&format!("Intra-op threads: {cores} (a lone run"));
     assert_eq!(
-        notes.contains("a request alone runs on a session"),
-        cores > 1,
+        notes.contains("Lone requests: a session with"),
+        cores > 1 && !all_cores,
         "{notes}"
     );
     let pool = runtime::pool::InferencePool::start(loaded.backend, 2, 16, None, None).unwrap();
@@ -233,7 +235,13 @@ async fn a_lone_request_runs_on_every_core_and_concurrent_ones_on_one_each() {
         check(pool.run(vec![x()]).await.unwrap().0);
     }
     let alone = pool.stats().lone_runs;
-    assert_eq!(alone, if cores > 1 { 4 } else { 0 }, "{:?}", pool.stats());
+    let lone_session = cores > 1 && !all_cores;
+    assert_eq!(
+        alone,
+        if lone_session { 4 } else { 0 },
+        "{:?}",
+        pool.stats()
+    );
     // Eight at once: most find a worker busy or the queue full of others, and run on their own.
     let runs: Vec<_> = (0..8).map(|_| pool.run(vec![x()])).collect();
     for out in futures_util::future::join_all(runs).await {

@@ -114,14 +114,12 @@ fn start_up_logs_name_the_ports_and_the_signature() {
     ] {
         assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
     }
-    // Intra-op threads left at 0: timed at warm-up, 1 or every core (tract), or 1 per worker
-    // and every core for a lone request if that pays (onnxruntime).
+    // Intra-op threads left at 0: timed at warm-up, 1 or every core.
     let cores = hostcpu::compute_cores();
     if cores > 1 {
         assert!(
             log.contains("Intra-op threads: 1 (a lone run took")
-                || log.contains(&format!("Intra-op threads: {cores} (a lone run took"))
-                || log.contains("Intra-op threads: 1 per worker"),
+                || log.contains(&format!("Intra-op threads: {cores} (a lone run took")),
             "no intra-op choice logged:\n{log}"
         );
     }

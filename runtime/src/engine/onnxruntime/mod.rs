@@ -18,18 +18,25 @@ use ort::session::Session;
 
 pub use library::{init, library, Library, IMAGE_LIBRARY_DIR, LIBRARY_ENV, LIBRARY_FILE};
 
-use super::tuning::{best_of_interleaved, first_run, took, warm_up, TUNE_LIMIT};
+use super::tuning::{
+    best_of_interleaved, first_run, pick_threads, threads_note, took, warm_up, TUNE_LIMIT,
+};
 use super::{Backend, BatchSupport, EngineError, EngineKind, LoadOptions, Loaded, Runner, Threads};
 use crate::error::ModelError;
 use crate::signature::Signature;
 use crate::tensor::Tensor;
 use convert::{input_value, output_tensor, signature};
 
-// Threads follow the load: workers run one intra-op thread each (what fills the cores under
-// load: EfficientNet-Lite0 served 103 req/s at concurrency 4 so, 78 with two threads per
-// request), and a request that comes alone runs on a session with a thread per core whose idle
-// threads spin (without spinning, handing each operator to a sleeping thread ate most of the
-// second core's gain: SqueezeNet 7.3 -> 7.6 ms on two threads).
+/// How much faster a lone run on every core must be for onnxruntime to give every worker all
+/// cores (`pick_threads`). A lone run on zeros flatters threads: EfficientNet-Lite0 ran 1.38x
+/// faster on two (8.6 vs 11.9 ms) yet, served from a 2-core container, answered slower than with
+/// one thread per worker (78 vs 103 req/s at concurrency 4). ResNet-50 (90 vs 46 ms) clears the
+/// bar, and runs every request on every core with one session. Below it, threads follow the
+/// load: one per worker, and a session on every core for a request that comes alone, whose idle
+/// threads spin (without spinning, handing each operator to a sleeping thread ate the second
+/// core's gain: SqueezeNet 7.3 -> 7.6 ms on two threads).
+const THREADS_SPEEDUP: f64 = 1.5;
+
 /// A model loaded by onnxruntime.
 pub struct OrtBackend {
     path: PathBuf,
@@ -77,26 +84,36 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     let mut lone_session = None;
     let (threads, mut runner, lone) = match (opts.threads, lone) {
         (Threads::Auto { max }, Some(lone)) if max > 1 && lone <= TUNE_LIMIT => {
-            // Under load, one thread per worker keeps every core busy at the least cost; a
-            // request alone gets a session on every core, unless the model is too quick to split.
-            let (session, one, t_lone) =
-                lone_session_for(lib, path, max, &mut runner, &signature, lone)
-                    .map_err(fail("load"))?;
-            let speedup = one.as_secs_f64() / t_lone.as_secs_f64();
-            notes.push(match session {
-                Some(_) => format!(
-                    "Intra-op threads: 1 per worker; a request alone runs on a session with {max} spinning threads ({} a run at load, {speedup:.2}x the speed of 1 thread: {})",
-                    took(t_lone),
-                    took(one)
-                ),
-                None => format!(
-                    "Intra-op threads: 1 per worker, alone or not (a lone run takes {}, under the {} worth splitting)",
-                    took(one),
-                    took(LONE_MIN_RUN)
-                ),
-            });
-            lone_session = session;
-            (1, runner, Some(one))
+            let mut many = OrtRunner::new(
+                new_session(lib, path, max, opts.ort_spinning).map_err(fail("load"))?,
+            );
+            warm_up(&mut many, &signature, &[1], &mut Vec::new()).map_err(fail("run"))?;
+            let (one, t_many) = time_pair(&mut runner, &mut many, &signature);
+            let chosen = pick_threads(max, one, t_many, THREADS_SPEEDUP);
+            notes.push(threads_note(chosen, max, one, t_many, THREADS_SPEEDUP));
+            if chosen > 1 {
+                (chosen, many, Some(t_many))
+            } else {
+                // One thread per worker under load; a request alone gets a session on every
+                // core, unless the model is too quick to split.
+                drop(many);
+                let (session, t_lone) =
+                    lone_session_for(lib, path, max, &mut runner, &signature, one)
+                        .map_err(fail("load"))?;
+                notes.push(match session {
+                    Some(_) => format!(
+                        "Lone requests: a session with {max} spinning threads ({} a run at load), used when the other workers are idle",
+                        took(t_lone)
+                    ),
+                    None => format!(
+                        "Lone requests: on their worker's thread (a run takes {}, under the {} worth splitting)",
+                        took(one),
+                        took(LONE_MIN_RUN)
+                    ),
+                });
+                lone_session = session;
+                (1, runner, Some(one))
+            }
         }
         (Threads::Auto { max }, lone) if max > 1 => {
             notes.push(format!(
@@ -159,9 +176,8 @@ const LONE_MIN_RUN: Duration = Duration::from_millis(1);
 
 /// A session on `max` threads whose idle threads spin for work (one lone request at a time
 /// runs on it, and only when the cores are otherwise idle, so the spinning takes nothing a
-/// request needs), kept when a lone run on one thread (`one`) is at least [`LONE_MIN_RUN`].
-/// Returns the session if kept, and the best times on one thread and on the session, for the
-/// log.
+/// request needs), kept when a lone run on one thread (`one`, on `runner`) is at least
+/// [`LONE_MIN_RUN`]. Returns the session if kept, and its time on a lone run, for the log.
 fn lone_session_for(
     lib: &Library,
     path: &Path,
@@ -169,16 +185,16 @@ fn lone_session_for(
     runner: &mut OrtRunner,
     signature: &Signature,
     one: Duration,
-) -> Result<(Option<Session>, Duration, Duration), String> {
+) -> Result<(Option<Session>, Duration), String> {
     if one < LONE_MIN_RUN {
-        return Ok((None, one, one));
+        return Ok((None, one));
     }
     let mut lone = OrtRunner::new(new_session(lib, path, max, true)?);
     if warm_up(&mut lone, signature, &[1], &mut Vec::new()).is_err() {
-        return Ok((None, one, Duration::MAX));
+        return Ok((None, one));
     }
-    let (again, t_lone) = time_pair(runner, &mut lone, signature);
-    Ok((Some(lone.session), one.min(again), t_lone))
+    let (_, t_lone) = time_pair(runner, &mut lone, signature);
+    Ok((Some(lone.session), t_lone))
 }
 
 /// Best of three lone runs on each runner, interleaved; a runner that fails counts as slowest.
