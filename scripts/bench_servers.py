@@ -5,9 +5,13 @@ Contenders (each started with the model served as `resnet`, the article's name):
   --image "TAG [VAR=VALUE ...]"
                      one of our serving images (docker run, model bind-mounted), with
                      environment variables for its runtime if given
-  --binary PATH      a `runtime` binary on this host (a build-setting experiment)
+  --binary "PATH [FLAG ...]"
+                     a `runtime` binary on this host (a build-setting experiment), with
+                     flags of its own if given
   --ort              scripts/ort_server.py: the same API answered by onnxruntime (benchmark
                      tooling only; onnxruntime is never a product dependency)
+  --fastapi N        scripts/fastapi_server.py: the same, on FastAPI/uvicorn with N processes of
+                     one onnxruntime thread each (needs fastapi and uvicorn: the kserve venv)
 With none given: $USER/onnx-serving and --ort (what `make bench-ort` runs).
 --args "..." is passed to every runtime of ours (e.g. "--enable_batching --max_batch_size 4").
 
@@ -110,13 +114,14 @@ def main():
     ap.add_argument("--image", action="append", default=[], help="a serving image of ours")
     ap.add_argument("--binary", action="append", default=[], help="a runtime binary on this host")
     ap.add_argument("--ort", action="store_true", help="an onnxruntime server (scripts/ort_server.py)")
+    ap.add_argument("--fastapi", type=int, default=0, help="a FastAPI/uvicorn server with N processes")
     ap.add_argument("--args", default="", help="extra flags for every runtime of ours")
     ap.add_argument("-n", type=int, default=40, help="requests per contender and concurrency")
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--body", default="b64", help="b64 (JPEG), tensor (224x224x3 floats) or both: b64,tensor")
     ap.add_argument("--ort-threads", type=int, default=0)
     args = ap.parse_args()
-    if not (args.image or args.binary or args.ort):
+    if not (args.image or args.binary or args.ort or args.fastapi):
         user = "".join(c for c in (os.environ.get("USER") or os.environ.get("LOGNAME") or "").lower()
                        if c.isalnum() or c in "._-") or "local"  # as builder names its images
         args.image, args.ort = [f"{user}/onnx-serving"], True
@@ -139,11 +144,18 @@ def main():
                             image, *extra], check=True, capture_output=True)
             contenders.append({"label": spec, "port": port, "container": name})
             port += 1
-        for binary in args.binary:
+        for spec in args.binary:
+            binary, *own = shlex.split(spec)
             proc = subprocess.Popen([binary, "--rest_api_host", "127.0.0.1", "--rest_api_port", str(port),
-                                     "--model_name", "resnet", "--model_base_path", model_dir, *extra],
-                                    stderr=subprocess.DEVNULL)
-            contenders.append({"label": binary, "port": port, "proc": proc})
+                                     "--port", "0", "--model_name", "resnet", "--model_base_path", model_dir,
+                                     *extra, *own], stderr=subprocess.DEVNULL)
+            contenders.append({"label": spec, "port": port, "proc": proc})
+            port += 1
+        if args.fastapi:
+            proc = subprocess.Popen([sys.executable, os.path.join(HERE, "fastapi_server.py"), model_dir,
+                                     "--port", str(port), "--workers", str(args.fastapi)])
+            contenders.append({"label": f"FastAPI/uvicorn ({args.fastapi} processes, 1 thread each)",
+                               "port": port, "proc": proc})
             port += 1
         if args.ort:
             proc = subprocess.Popen([sys.executable, os.path.join(HERE, "ort_server.py"), model_dir,

@@ -189,8 +189,9 @@ async fn both_engines_match_onnxruntime_python_on_squeezenet() {
     }
 }
 
-/// Threads follow the load: with one thread per worker, a request alone runs on onnxruntime's
-/// session for every core (its answer the same), and concurrent requests each on a worker's own.
+/// Threads follow the load: with one thread per worker, a request admitted alone runs on
+/// onnxruntime's session for every core (its answer the same), and requests admitted together
+/// each on a worker's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lone_request_runs_on_every_core_and_concurrent_ones_on_one_each() {
     require_onnxruntime();
@@ -232,6 +233,7 @@ async fn a_lone_request_runs_on_every_core_and_concurrent_ones_on_one_each() {
     };
     let x = || runtime::tensor::Tensor::from_vec(shape.clone(), input.clone()).unwrap();
     for _ in 0..4 {
+        let _admitted = pool.admit().await.unwrap();
         check(pool.run(vec![x()]).await.unwrap().0);
     }
     let alone = pool.stats().lone_runs;
@@ -242,15 +244,19 @@ async fn a_lone_request_runs_on_every_core_and_concurrent_ones_on_one_each() {
         "{:?}",
         pool.stats()
     );
-    // Eight at once: most find a worker busy or the queue full of others, and run on their own.
+    // Eight admitted at once: none is alone, each runs on a worker's own session.
+    let mut admitted = Vec::new();
+    for _ in 0..8 {
+        admitted.push(pool.admit().await.unwrap());
+    }
     let runs: Vec<_> = (0..8).map(|_| pool.run(vec![x()])).collect();
     for out in futures_util::future::join_all(runs).await {
         check(out.unwrap().0);
     }
     let stats = pool.stats();
     assert_eq!(stats.requests, 12, "{stats:?}");
-    assert!(
-        stats.lone_runs - alone < 8,
-        "every concurrent request ran alone: {stats:?}"
+    assert_eq!(
+        stats.lone_runs, alone,
+        "a concurrent request ran alone: {stats:?}"
     );
 }

@@ -106,7 +106,7 @@ impl Prediction {
         let model = serving::resolve(&self.state, &spec).map_err(status)?;
         guard.version(model.version);
         // Refused before the tensors are converted and images decoded when the queue stays full.
-        model.pool.admit().await.map_err(status)?;
+        let _admitted = model.pool.admit().await.map_err(status)?;
         let sig = model.api_signature();
         let picked = serving::select_outputs(sig, &request.output_filter).map_err(status)?;
         // What the tensors will take once decoded (a short typed field may claim a large shape).

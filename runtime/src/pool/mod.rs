@@ -7,8 +7,9 @@
 //! The workers know models only as [`Backend`]s: which engine runs them is not their concern.
 //!
 //! Threads follow the load: each worker's runner uses one intra-op thread (many requests, one
-//! core each), and a request that finds every other worker idle and nobody waiting runs on the
-//! backend's runner for every core ([`Backend::lone_runner`]), when it has one.
+//! core each), and a request that is the only one admitted (none other read, decoded, queued or
+//! running) runs on the backend's runner for every core ([`Backend::lone_runner`]), when it has
+//! one.
 
 mod batching;
 
@@ -67,6 +68,18 @@ pub struct InferencePool {
     stats: Arc<Counters>,
     /// Woken when a worker takes a job: room in the queue for a waiting request.
     room: Arc<Notify>,
+    lone: Arc<Lone>,
+}
+
+/// A request admitted by [`InferencePool::admit`], counted as in flight until dropped (hold it
+/// until the answer is made).
+#[must_use = "the request counts as in flight only while this is held"]
+pub struct Admitted(Arc<Lone>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What the workers did, since start.
@@ -110,7 +123,7 @@ impl InferencePool {
             } else {
                 None
             }),
-            busy: AtomicUsize::new(0),
+            admitted: AtomicUsize::new(0),
         });
         for i in 0..workers.max(1) {
             let rx = rx.clone();
@@ -142,6 +155,7 @@ impl InferencePool {
             capacity: queue_capacity.max(1),
             stats,
             room,
+            lone,
         })
     }
 
@@ -152,12 +166,19 @@ impl InferencePool {
     /// while the queue had room may still find it full once decoded (429 then); decoding runs
     /// one request per core (`service::off_executor`), so that waste stays small.
     ///
+    /// The request counts as in flight while the returned [`Admitted`] lives (a lone request
+    /// gets every core).
+    ///
     /// Errors: Overloaded (429 with Retry-After; RESOURCE_EXHAUSTED over gRPC).
-    pub async fn admit(&self) -> Result<(), ApiError> {
+    pub async fn admit(&self) -> Result<Admitted, ApiError> {
         let deadline = tokio::time::Instant::now() + ADMISSION_WAIT;
+        let admitted = || {
+            self.lone.admitted.fetch_add(1, Ordering::AcqRel);
+            Admitted(self.lone.clone())
+        };
         loop {
             if self.tx.len() < self.capacity {
-                return Ok(());
+                return Ok(admitted());
             }
             // A worker taking a job in between leaves a permit: the wait then ends at once.
             if tokio::time::timeout_at(deadline, self.room.notified())
@@ -166,7 +187,7 @@ impl InferencePool {
             {
                 // A last look: room may have come without a wake-up reaching us.
                 if self.tx.len() < self.capacity {
-                    return Ok(());
+                    return Ok(admitted());
                 }
                 return Err(self.full());
             }
@@ -242,19 +263,10 @@ fn release_free_memory() {
 /// goodput where 100 ms kept 0.71x, for +50 ms on the admitted requests' p99 (BENCHMARKS.md).
 pub const ADMISSION_WAIT: Duration = Duration::from_millis(250);
 
-/// The runner on every core for lone requests, and how many workers are running now.
+/// The runner on every core for lone requests, and how many requests are admitted now.
 struct Lone {
     runner: Mutex<Option<Box<dyn Runner>>>,
-    busy: AtomicUsize,
-}
-
-/// Counts a worker as running while it lives.
-struct Busy<'a>(&'a AtomicUsize);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    admitted: AtomicUsize,
 }
 
 /// One inference thread.
@@ -270,15 +282,14 @@ struct Worker {
 }
 
 impl Worker {
-    /// Runs a request that was alone when taken (`alone`: nobody waiting) on the runner for
-    /// every core if no other worker is running and no one else holds it; else on this
-    /// worker's own runner. A panic there drops that runner: lone requests then run on their
-    /// worker's runner, as concurrent ones do.
+    /// Runs a request on the runner for every core when it is the only one admitted (none
+    /// other being read, decoded, queued or run; `alone`: nobody was queued when it was taken)
+    /// and no one else holds that runner; else on this worker's own runner. A panic there drops
+    /// that runner: lone requests then run on their worker's runner, as concurrent ones do.
     fn run_one(&mut self, inputs: Vec<Tensor>, alone: bool) -> Result<Vec<Tensor>, RunError> {
         let shared = self.lone.clone();
-        let before = shared.busy.fetch_add(1, Ordering::AcqRel);
-        let _busy = Busy(&shared.busy);
-        if alone && before == 0 {
+        // A run through `run` without `admit` (tests, the bench) counts as 0.
+        if alone && shared.admitted.load(Ordering::Acquire) <= 1 {
             let lone = match shared.runner.try_lock() {
                 Ok(guard) => Some(guard),
                 Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),

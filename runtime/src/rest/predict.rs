@@ -66,7 +66,7 @@ async fn predict_call(
     let model = serving::resolve(st, &spec(name, version))?;
     guard.version(model.version);
     // Refused before the body is even read when the queue stays full: cheap under a flood.
-    model.pool.admit().await?;
+    let _admitted = model.pool.admit().await?;
     let body = read_body(body, st.limits.max_body_bytes).await?;
     // Image decoding takes milliseconds: never on the async executor.
     let (inputs, format) = if body.len() > DECODE_INLINE_MAX || model.serving.is_some() {

@@ -253,7 +253,7 @@ impl Inference {
         };
         guard.version(model.version);
         // Refused before the tensors are converted and images decoded when the queue stays full.
-        model.pool.admit().await.map_err(status)?;
+        let _admitted = model.pool.admit().await.map_err(status)?;
         let sig = model.api_signature();
         let names: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
         let picked = serving::select_outputs(sig, &names).map_err(status)?;

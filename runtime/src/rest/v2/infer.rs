@@ -53,7 +53,7 @@ async fn infer_call(
     let model = serving::resolve(st, &spec(name, version))?;
     guard.version(model.version);
     // Refused before the body is even read when the queue stays full: cheap under a flood.
-    model.pool.admit().await?;
+    let _admitted = model.pool.admit().await?;
     let header_length = match headers.get(HEADER_LENGTH) {
         Some(v) => Some(
             v.to_str()
