@@ -438,6 +438,9 @@ class Repository(unittest.TestCase):
         self.assertFalse(c.is_model_ready("dtypes"))
         index = c.get_model_repository_index(as_json=True)["models"]
         self.assertIn({"name": "dtypes", "state": "UNAVAILABLE", "reason": "unloaded"}, index)
+        c.unload_model("multi_io")  # every model unloaded: still ready, so a load can come
+        self.assertTrue(c.is_server_ready())
+        c.load_model("multi_io")
         c.load_model("dtypes")
         self.assertTrue(c.is_model_ready("dtypes"))
         index = c.get_model_repository_index(as_json=True)["models"]

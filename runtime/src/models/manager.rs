@@ -150,9 +150,16 @@ impl Manager {
     /// is then unchanged.
     pub fn reload(&self, configs: Vec<ModelConfig>) -> Result<Vec<String>, ApiError> {
         let mut inner = self.lock();
+        // A model unloaded through the repository API has no versions served: its labels are
+        // new again, and apply once a version is AVAILABLE.
+        let served_before: Vec<ModelConfig> = configs
+            .iter()
+            .filter(|c| !inner.unloaded.contains(&c.name))
+            .cloned()
+            .collect();
         check_labels(
             &self.state,
-            &configs,
+            &served_before,
             self.options.allow_labels_for_unavailable,
         )?;
         let served = inner.served();
@@ -216,9 +223,11 @@ impl Manager {
             return; // reloaded (or loaded, unloaded) meanwhile: that change's own pass follows
         }
         let wanted: BTreeSet<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+        // An unloaded model's track is kept: loading it again needs no second look at its files.
+        let unloaded = inner.unloaded.clone();
         inner
             .tracks
-            .retain(|name, _| wanted.contains(name.as_str()));
+            .retain(|name, _| wanted.contains(name.as_str()) || unloaded.contains(name));
         self.state.update_if(|models| {
             let before = models.len();
             models.retain(|name, _| {

@@ -118,11 +118,8 @@ impl InferencePool {
         let room = Arc::new(Notify::new());
         // With a single worker, every request is alone: its own runner is all there is.
         let lone = Arc::new(Lone {
-            runner: Mutex::new(if workers > 1 {
-                backend.lone_runner()
-            } else {
-                None
-            }),
+            // Taken either way, so that the backend does not keep it for nothing.
+            runner: Mutex::new(backend.lone_runner().filter(|_| workers > 1)),
             admitted: AtomicUsize::new(0),
         });
         for i in 0..workers.max(1) {

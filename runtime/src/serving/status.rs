@@ -57,7 +57,17 @@ pub fn available_versions(st: &AppState, name: &str) -> Vec<u64> {
 /// Whether the server is ready: there is a model and every configured model has an AVAILABLE
 /// version. Unavailable naming the models that have none otherwise.
 pub fn ready(st: &AppState) -> Result<(), ApiError> {
+    // Every model unloaded through the repository API: ready, as Triton's explicit mode is,
+    // so that a load can still reach the server behind a readiness probe. (Asked before the
+    // models are borrowed: the manager changes them while holding its own lock.)
+    let all_unloaded = st
+        .control()
+        .map(|c| c.repository())
+        .is_some_and(|r| !r.is_empty() && r.iter().all(|(_, unloaded)| *unloaded));
     let models = st.models();
+    if models.is_empty() && all_unloaded {
+        return Ok(());
+    }
     if models.is_empty() {
         return Err(ApiError::Unavailable(
             "no model is served (none is configured yet, or every one was unloaded)".into(),

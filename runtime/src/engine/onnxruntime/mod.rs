@@ -189,10 +189,15 @@ fn lone_session_for(
     if one < LONE_MIN_RUN {
         return Ok((None, one));
     }
-    let mut lone = OrtRunner::new(new_session(lib, path, max, true)?);
+    // The session is an option: failing to make one leaves lone requests on their worker.
+    let Ok(session) = new_session(lib, path, max, true) else {
+        return Ok((None, one));
+    };
+    let mut lone = OrtRunner::new(session);
     if warm_up(&mut lone, signature, &[1], &mut Vec::new()).is_err() {
         return Ok((None, one));
     }
+    // Timed for the log only: a load under load (a reload while serving) times contention.
     let (_, t_lone) = time_pair(runner, &mut lone, signature);
     Ok((Some(lone.session), t_lone))
 }
