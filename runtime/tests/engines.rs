@@ -157,35 +157,56 @@ fn test_models() -> PathBuf {
 #[tokio::test]
 async fn both_engines_match_onnxruntime_python_on_squeezenet() {
     require_onnxruntime();
-    let dir = test_models().join("squeezenet");
-    let text = std::fs::read_to_string(dir.join("reference.json"))
-        .expect("reference.json: the CNN test models are made by `make test-models`");
-    let reference: Value = serde_json::from_str(&text).unwrap();
-    let found = find_latest_version(&dir).unwrap();
-    let shape: Vec<usize> = serde_json::from_value(reference["input_shape"].clone()).unwrap();
-    let input: Vec<f32> = reference["input"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
-    let want: Vec<f64> = flat(&reference["output"]);
+    let squeezenet = Squeezenet::read();
     for kind in [EngineKind::Tract, EngineKind::Onnxruntime] {
-        let loaded = engine::load(kind, &found.path, &LoadOptions::default()).unwrap();
+        let loaded = engine::load(kind, &squeezenet.path, &LoadOptions::default()).unwrap();
         let mut runner = loaded.backend.runner().unwrap();
-        let x = runtime::tensor::Tensor::from_vec(shape.clone(), input.clone()).unwrap();
-        let out = runner.run(vec![x]).unwrap();
-        let got = out[0].as_slice::<f32>().unwrap();
-        assert_eq!(got.len(), want.len());
-        let max_diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (f64::from(*a) - b).abs())
-            .fold(0.0, f64::max);
+        let out = runner.run(vec![squeezenet.input()]).unwrap();
+        let max_diff = squeezenet.max_diff(&out);
         assert!(
             max_diff < 1e-4,
             "{kind} differs from onnxruntime's Python by {max_diff}"
         );
+    }
+}
+
+/// SqueezeNet's model file, and onnxruntime's Python run of it (reference.json).
+struct Squeezenet {
+    path: PathBuf,
+    shape: Vec<usize>,
+    input: Vec<f32>,
+    want: Vec<f64>,
+}
+
+impl Squeezenet {
+    fn read() -> Squeezenet {
+        let dir = test_models().join("squeezenet");
+        let text = std::fs::read_to_string(dir.join("reference.json"))
+            .expect("reference.json: the CNN test models are made by `make test-models`");
+        let reference: Value = serde_json::from_str(&text).unwrap();
+        Squeezenet {
+            path: find_latest_version(&dir).unwrap().path,
+            shape: serde_json::from_value(reference["input_shape"].clone()).unwrap(),
+            input: flat(&reference["input"])
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
+            want: flat(&reference["output"]),
+        }
+    }
+
+    fn input(&self) -> runtime::tensor::Tensor {
+        runtime::tensor::Tensor::from_vec(self.shape.clone(), self.input.clone()).unwrap()
+    }
+
+    /// The largest difference of the first output from the reference's.
+    fn max_diff(&self, out: &[runtime::tensor::Tensor]) -> f64 {
+        let got = out[0].as_slice::<f32>().unwrap();
+        assert_eq!(got.len(), self.want.len());
+        got.iter()
+            .zip(&self.want)
+            .map(|(a, b)| (f64::from(*a) - b).abs())
+            .fold(0.0, f64::max)
     }
 }
 
@@ -195,23 +216,13 @@ async fn both_engines_match_onnxruntime_python_on_squeezenet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lone_request_runs_on_every_core_and_concurrent_ones_on_one_each() {
     require_onnxruntime();
-    let dir = test_models().join("squeezenet");
-    let text = std::fs::read_to_string(dir.join("reference.json"))
-        .expect("reference.json: the CNN test models are made by `make test-models`");
-    let reference: Value = serde_json::from_str(&text).unwrap();
-    let shape: Vec<usize> = serde_json::from_value(reference["input_shape"].clone()).unwrap();
-    let input: Vec<f32> = flat(&reference["input"])
-        .iter()
-        .map(|&v| v as f32)
-        .collect();
-    let want = flat(&reference["output"]);
+    let squeezenet = Squeezenet::read();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let opts = LoadOptions {
         threads: engine::Threads::Auto { max: cores },
         ..LoadOptions::default()
     };
-    let found = find_latest_version(&dir).unwrap();
-    let loaded = engine::load(EngineKind::Onnxruntime, &found.path, &opts).unwrap();
+    let loaded = engine::load(EngineKind::Onnxruntime, &squeezenet.path, &opts).unwrap();
     let notes = loaded.notes.join("\n");
     // SqueezeNet runs for milliseconds: a session on every core is kept for lone requests.
     // (Unless two threads were 1.5x faster: every worker then has all cores.)
@@ -223,15 +234,10 @@ async fn a_lone_request_runs_on_every_core_and_concurrent_ones_on_one_each() {
     );
     let pool = runtime::pool::InferencePool::start(loaded.backend, 2, 16, None, None).unwrap();
     let check = |out: Vec<runtime::tensor::Tensor>| {
-        let got = out[0].as_slice::<f32>().unwrap();
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (f64::from(*a) - b).abs())
-            .fold(0.0, f64::max);
+        let diff = squeezenet.max_diff(&out);
         assert!(diff < 1e-4, "differs from onnxruntime's Python by {diff}");
     };
-    let x = || runtime::tensor::Tensor::from_vec(shape.clone(), input.clone()).unwrap();
+    let x = || squeezenet.input();
     for _ in 0..4 {
         let _admitted = pool.admit().await.unwrap();
         check(pool.run(vec![x()]).await.unwrap().0);

@@ -284,15 +284,14 @@ impl Worker {
     /// and no one else holds that runner; else on this worker's own runner. A panic there drops
     /// that runner: lone requests then run on their worker's runner, as concurrent ones do.
     fn run_one(&mut self, inputs: Vec<Tensor>, alone: bool) -> Result<Vec<Tensor>, RunError> {
-        let shared = self.lone.clone();
         // A run through `run` without `admit` (tests, the bench) counts as 0.
-        if alone && shared.admitted.load(Ordering::Acquire) <= 1 {
-            let lone = match shared.runner.try_lock() {
+        if alone && self.lone.admitted.load(Ordering::Acquire) <= 1 {
+            let lone = match self.lone.runner.try_lock() {
                 Ok(guard) => Some(guard),
                 Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
                 Err(TryLockError::WouldBlock) => None,
             };
-            if let Some(mut guard) = lone.filter(|g| g.is_some()) {
+            if let Some(mut guard) = lone {
                 if let Some(runner) = guard.as_mut() {
                     let result = run_guarded(runner.as_mut(), inputs);
                     self.stats.lone_runs.fetch_add(1, Ordering::Relaxed);

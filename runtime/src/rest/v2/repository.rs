@@ -64,16 +64,7 @@ pub(super) async fn load(
     Path(name): Path<String>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let guard = serving::track(&st, &name, "v2", "load");
-    let result = async {
-        let r = request(&st, body).await?;
-        serving::require_name(&name)?;
-        repository::check_parameters(r.parameters.keys().map(String::as_str))?;
-        repository::load(&st, &name, repository::LOAD_WAIT).await
-    }
-    .await;
-    guard.finish(&result);
-    result.map(|()| StatusCode::OK)
+    control(&st, &name, body, true).await
 }
 
 /// `POST /v2/repository/models/{m}/unload`.
@@ -82,12 +73,27 @@ pub(super) async fn unload(
     Path(name): Path<String>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let guard = serving::track(&st, &name, "v2", "unload");
+    control(&st, &name, body, false).await
+}
+
+/// Loads (`load`) or unloads a model, counted in the metrics as api `v2`.
+async fn control(
+    st: &AppState,
+    name: &str,
+    body: Body,
+    load: bool,
+) -> Result<StatusCode, ApiError> {
+    let method = if load { "load" } else { "unload" };
+    let guard = serving::track(st, name, "v2", method);
     let result = async {
-        let r = request(&st, body).await?;
-        serving::require_name(&name)?;
+        let r = request(st, body).await?;
+        serving::require_name(name)?;
         repository::check_parameters(r.parameters.keys().map(String::as_str))?;
-        repository::unload(&st, &name)
+        if load {
+            repository::load(st, name, repository::LOAD_WAIT).await
+        } else {
+            repository::unload(st, name)
+        }
     }
     .await;
     guard.finish(&result);
