@@ -225,7 +225,7 @@ async fn a_lone_request_runs_on_every_core_and_concurrent_ones_on_one_each() {
     let loaded = engine::load(EngineKind::Onnxruntime, &squeezenet.path, &opts).unwrap();
     let notes = loaded.notes.join("\n");
     // SqueezeNet runs for milliseconds: a session on every core is kept for lone requests.
-    // (Unless two threads were 1.5x faster: every worker then has all cores.)
+    // (Unless every core made it 0.9 x cores faster: every worker then has all cores.)
     let all_cores = notes.contains(&format!("Intra-op threads: {cores} (a lone run"));
     assert_eq!(
         notes.contains("Lone requests: a session with"),

@@ -106,7 +106,7 @@ pub struct ServeArgs {
     #[arg(long = "rest_api_num_threads", alias = "rest-api-num-threads", env = env::REST_API_NUM_THREADS, default_value_t = 0)]
     pub rest_api_num_threads: usize,
     /// Threads one model run may use (0: timed at warm-up. Every core this process may use
-    /// when they make a lone run 1.5x faster for onnxruntime, 1.15x for tract; else one per
+    /// when they make a lone run 0.9 x cores faster for onnxruntime, 1.15x for tract; else one per
     /// worker, and with onnxruntime a session on every core for a request that comes alone,
     /// unless a run takes under a millisecond). N: every run gets N.
     #[arg(long = "inference_threads", alias = "inference-threads", env = env::INFERENCE_THREADS, default_value_t = 0)]
