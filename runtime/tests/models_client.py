@@ -181,9 +181,10 @@ def case_config():
 
 
 class Clients:
-    """Threads posting to /v1/models/m:predict without pause; every answer is recorded."""
+    """Threads posting to /v1/models/<model>:predict without pause; every answer is recorded."""
 
-    def __init__(self, n=4):
+    def __init__(self, n=4, model="m"):
+        self.model = model
         self.stop = threading.Event()
         self.answers = []  # (time, status, first value or error)
         self.lock = threading.Lock()
@@ -194,7 +195,7 @@ class Clients:
     def run(self):
         while not self.stop.is_set():
             try:
-                code, body = http("POST", "/v1/models/m:predict", {"instances": LINEAR_X})
+                code, body = http("POST", f"/v1/models/{self.model}:predict", {"instances": LINEAR_X})
                 got = body["predictions"][0][0] if code == 200 else body
             except Exception as e:  # a refused or reset connection is a failed request too
                 code, got = 0, repr(e)
@@ -386,8 +387,11 @@ def case_engine_panics():
     # tract panics on an out-of-range Gather index: in a run (gather, index 10 from the
     # request) and at load (gather_oob, a constant index 10). A run's panic is that request's
     # 500; a load's is that version's END; the server, its workers and other models go on.
+    # An engine that aborts (the debug build's hook) dies in the child process that loads a
+    # version first. Meanwhile clients keep linear busy: not one of their requests may fail.
     wait_for("gather and linear", lambda: states("gather") == {1: "AVAILABLE"}
              and states("linear") == {1: "AVAILABLE"})
+    clients = Clients(2, model="linear")
 
     def rows(index):
         return http("POST", "/v1/models/gather:predict", {"instances": [[index]]})
@@ -407,6 +411,20 @@ def case_engine_panics():
     assert states("gather")[1] == "AVAILABLE"
     assert rows(0) == (200, {"predictions": [[[0.0, 1.0, 2.0, 3.0]]]}), rows(0)
     assert predict_first("linear") == V1
+
+    v3 = BASE / "gather" / ".v3"
+    shutil.copytree(FIXTURES / "gather" / "1", v3)
+    (v3 / "ABORT_ENGINE_FOR_TESTS").write_text("the engine aborts loading this version\n")
+    v3.rename(BASE / "gather" / "3")
+    wait_for("version 3 END", lambda: states("gather").get(3) == "END")
+    v3 = status("gather")[3]["status"]
+    assert "the engine crashed loading it in a child process" in v3["error_message"] \
+        and "signal 6, SIGABRT" in v3["error_message"], v3
+    assert states("gather")[1] == "AVAILABLE"
+    assert rows(1) == (200, {"predictions": [[[4.0, 5.0, 6.0, 7.0]]]}), rows(1)
+    served = clients.finish()
+    assert served > 20, served
+    print(f"linear: {served} requests, none failed, while gather crashed")
 
 
 if __name__ == "__main__":

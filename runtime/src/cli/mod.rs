@@ -102,6 +102,13 @@ pub struct ServeArgs {
     /// 503 until it is); without it a label moves only to an AVAILABLE version.
     #[arg(long = "allow_version_labels_for_unavailable_models", alias = "allow-version-labels-for-unavailable-models", env = env::ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS)]
     pub allow_version_labels_for_unavailable_models: bool,
+    /// Load a version that arrives while serving (a new version folder, a config reload, a
+    /// repository load) in a child process (`runtime check-model`) first, so that an engine
+    /// that crashes on it (an abort, a segfault: what no unwinding catches) ends that version,
+    /// END with the signal, not the server. Costs one more load of each such version; false
+    /// loads it in the server directly. Models present at start-up load directly.
+    #[arg(long = "check_loads_in_child_process", alias = "check-loads-in-child-process", env = env::CHECK_LOADS_IN_CHILD_PROCESS, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub check_loads_in_child_process: bool,
     /// Threads answering HTTP (0: one per CPU core).
     #[arg(long = "rest_api_num_threads", alias = "rest-api-num-threads", env = env::REST_API_NUM_THREADS, default_value_t = 0)]
     pub rest_api_num_threads: usize,

@@ -179,6 +179,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         ManagerOptions {
             file_system_poll: poll(args.file_system_poll_wait_seconds),
             allow_labels_for_unavailable: args.allow_version_labels_for_unavailable_models,
+            check_loads_in_child: args.check_loads_in_child_process,
         },
     );
     let failed_rx = manager.startup_failure();

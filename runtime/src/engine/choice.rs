@@ -43,6 +43,8 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// the model fails this load ([`ModelError::Engine`]), so that with `auto` the other engine
 /// may still serve it.
 pub fn load(kind: EngineKind, path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
+    #[cfg(debug_assertions)]
+    abort_if_asked(path);
     catch_panic(|| load_unguarded(kind, path, opts)).unwrap_or_else(|why| {
         Err(ModelError::Engine {
             engine: kind.name(),
@@ -52,6 +54,20 @@ pub fn load(kind: EngineKind, path: &Path, opts: &LoadOptions) -> Result<Loaded,
         })
     })
 }
+
+/// Test-only engine hook (debug builds only): a model file with [`ABORT_MARKER`] beside it
+/// aborts the process as it loads, as an engine that dies hard on a model would (a C++
+/// `std::terminate`, a failed allocation), which no unwinding catches.
+#[cfg(debug_assertions)]
+fn abort_if_asked(path: &Path) {
+    if path.with_file_name(ABORT_MARKER).exists() {
+        eprintln!("{ABORT_MARKER} beside {}: aborting", path.display());
+        std::process::abort();
+    }
+}
+
+/// The file name of the test-only hook above.
+pub const ABORT_MARKER: &str = "ABORT_ENGINE_FOR_TESTS";
 
 fn load_unguarded(kind: EngineKind, path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     match kind {

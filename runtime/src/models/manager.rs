@@ -9,19 +9,21 @@
 //! fails to load is END with its error, and is tried again only if its files change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
+use super::check::{check_in_child, ChildCheck};
 use super::config::ModelConfig;
 use super::disk::{self, Fingerprint};
 use super::layout::ModelVersion;
 use super::load::{load_and_warm_up, log_loaded, PoolOptions};
 use super::reload::check_labels;
 use super::state::{AppState, ModelEntry, Servable};
+use crate::engine::EngineChoice;
 use crate::error::ApiError;
 
 /// How the manager follows the disk and the config.
@@ -33,6 +35,10 @@ pub struct ManagerOptions {
     /// Labels may name a version that is not AVAILABLE yet, if the label is new
     /// (`--allow_version_labels_for_unavailable_models`).
     pub allow_labels_for_unavailable: bool,
+    /// Versions loaded while serving are loaded by `runtime check-model` in a child process
+    /// first, so that an engine crash ends that version, not the server
+    /// (`--check_loads_in_child_process`, [`super::check`]).
+    pub check_loads_in_child: bool,
 }
 
 /// Keeps the models of [`AppState`] in step with the config and the disk.
@@ -409,14 +415,23 @@ impl Manager {
                 path: model,
             };
             let name = pool.model_name.clone();
-            // A model that trips an engine bug ends its version (END with the panic's text),
-            // not the server and the models it serves (release builds unwind).
-            let loaded = crate::engine::catch_panic(|| load_and_warm_up(&found, &pool))
-                .unwrap_or_else(|why| {
-                    Err(anyhow::anyhow!(
-                        "the engine panicked while loading it: {why}"
-                    ))
-                });
+            // A model that trips an engine bug ends its version (END with the panic's text, or
+            // the child's signal), not the server and the models it serves (release builds
+            // unwind; a crash is caught in a child while serving).
+            let crashed = if startup || !manager.options.check_loads_in_child {
+                None
+            } else {
+                child_crash(&name, version, &found.path, pool.engine)
+            };
+            let loaded = match crashed {
+                Some(crash) => Err(anyhow::anyhow!(crash)),
+                None => crate::engine::catch_panic(|| load_and_warm_up(&found, &pool))
+                    .unwrap_or_else(|why| {
+                        Err(anyhow::anyhow!(
+                            "the engine panicked while loading it: {why}"
+                        ))
+                    }),
+            };
             match loaded {
                 Ok(model) => {
                     let model = Arc::new(model);
@@ -456,6 +471,26 @@ impl Manager {
             }
             manager.wake.notify_one();
         });
+    }
+}
+
+/// Loads the version's model file in a child process first ([`check_in_child`]): the crash's
+/// description if the engine crashed there.
+fn child_crash(name: &str, version: u64, path: &Path, engine: EngineChoice) -> Option<String> {
+    match check_in_child(path, engine) {
+        ChildCheck::Survived(took) => {
+            info!(
+                "Servable version {{name: {name} version: {version}}}: a child process loaded it \
+                 without crashing in {:.0} ms",
+                took.as_secs_f64() * 1000.0
+            );
+            None
+        }
+        ChildCheck::Crashed(crash) => Some(crash),
+        ChildCheck::Unavailable(why) => {
+            warn!("Servable version {{name: {name} version: {version}}}: loading it unchecked: no child process ({why})");
+            None
+        }
     }
 }
 

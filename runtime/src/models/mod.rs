@@ -1,9 +1,11 @@
 //! The models served: which models and versions the server holds (`state`, TF Serving's servable
 //! life cycle), kept in step with the model config (`config`, `reload`) and the version folders
 //! on disk (`layout`, `disk`) under each model's version policy (`policy`) by the model manager
-//! (`manager`), which loads each version (`load`) with an engine and a worker pool, and takes
-//! models in and out of service on request (`repository`).
+//! (`manager`), which loads each version (`load`) with an engine and a worker pool (while
+//! serving, after a child process survived loading it: `check`), and takes models in and out
+//! of service on request (`repository`).
 
+pub mod check;
 pub mod config;
 pub mod disk;
 pub mod layout;
