@@ -57,7 +57,7 @@ def wait(c):
     sys.exit(f"bench_servers: {c['label']} never became AVAILABLE")
 
 
-def rounds(contenders, body, n, conc):
+def rounds(contenders, body, n, conc, pause):
     lat = [[] for _ in contenders]
     busy = [0.0 for _ in contenders]
     classes = [None for _ in contenders]
@@ -77,6 +77,10 @@ def rounds(contenders, body, n, conc):
             [t.start() for t in threads]
             [t.join() for t in threads]
             busy[i] += time.perf_counter() - start
+            # Let the contender's idle threads stop spinning (onnxruntime's spin for a while
+            # after each run) before the next one's turn: on a machine of few cores they would
+            # take the next contender's cores, which no single-server deployment suffers.
+            time.sleep(pause)
             if len(out) != conc:
                 sys.exit(f"bench_servers: {contenders[i]['label']} failed a request")
             for dt, answer in out:
@@ -120,6 +124,8 @@ def main():
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--body", default="b64", help="b64 (JPEG), tensor (224x224x3 floats) or both: b64,tensor")
     ap.add_argument("--ort-threads", type=int, default=0)
+    ap.add_argument("--pause-ms", type=float, default=50,
+                    help="pause between contenders' turns, so that spinning threads settle")
     args = ap.parse_args()
     if not (args.image or args.binary or args.ort or args.fastapi):
         user = "".join(c for c in (os.environ.get("USER") or os.environ.get("LOGNAME") or "").lower()
@@ -174,7 +180,7 @@ def main():
             print(f"\nbody: {name} ({len(body) / 1e6:.2f} MB)")
             print(f"{'conc':>4} {'#':>2} {'p50':>9} {'p90':>9} {'req/s':>7} {'p50 ratio':>9} {'req/s ratio':>11}  class")
             for conc in [int(c) for c in args.concurrency.split(",")]:
-                lat, busy, classes = rounds(contenders, body, args.n, conc)
+                lat, busy, classes = rounds(contenders, body, args.n, conc, args.pause_ms / 1000)
                 base_p50, base_rate = pct(lat[0], 0.5), len(lat[0]) / busy[0]
                 for i in range(len(contenders)):
                     p50, p90, rate = pct(lat[i], 0.5), pct(lat[i], 0.9), len(lat[i]) / busy[i]
