@@ -137,6 +137,11 @@ fn versions_reload_from_disk_under_load_without_a_failed_request() {
 
 #[test]
 fn an_engine_panic_fails_one_request_or_one_version_never_the_server() {
+    // The engine-abort hook the client's last step uses is compiled into debug builds only.
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: `cargo test --release` builds the runtime without its test hook");
+        return;
+    }
     let base = scratch("panics");
     add_version(&base.join("gather"), 1, "gather");
     add_version(&base.join("linear"), 1, "linear");

@@ -8,11 +8,16 @@
 //! API's load); a crash makes that version END with the signal and the child's last words. At
 //! start-up there is nothing else to protect: a model that fails to load stops the server anyway.
 
+use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::engine::{self, EngineChoice};
+
+/// How long the child may take to load and run a model before it is killed and the version
+/// ends: far more than any model the server could serve takes to load (ResNet-50: ~1 s).
+pub const CHILD_CHECK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The outcome of loading a model file in a child process.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,26 +25,30 @@ pub enum ChildCheck {
     /// The child loaded and ran it, or refused it with an error (which the load in this
     /// process will report in its own words): loading it here cannot crash the way it could.
     Survived(Duration),
-    /// The child died: the engine crashed on this model. The text says how, for the version's
-    /// END status.
+    /// The child died, or hung past [`CHILD_CHECK_TIMEOUT`]: the engine crashed on this model.
+    /// The text says how, for the version's END status.
     Crashed(String),
     /// No child could be started (the executable is gone, a process limit): the load goes on
     /// unchecked, with this reason logged.
     Unavailable(String),
 }
 
-/// Runs `runtime check-model FILE --engine ENGINE` (the same executable, the same onnxruntime
-/// library as this process) on the model file `path` and waits for it. Blocking: call it from
-/// a blocking thread.
+/// Runs `runtime check-model --engine ENGINE -- FILE` (the same executable, the same
+/// onnxruntime library as this process) on the model file `path` and waits for it, at most
+/// [`CHILD_CHECK_TIMEOUT`]. Blocking: call it from a blocking thread.
 pub fn check_in_child(path: &Path, engine: EngineChoice) -> ChildCheck {
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => return ChildCheck::Unavailable(format!("this executable's path: {e}")),
+    // /proc/self/exe still opens the binary this process runs when its file was replaced or
+    // deleted (an upgrade in place); current_exe would then name another file or none.
+    let exe = match Path::new("/proc/self/exe").exists() {
+        true => std::path::PathBuf::from("/proc/self/exe"),
+        false => match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => return ChildCheck::Unavailable(format!("this executable's path: {e}")),
+        },
     };
     let mut command = Command::new(exe);
     command
         .arg("check-model")
-        .arg(path)
         .arg("--engine")
         .arg(engine.to_string());
     if engine != EngineChoice::Tract {
@@ -47,33 +56,82 @@ pub fn check_in_child(path: &Path, engine: EngineChoice) -> ChildCheck {
             command.arg("--onnxruntime_library").arg(&lib.path);
         }
     }
+    command
+        .arg("--")
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let started = Instant::now();
-    let output = match command.output() {
-        Ok(output) => output,
+    let mut child = match command.spawn() {
+        Ok(child) => child,
         Err(e) => return ChildCheck::Unavailable(format!("starting `runtime check-model`: {e}")),
     };
-    match killed_by(&output.status) {
-        None => ChildCheck::Survived(started.elapsed()),
-        Some(signal) => {
-            let said = last_lines(&output.stderr, 3);
-            ChildCheck::Crashed(format!(
-                "the engine crashed loading it in a child process (`runtime check-model` was \
-                 killed by signal {signal}{}){}",
-                signal_name(signal).map_or(String::new(), |n| format!(", {n}")),
-                if said.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {said}")
-                }
-            ))
+    // Drained beside the wait, so that a child that writes much cannot block on a full pipe.
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            text
+        })
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if started.elapsed() < CHILD_CHECK_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
         }
+    };
+    let said = stderr
+        .and_then(|reader| reader.join().ok())
+        .map(|text| last_lines(&text, 3))
+        .unwrap_or_default();
+    let said = if said.is_empty() {
+        String::new()
+    } else {
+        format!(": {said}")
+    };
+    let Some(status) = status else {
+        return ChildCheck::Crashed(format!(
+            "loading it in a child process (`runtime check-model`) did not finish within {} s \
+             and was killed{said}; try `runtime check-model` on the file, or another `--engine`",
+            CHILD_CHECK_TIMEOUT.as_secs()
+        ));
+    };
+    match killed_by(&status) {
+        None => {
+            if !status.success() {
+                // The load here reports the model's error in its own words; a usage error
+                // would mean the check itself is broken, which the log should show.
+                tracing::debug!("`runtime check-model` in a child exited with {status}{said}");
+            }
+            ChildCheck::Survived(started.elapsed())
+        }
+        Some(signal) => ChildCheck::Crashed(format!(
+            "the engine crashed loading it in a child process (`runtime check-model` was \
+             killed by signal {signal}{}){said}; the version stays END until its files change \
+             (try another `--engine`, or `runtime check-model` on the file to see it happen)",
+            signal_name(signal).map_or(String::new(), |n| format!(", {n}")),
+        )),
     }
 }
 
 /// The signal that ended the child, if one did.
+#[cfg(unix)]
 fn killed_by(status: &std::process::ExitStatus) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
     status.signal()
+}
+
+#[cfg(not(unix))]
+fn killed_by(_status: &std::process::ExitStatus) -> Option<i32> {
+    None
 }
 
 fn signal_name(signal: i32) -> Option<&'static str> {
