@@ -13,6 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tracing::{info, warn};
+
 use crate::engine::{self, EngineChoice};
 
 /// How long the child may take to load and run a model before it is killed and the version
@@ -39,12 +41,14 @@ pub enum ChildCheck {
 pub fn check_in_child(path: &Path, engine: EngineChoice) -> ChildCheck {
     // /proc/self/exe still opens the binary this process runs when its file was replaced or
     // deleted (an upgrade in place); current_exe would then name another file or none.
-    let exe = match Path::new("/proc/self/exe").exists() {
-        true => std::path::PathBuf::from("/proc/self/exe"),
-        false => match std::env::current_exe() {
+    let proc_exe = Path::new("/proc/self/exe");
+    let exe = if proc_exe.exists() {
+        proc_exe.to_path_buf()
+    } else {
+        match std::env::current_exe() {
             Ok(exe) => exe,
             Err(e) => return ChildCheck::Unavailable(format!("this executable's path: {e}")),
-        },
+        }
     };
     let mut command = Command::new(exe);
     command
@@ -119,6 +123,32 @@ pub fn check_in_child(path: &Path, engine: EngineChoice) -> ChildCheck {
              (try another `--engine`, or `runtime check-model` on the file to see it happen)",
             signal_name(signal).map_or(String::new(), |n| format!(", {n}")),
         )),
+    }
+}
+
+/// Loads version `version` of model `name` from `path` in a child process first
+/// ([`check_in_child`]), logging how that went: the crash's description if the engine crashed
+/// there, for the version's END status.
+pub fn crash_in_child(
+    name: &str,
+    version: u64,
+    path: &Path,
+    engine: EngineChoice,
+) -> Option<String> {
+    match check_in_child(path, engine) {
+        ChildCheck::Survived(took) => {
+            info!(
+                "Servable version {{name: {name} version: {version}}}: a child process loaded it \
+                 without crashing in {:.0} ms",
+                took.as_secs_f64() * 1000.0
+            );
+            None
+        }
+        ChildCheck::Crashed(crash) => Some(crash),
+        ChildCheck::Unavailable(why) => {
+            warn!("Servable version {{name: {name} version: {version}}}: loading it unchecked: no child process ({why})");
+            None
+        }
     }
 }
 

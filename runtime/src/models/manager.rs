@@ -9,21 +9,20 @@
 //! fails to load is END with its error, and is tried again only if its files change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
-use super::check::{check_in_child, ChildCheck};
+use super::check::crash_in_child;
 use super::config::ModelConfig;
 use super::disk::{self, Fingerprint};
 use super::layout::ModelVersion;
 use super::load::{load_and_warm_up, log_loaded, PoolOptions};
 use super::reload::check_labels;
 use super::state::{AppState, ModelEntry, Servable};
-use crate::engine::EngineChoice;
 use crate::error::ApiError;
 
 /// How the manager follows the disk and the config.
@@ -83,9 +82,6 @@ struct Track {
     /// The base path could not be read at the last poll (said once).
     unreadable: bool,
 }
-
-/// END versions (unloaded or failed) kept per model for the status API.
-const KEEP_ENDED: usize = 16;
 
 impl Manager {
     pub fn new(state: Arc<AppState>, pool: PoolOptions, options: ManagerOptions) -> Arc<Manager> {
@@ -348,7 +344,7 @@ impl Manager {
             }
             changed |= !loads.is_empty();
             changed |= self.label(config, entry);
-            changed |= prune(entry);
+            changed |= entry.prune();
             changed
         });
         loads
@@ -421,7 +417,7 @@ impl Manager {
             let crashed = if startup || !manager.options.check_loads_in_child {
                 None
             } else {
-                child_crash(&name, version, &found.path, pool.engine)
+                crash_in_child(&name, version, &found.path, pool.engine)
             };
             let loaded = match crashed {
                 Some(crash) => Err(anyhow::anyhow!(crash)),
@@ -472,49 +468,4 @@ impl Manager {
             manager.wake.notify_one();
         });
     }
-}
-
-/// Loads the version's model file in a child process first ([`check_in_child`]): the crash's
-/// description if the engine crashed there.
-fn child_crash(name: &str, version: u64, path: &Path, engine: EngineChoice) -> Option<String> {
-    match check_in_child(path, engine) {
-        ChildCheck::Survived(took) => {
-            info!(
-                "Servable version {{name: {name} version: {version}}}: a child process loaded it \
-                 without crashing in {:.0} ms",
-                took.as_secs_f64() * 1000.0
-            );
-            None
-        }
-        ChildCheck::Crashed(crash) => Some(crash),
-        ChildCheck::Unavailable(why) => {
-            warn!("Servable version {{name: {name} version: {version}}}: loading it unchecked: no child process ({why})");
-            None
-        }
-    }
-}
-
-/// Unloading versions whose requests are done become END; only the newest [`KEEP_ENDED`] END
-/// versions are kept.
-fn prune(entry: &mut ModelEntry) -> bool {
-    let mut changed = false;
-    for s in entry.versions.values_mut() {
-        if let Servable::Unloading(m) = s {
-            if m.strong_count() == 0 {
-                *s = Servable::End { error: None };
-                changed = true;
-            }
-        }
-    }
-    let ended: Vec<u64> = entry
-        .versions
-        .iter()
-        .filter(|(_, s)| matches!(s, Servable::End { .. }))
-        .map(|(v, _)| *v)
-        .collect();
-    for v in ended.iter().take(ended.len().saturating_sub(KEEP_ENDED)) {
-        entry.versions.remove(v);
-        changed = true;
-    }
-    changed
 }

@@ -88,7 +88,35 @@ pub struct ModelEntry {
     pub labels: BTreeMap<String, u64>,
 }
 
+/// END versions (unloaded or failed) kept per model for the status API.
+pub const KEEP_ENDED: usize = 16;
+
 impl ModelEntry {
+    /// Unloading versions whose requests are done become END; only the newest [`KEEP_ENDED`]
+    /// END versions are kept. Whether anything changed.
+    pub fn prune(&mut self) -> bool {
+        let mut changed = false;
+        for s in self.versions.values_mut() {
+            if let Servable::Unloading(m) = s {
+                if m.strong_count() == 0 {
+                    *s = Servable::End { error: None };
+                    changed = true;
+                }
+            }
+        }
+        let ended: Vec<u64> = self
+            .versions
+            .iter()
+            .filter(|(_, s)| matches!(s, Servable::End { .. }))
+            .map(|(v, _)| *v)
+            .collect();
+        for v in ended.iter().take(ended.len().saturating_sub(KEEP_ENDED)) {
+            self.versions.remove(v);
+            changed = true;
+        }
+        changed
+    }
+
     /// The highest-numbered AVAILABLE version, which "latest" requests run on.
     pub fn latest_available(&self) -> Option<&Arc<ServedModel>> {
         self.versions.values().rev().find_map(|s| match s {
