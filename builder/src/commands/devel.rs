@@ -24,7 +24,8 @@ pub struct Args {
     target_cpu: TargetCpu,
     /// Link-time optimization. fat (default; one codegen unit): the whole program optimized
     /// together, the smallest binary (31 MB instead of 39 MB) and as fast as local; a cold
-    /// build takes as long as local's, but every source change relinks all of tract (minutes).
+    /// build takes longer (8.4 vs 7.2 min on the host here) and every source change relinks
+    /// all of tract (minutes).
     /// local (cargo's `lto = false`): each crate optimized across its codegen units; a source
     /// change rebuilds in under a minute: for editing the runtime. off: none at all, ~1.3x
     /// slower serving (for comparison). thin: cross-crate, relinks all of tract for minutes on
