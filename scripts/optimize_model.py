@@ -218,6 +218,12 @@ def make_int8(src, work, feeds, vnni):
         shutil.copy(src, pre)
         pre_processed = False
     model = onnx.load(pre)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        # Per-channel DequantizeLinear (its axis attribute) needs opset 13.
+        from onnx import version_converter
+        log(f"the model's opset is {opset}: converting it to 13 for per-channel int8")
+        model = version_converter.convert_version(model, 13)
     for i, node in enumerate(model.graph.node):
         node.name = node.name or f"{node.op_type}_{i}"
     matmuls = [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
@@ -349,15 +355,24 @@ def search(args, model, src, image, output, flags, report, work):
         report["candidates"]["fp32-optimized"] = {"host_specific": True, "note": "level-ALL graph saved on this "
                                                   "host (nchwc layout ops): for this CPU and onnxruntime only"}
     log(f"calibrating int8 on {len(calib)} inputs (reduce_range={not flags['vnni_or_amx']})")
-    paths["int8"], settings = make_int8(src, work, load_feeds(calib, image, input_names), flags["vnni_or_amx"])
-    report["candidates"]["int8"] = {"quantizer": settings, "host_specific": False}
+    try:
+        paths["int8"], settings = make_int8(src, work, load_feeds(calib, image, input_names), flags["vnni_or_amx"])
+        report["candidates"]["int8"] = {"quantizer": settings, "host_specific": False}
+    except Exception as e:  # noqa: BLE001 - a quantizer failure drops the candidate, with the reason
+        log(f"int8: the quantizer failed, dropping the candidate: {e}")
+        report["candidates"]["int8"] = {"gate": {"passed": False, "reasons": [f"quantizer failed: {e}"]}}
     ref = run_outputs(src, val_feeds, out_name, softmax)
     bound = args.max_abs_diff if args.max_abs_diff is not None else (
         0.15 if output else 0.02 * float(np.abs(ref).max()))
     passed = ["fp32"]
     for name in [c for c in paths if c != "fp32"]:
-        g = gate(ref, run_outputs(paths[name], val_feeds, out_name, softmax), bool(output), args, bound,
-                 need_images=(name == "int8"))
+        try:
+            got = run_outputs(paths[name], val_feeds, out_name, softmax)
+        except Exception as e:  # noqa: BLE001 - a variant onnxruntime cannot run fails the gate
+            log(f"{name}: onnxruntime cannot run it, dropping the candidate: {e}")
+            report["candidates"][name]["gate"] = {"passed": False, "reasons": [f"does not run: {e}"]}
+            continue
+        g = gate(ref, got, bool(output), args, bound, need_images=(name == "int8"))
         report["candidates"][name]["gate"] = g
         log(f"gate {name}: {'PASS' if g['passed'] else 'FAIL'} "
             + ", ".join(f"{k}={v:.4g}" for k, v in g.items() if isinstance(v, float))
@@ -387,8 +402,8 @@ def choose(args, paths, passed, timing, thread_counts, report):
     # Faster by more than --min-speedup (median of rounds) and in most rounds (lower quartile > 1).
     faster = [c for c in passed if c != "fp32" and best(c)[1]["speedup"] > args.min_speedup
               and best(c)[1]["speedup_q25"] > 1]
-    failed = "; ".join(f"{c}: {', '.join(report['candidates'][c]['gate']['reasons'])}"
-                       for c in paths if c not in passed) or "none"
+    failed = "; ".join(f"{c}: {', '.join(v['gate']['reasons'])}" for c, v in report["candidates"].items()
+                       if not v.get("gate", {}).get("passed", True)) or "none"
     if args.precision == "int8":
         pick = "int8" if "int8" in passed else "fp32"
         reason = "--precision int8: int8 passed the gate" if pick == "int8" else f"--precision int8, but {failed}"

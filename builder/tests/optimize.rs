@@ -1,6 +1,6 @@
 //! `builder optimize` on the walk-through's real model (EfficientNet-Lite0) and real photos: the
 //! accuracy gate refuses an int8 model calibrated on noise and ships fp32 with the reason, and
-//! `--precision fp32` skips the search. Needs `make test-models calibration-photos` (the model,
+//! `--precision fp32` skips the search; a model of an old opset is quantized and gated too. Needs `make test-models calibration-photos` (the model,
 //! the venv with onnxruntime, the photos); `make test` runs them first.
 
 use std::path::{Path, PathBuf};
@@ -39,11 +39,16 @@ fn scratch(tag: &str) -> PathBuf {
     dir
 }
 
-/// Runs `builder optimize MODEL --out OUT ARGS`; returns optimization.json.
+/// Runs `builder optimize MODEL --out OUT ARGS` on the walk-through model.
 fn optimize(out: &Path, args: &[&str]) -> Value {
+    optimize_model(&model_dir(), out, args)
+}
+
+/// Runs `builder optimize MODEL --out OUT ARGS`; returns optimization.json.
+fn optimize_model(model: &Path, out: &Path, args: &[&str]) -> Value {
     let run = Command::new(env!("CARGO_BIN_EXE_builder"))
         .arg("optimize")
-        .arg(model_dir())
+        .arg(model)
         .arg("--out")
         .arg(out)
         .arg("--python")
@@ -123,5 +128,38 @@ fn precision_fp32_skips_the_search() {
     assert_eq!(report["precision"], "fp32");
     assert_eq!(report["reason"], "--precision fp32");
     assert!(report["candidates"].as_object().unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_model_of_an_old_opset_is_quantized_and_gated_not_dropped() {
+    // SqueezeNet 1.0 from onnx's test data is opset 11; per-channel int8 needs opset 13.
+    let photos = workspace().join(".cache/calibration");
+    assert!(photos.is_dir(), "run `make calibration-photos`");
+    let models = model_dir().join("../..");
+    let source = models.join("squeezenet/1/model.onnx");
+    assert!(
+        source.is_file(),
+        "{} missing: run `make test-models`",
+        source.display()
+    );
+    let model = scratch("squeezenet");
+    std::fs::copy(&source, model.join("model.onnx")).unwrap();
+    std::fs::write(
+        model.join("signature.toml"),
+        "[input]\nmodel_input = \"data_0\"\nkind = \"image\"\nlayout = \"NCHW\"\nsize = [224, 224]\n\
+         mean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\n[output]\nactivation = \"none\"\n",
+    )
+    .unwrap();
+    let out = scratch("squeezenet-out");
+    let report = optimize_model(&model, &out, &["--calibration", photos.to_str().unwrap()]);
+    let int8 = &report["candidates"]["int8"];
+    assert_eq!(int8["quantizer"]["per_channel"], true, "{report:#}");
+    assert!(int8["gate"]["n"].as_u64().unwrap() >= 100, "{report:#}");
+    assert!(
+        int8["gate"]["top1"].as_f64().is_some(),
+        "gated on the photos: {report:#}"
+    );
+    let _ = std::fs::remove_dir_all(&model);
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -33,7 +33,7 @@ pub struct Args {
 }
 
 /// What the optimizer tries and what it must pass (shared by `optimize` and `serve-image`).
-#[derive(clap::Args, Clone, Debug, Default)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct GateArgs {
     /// Precision to search: auto (the fastest that passes the gate), fp32 (no search), int8
     /// (int8 if it passes, else fp32).
@@ -50,6 +50,16 @@ pub struct GateArgs {
     /// Least top-1 agreement with fp32 on the held-out photos.
     #[arg(long, default_value_t = 0.98)]
     pub min_top1: f64,
+    /// Least top-5 overlap with fp32 (share of fp32's five classes also in the candidate's).
+    #[arg(long, default_value_t = 0.9)]
+    pub min_top5: f64,
+    /// Least top-1 agreement on the held-out photos where fp32 itself is confident (p >= 0.3).
+    #[arg(long, default_value_t = 0.99)]
+    pub min_confident_top1: f64,
+    /// Largest |difference| allowed between a candidate's and fp32's outputs [default: 0.15 on
+    /// a classifier's probabilities; 2 % of fp32's largest |output| for other models].
+    #[arg(long)]
+    pub max_abs_diff: Option<f64>,
     /// Least held-out inputs an int8 model is judged on.
     #[arg(long, default_value_t = 100)]
     pub min_images: u32,
@@ -63,6 +73,7 @@ impl Args {
     /// Optimizes the model and prints the output folder.
     pub async fn run(self) -> Result<()> {
         let choice = optimize(&self.model, &self.out, &self.gate)?;
+        eprint!("{}", choice.candidates_table());
         eprintln!("{}", choice.summary());
         println!("{}", self.out.display());
         Ok(())
@@ -107,6 +118,76 @@ impl Choice {
             self.text("/threads"),
             self.text("/reason")
         )
+    }
+
+    /// Every candidate's gate figures (top-1 agreement and top-5 overlap with fp32 on the
+    /// held-out inputs, the largest probability difference) and timings (engine alone, batch 1,
+    /// ms per run and speed-up over fp32 at the same threads), one line each, the chosen one
+    /// marked, then why each failure failed.
+    pub fn candidates_table(&self) -> String {
+        let Some(Value::Object(candidates)) = self.report.pointer("/candidates") else {
+            return String::new();
+        };
+        let chosen = self.text("/variant");
+        let num = |v: Option<&Value>, digits: usize| {
+            v.and_then(Value::as_f64)
+                .map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
+        };
+        let mut threads: Vec<String> = candidates
+            .values()
+            .filter_map(|c| c.get("timing")?.as_object())
+            .flat_map(|t| t.keys().filter(|k| k.starts_with("threads_")).cloned())
+            .collect();
+        threads.sort();
+        threads.dedup();
+        let mut out = format!(
+            "{:<16} {:>5} {:>6} {:>6} {:>8}",
+            "candidate", "gate", "top-1", "top-5", "max|dp|"
+        );
+        for t in &threads {
+            out += &format!(" {:>17}", t.replace("threads_", "ms, threads "));
+        }
+        out.push('\n');
+        let mut reasons = String::new();
+        for (name, c) in candidates {
+            let gate = c.get("gate");
+            let verdict = match gate.and_then(|g| g.get("passed")).and_then(Value::as_bool) {
+                Some(true) => "pass",
+                Some(false) => "FAIL",
+                None => "-",
+            };
+            out += &format!(
+                "{:<16} {:>5} {:>6} {:>6} {:>8}",
+                if *name == chosen {
+                    format!("{name} *")
+                } else {
+                    name.clone()
+                },
+                verdict,
+                num(gate.and_then(|g| g.get("top1")), 3),
+                num(gate.and_then(|g| g.get("top5")), 3),
+                num(gate.and_then(|g| g.get("max_abs_diff")), 3)
+            );
+            for t in &threads {
+                let timing = c.get("timing").and_then(|x| x.get(t));
+                let cell = match timing {
+                    Some(f) => format!("{} x{}", num(f.get("ms"), 2), num(f.get("speedup"), 2)),
+                    None => "-".into(),
+                };
+                out += &format!(" {cell:>17}");
+            }
+            out.push('\n');
+            if let Some(Value::Array(why)) = gate.and_then(|g| g.get("reasons")) {
+                if !why.is_empty() {
+                    let why: Vec<&str> = why.iter().filter_map(Value::as_str).collect();
+                    reasons += &format!("  {name}: {}\n", why.join("; "));
+                }
+            }
+        }
+        if !reasons.is_empty() {
+            out += &format!("refused by the gate:\n{reasons}");
+        }
+        out + "(* ships; times: engine alone, batch 1, x = speed-up over fp32 at the same threads)\n"
     }
 
     /// The host's CPU flags the optimizer looked at and found (`avx2 fma avx512_vnni`), as
@@ -207,7 +288,12 @@ pub fn optimize(model: &Path, out: &Path, gate: &GateArgs) -> Result<Choice> {
         .arg(out)
         .args(["--precision", &gate.precision])
         .args(["--min-top1", &gate.min_top1.to_string()])
+        .args(["--min-top5", &gate.min_top5.to_string()])
+        .args(["--min-confident-top1", &gate.min_confident_top1.to_string()])
         .args(["--min-images", &gate.min_images.to_string()]);
+    if let Some(bound) = gate.max_abs_diff {
+        cmd.args(["--max-abs-diff", &bound.to_string()]);
+    }
     if gate.precision != "fp32" {
         let photos = gate
             .calibration
@@ -264,5 +350,25 @@ mod tests {
         assert_eq!(get("optimization.speedup"), "1.4");
         assert_eq!(get("optimization.calibration-sha256"), "abc");
         assert!(get("optimization.quantizer").contains("per_channel"));
+    }
+
+    #[test]
+    fn the_candidates_table_marks_the_choice_and_says_why_others_failed() {
+        let report = serde_json::json!({
+            "precision": "fp32", "variant": "fp32", "threads": 2,
+            "candidates": {
+                "fp32": {"timing": {"threads_1": {"ms": 8.6, "speedup": 1.0},
+                                    "threads_2": {"ms": 4.7, "speedup": 1.0}}},
+                "int8": {"gate": {"passed": false, "top1": 0.932, "top5": 0.918,
+                                  "max_abs_diff": 0.181, "reasons": ["top-1 agreement 0.932 < 0.98"]}}}
+        });
+        let table = Choice { report }.candidates_table();
+        assert!(table.contains("fp32 *"), "{table}");
+        assert!(table.contains("4.70 x1.00"), "{table}");
+        assert!(table.contains("FAIL  0.932"), "{table}");
+        assert!(
+            table.contains("int8: top-1 agreement 0.932 < 0.98"),
+            "{table}"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! `builder bench`: the article's experiment as a command. The same model, served by a portable
 //! image and by one compiled for this CPU, gets the same requests, interleaved round by round so
 //! the machine's noise hits both alike (`measure`); the table compares latency, throughput, image
-//! size and cold start (`report`).
+//! size and cold start (`report`). With `--optimize` the optimized side also serves the model
+//! made for this CPU (`builder optimize`: int8 or onnxruntime's host graph where the accuracy
+//! gate passes), so the table shows what the whole optimized path buys.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use bollard::query_parameters::InspectContainerOptions;
 use bollard::Docker;
 use serde_json::{json, Value};
 
+use super::optimize::{optimize, Choice, GateArgs};
 use super::{network_mode, DevelOptions, Engines, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
 use crate::cpu::TargetCpu;
 use crate::docker;
@@ -60,6 +63,13 @@ pub struct Args {
     /// Network for the devel builds' RUN steps (see `builder devel --help`).
     #[arg(long, default_value = "host")]
     network: String,
+    /// Serve the optimized image with the model made for this CPU (`builder optimize` on the
+    /// model's latest version: int8 or onnxruntime's host graph where the accuracy gate passes,
+    /// else fp32); the portable image keeps the model as it is. The gate flags below apply.
+    #[arg(long)]
+    optimize: bool,
+    #[command(flatten)]
+    gate: GateArgs,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -81,6 +91,7 @@ impl Args {
             no_build: self.no_build,
             base_image: self.base_image,
             network: network_mode(self.network),
+            optimize: self.optimize.then_some(self.gate),
         };
         let report = bench(&opts).await?;
         if self.json {
@@ -112,6 +123,49 @@ pub struct BenchOptions {
     pub base_image: String,
     /// Network for the devel builds' RUN steps (`None`: the daemon's default).
     pub network: Option<String>,
+    /// Optimize the model for this CPU for the optimized side, with this gate (`None`: both
+    /// sides serve the model as it is).
+    pub optimize: Option<GateArgs>,
+}
+
+/// The model's newest numbered version folder (`<model>/<n>/`), as the server would pick it.
+fn latest_version(model: &Path) -> Result<PathBuf> {
+    let entries =
+        std::fs::read_dir(model).with_context(|| format!("cannot list {}", model.display()))?;
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n: u64 = e.file_name().to_str()?.parse().ok()?;
+            e.path()
+                .join("model.onnx")
+                .is_file()
+                .then_some((n, e.path()))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, path)| path)
+        .ok_or_else(|| {
+            anyhow!(
+                "{} has no numbered version folder with a model.onnx (e.g. {}/1/model.onnx)",
+                model.display(),
+                model.display()
+            )
+        })
+}
+
+/// Optimizes the model's newest version for this CPU into the workspace's
+/// `.cache/optimized/bench-<name>/1` and returns that model folder and the choice.
+fn optimized_model(model: &Path, gate: &GateArgs) -> Result<(PathBuf, Choice)> {
+    let version = latest_version(model)?;
+    let name = model
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model");
+    let folder = crate::context::find_workspace()?
+        .join(".cache/optimized")
+        .join(format!("bench-{name}"));
+    let _ = std::fs::remove_dir_all(&folder);
+    let choice = optimize(&version, &folder.join("1"), gate)?;
+    Ok((folder, choice))
 }
 
 /// The request body: the given file, or the photo as `{"b64": ...}` for a signature model.
@@ -156,6 +210,14 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
         .with_context(|| format!("cannot resolve {}", opts.model.display()))?;
     let body = request_body(opts)?;
     let docker = docker::connect().await?;
+    let made_for_cpu = match &opts.optimize {
+        Some(gate) => {
+            let (folder, choice) = optimized_model(&model, gate)?;
+            eprintln!("{}", choice.summary());
+            Some((folder, choice))
+        }
+        None => None,
+    };
 
     let mut images = Vec::new();
     for (label, target) in [
@@ -209,16 +271,21 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
     let result = async {
         let mut sides = Vec::new();
         for (label, image, size) in &images {
-            let (id, port, cold) = start(&docker, image, &model, &body).await?;
+            let served = match (&made_for_cpu, *label) {
+                (Some((folder, _)), "optimized") => folder.as_path(),
+                _ => model.as_path(),
+            };
+            let (id, port, cold) = start(&docker, image, served, &body).await?;
             containers.push(id);
-            let engine = http(port, "GET", "/v1/models/bench", "")
-                .ok()
-                .and_then(|(_, status)| {
-                    status["model_version_status"][0]["engine"]
-                        .as_str()
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| "unknown".into());
+            let status = http(port, "GET", "/v1/models/bench", "")
+                .map(|(_, status)| status["model_version_status"][0].clone())
+                .unwrap_or(Value::Null);
+            let field = |key: &str, default: &str| {
+                status[key]
+                    .as_str()
+                    .map_or_else(|| default.to_string(), str::to_string)
+            };
+            let (engine, precision) = (field("engine", "unknown"), field("precision", "fp32"));
             eprintln!(
                 "{label}: {image} answered its first request {cold:.0} ms after start ({engine})"
             );
@@ -232,6 +299,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
                     busy_seconds: 0.0,
                     class: String::new(),
                     engine,
+                    precision,
                 },
                 port,
             ));
@@ -268,6 +336,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
         optimized,
         concurrency: opts.concurrency,
         model,
+        optimization: made_for_cpu.map(|(_, choice)| choice),
     })
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
+use crate::commands::optimize::Choice;
 use crate::probe::percentile;
 
 /// Figures for one image.
@@ -25,6 +26,8 @@ pub struct SideResult {
     pub class: String,
     /// The engine the runtime chose for the model (its status says).
     pub engine: String,
+    /// The served model's precision (`fp32`, `int8`), as its status reports it.
+    pub precision: String,
 }
 
 impl SideResult {
@@ -53,6 +56,7 @@ impl SideResult {
             "requests": self.latencies_ms.len(),
             "prediction_class": self.class,
             "engine": self.engine,
+            "precision": self.precision,
         })
     }
 }
@@ -67,6 +71,8 @@ pub struct BenchReport {
     pub concurrency: usize,
     /// The model folder served.
     pub model: PathBuf,
+    /// What `builder optimize` chose for the optimized side, with `--optimize`.
+    pub optimization: Option<Choice>,
 }
 
 impl BenchReport {
@@ -80,6 +86,7 @@ impl BenchReport {
             "speedup_p50": self.portable.percentile(50.0) / self.optimized.percentile(50.0),
             "speedup_mean": self.portable.mean() / self.optimized.mean(),
             "throughput_ratio": self.optimized.throughput() / self.portable.throughput(),
+            "optimization": self.optimization.as_ref().map(|c| &c.report),
         })
     }
 
@@ -115,13 +122,18 @@ impl BenchReport {
         );
         for side in [&self.portable, &self.optimized] {
             out += &format!(
-                "{:<10} Prediction class: {}, avg latency: {:.1} ms   ({}, engine {})\n",
+                "{:<10} Prediction class: {}, avg latency: {:.1} ms   ({}, engine {}, {})\n",
                 side.label,
                 side.class,
                 side.mean(),
                 side.image,
-                side.engine
+                side.engine,
+                side.precision
             );
+        }
+        if let Some(choice) = &self.optimization {
+            out += &format!("\nThe optimized side's model: {}\n", choice.summary());
+            out += &choice.candidates_table();
         }
         out
     }
