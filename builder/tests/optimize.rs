@@ -1,7 +1,8 @@
 //! `builder optimize` on the walk-through's real model (EfficientNet-Lite0) and real photos: the
 //! accuracy gate refuses an int8 model calibrated on noise and ships fp32 with the reason, and
-//! `--precision fp32` skips the search; a model of an old opset is quantized and gated too. Needs `make test-models calibration-photos` (the model,
-//! the venv with onnxruntime, the photos); `make test` runs them first.
+//! `--precision fp32` skips the search; a model of an old opset is quantized and gated too.
+//! Needs `make test-models calibration-photos` (the model, the venv with onnxruntime, the
+//! photos); `make test` runs them first.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

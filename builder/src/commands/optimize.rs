@@ -253,6 +253,18 @@ impl Choice {
     }
 }
 
+/// Runs the optimizer on `model` into a fresh `<workspace>/.cache/optimized/<name>/1` (what was
+/// there before is removed); returns that version folder and the choice. Errors as `optimize`.
+pub fn optimize_into_cache(model: &Path, name: &str, gate: &GateArgs) -> Result<(PathBuf, Choice)> {
+    let out = find_workspace()?
+        .join(".cache/optimized")
+        .join(name)
+        .join("1");
+    let _ = std::fs::remove_dir_all(&out);
+    let choice = optimize(model, &out, gate)?;
+    Ok((out, choice))
+}
+
 /// Runs the optimizer on `model` (a version folder or its .onnx file) into `out`.
 ///
 /// Errors: no Python with onnxruntime (run `make setup` targets), no calibration photos (`make

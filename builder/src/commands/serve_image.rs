@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::optimize::{optimize, Choice, GateArgs};
+use super::optimize::{optimize_into_cache, Choice, GateArgs};
 use super::{
     common_labels, default_devel_tag, serving_tag_for, short, with_model_suffix, Built, Engines,
     OrtPin, LABEL_PREFIX,
@@ -114,9 +114,7 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
         None => None,
     };
     if let (Some((name, path, _)), Some(gate)) = (&model, &opts.optimize) {
-        let out = workspace.join(".cache/optimized").join(name).join("1");
-        let _ = std::fs::remove_dir_all(&out);
-        optimize(path, &out, gate)?;
+        let (out, _) = optimize_into_cache(path, name, gate)?;
         model = Some(check_model_file(&out.join("model.onnx"), Some(name))?);
     }
     // What `builder optimize` chose for the embedded model, when it ran (here or before).

@@ -13,7 +13,7 @@ use bollard::query_parameters::InspectContainerOptions;
 use bollard::Docker;
 use serde_json::{json, Value};
 
-use super::optimize::{optimize, Choice, GateArgs};
+use super::optimize::{optimize_into_cache, Choice, GateArgs};
 use super::{network_mode, DevelOptions, Engines, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
 use crate::cpu::TargetCpu;
 use crate::docker;
@@ -155,17 +155,14 @@ fn latest_version(model: &Path) -> Result<PathBuf> {
 /// Optimizes the model's newest version for this CPU into the workspace's
 /// `.cache/optimized/bench-<name>/1` and returns that model folder and the choice.
 fn optimized_model(model: &Path, gate: &GateArgs) -> Result<(PathBuf, Choice)> {
-    let version = latest_version(model)?;
     let name = model
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("model");
-    let folder = crate::context::find_workspace()?
-        .join(".cache/optimized")
-        .join(format!("bench-{name}"));
-    let _ = std::fs::remove_dir_all(&folder);
-    let choice = optimize(&version, &folder.join("1"), gate)?;
-    Ok((folder, choice))
+    let (version, choice) =
+        optimize_into_cache(&latest_version(model)?, &format!("bench-{name}"), gate)?;
+    let folder = version.parent().context("a version folder has a parent")?;
+    Ok((folder.to_owned(), choice))
 }
 
 /// The request body: the given file, or the photo as `{"b64": ...}` for a signature model.
