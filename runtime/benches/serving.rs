@@ -284,7 +284,7 @@ fn load_engine(
     let opts = LoadOptions {
         batch_sizes: batch_sizes.to_vec(),
         threads: Threads::Fixed(threads),
-        ort_spinning: false,
+        ..LoadOptions::default()
     };
     Ok(engine::load(kind, path, &opts)?)
 }

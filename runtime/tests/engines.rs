@@ -266,3 +266,48 @@ async fn a_lone_request_runs_on_every_core_and_concurrent_ones_on_one_each() {
         "a concurrent request ran alone: {stats:?}"
     );
 }
+
+/// Times recorded by `builder optimize` on a host with the same cores decide the threads
+/// without timing them again (they say every core pays here, so every core it is), and the
+/// answer is unchanged; times recorded with other cores are timed again.
+#[test]
+fn recorded_thread_times_choose_the_threads_where_the_cores_match() {
+    require_onnxruntime();
+    let squeezenet = Squeezenet::read();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        eprintln!("one core: there is no thread choice to make");
+        return;
+    }
+    let recorded = |max| engine::TimedThreads {
+        max,
+        one: std::time::Duration::from_millis(40),
+        many: std::time::Duration::from_millis(4),
+    };
+    let load = |max| {
+        let opts = LoadOptions {
+            threads: engine::Threads::Auto { max: cores },
+            timed_threads: Some(recorded(max)),
+            ..LoadOptions::default()
+        };
+        engine::load(EngineKind::Onnxruntime, &squeezenet.path, &opts).unwrap()
+    };
+    let loaded = load(cores);
+    let notes = loaded.notes.join("\n");
+    assert!(
+        notes.contains(&format!("Intra-op threads: {cores} (a lone run took 40"))
+            && notes.contains("recorded by builder optimize"),
+        "{notes}"
+    );
+    assert_eq!(loaded.backend.intra_op_threads(), cores);
+    let out = loaded
+        .backend
+        .runner()
+        .unwrap()
+        .run(vec![squeezenet.input()])
+        .unwrap();
+    assert!(squeezenet.max_diff(&out) < 1e-4);
+
+    let notes = load(cores + 1).notes.join("\n");
+    assert!(!notes.contains("recorded by builder optimize"), "{notes}");
+}

@@ -9,7 +9,7 @@ use anyhow::Result;
 use tracing::{info, warn};
 
 use super::layout::ModelVersion;
-use super::optimization::{Optimization, OPTIMIZATION_FILE};
+use super::optimization::Optimization;
 use super::state::ServedModel;
 use crate::engine::{self, BatchSupport, EngineChoice, LoadOptions, Threads};
 use crate::pool::{Batching, InferencePool};
@@ -85,25 +85,19 @@ impl PoolOptions {
 pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<ServedModel> {
     let started = Instant::now();
     let optimization = Optimization::load(&found.path)?.map(Arc::new);
-    let mut threads = pool.threads;
     if let Some(o) = &optimization {
         info!("{}", o.describe());
-        // The threads the optimizer timed on the build host, within the cores we may use.
-        if let (Threads::Auto { max }, Some(recorded)) = (threads, o.threads) {
-            threads = Threads::Fixed(recorded.min(max));
-            info!(
-                "Intra-op threads: {} (recorded in {OPTIMIZATION_FILE}, not timed again)",
-                recorded.min(max)
-            );
-        }
     }
     let opts = LoadOptions {
         batch_sizes: pool
             .batching
             .as_ref()
             .map_or_else(Vec::new, |b| b.allowed_batch_sizes.clone()),
-        threads,
+        threads: pool.threads,
         ort_spinning: pool.ort_spinning,
+        // Still the load-following choice (lone requests on every core, concurrent ones on
+        // one each), from the optimizer's times when this host's cores are the build host's.
+        timed_threads: optimization.as_ref().and_then(|o| o.timing),
     };
     let fallback = optimization
         .as_ref()
