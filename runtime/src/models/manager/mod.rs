@@ -16,14 +16,14 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
-use super::check::crash_in_child;
 use super::config::ModelConfig;
 use super::disk::{self, Fingerprint};
-use super::layout::ModelVersion;
-use super::load::{load_and_warm_up, log_loaded, PoolOptions};
+use super::load::PoolOptions;
 use super::reload::check_labels;
 use super::state::{AppState, ModelEntry, Servable};
 use crate::error::ApiError;
+
+mod loading;
 
 /// How the manager follows the disk and the config.
 #[derive(Clone, Debug, Default)]
@@ -368,104 +368,5 @@ impl Manager {
             }
         }
         changed
-    }
-
-    /// Sets the outcome of a load, if the version is still LOADING in a model still served (a
-    /// config reload may have removed it meanwhile). Returns whether it was set.
-    fn publish(&self, name: &str, version: u64, outcome: Servable) -> bool {
-        let mut set = false;
-        self.state.update_if(|models| {
-            let slot = models
-                .get_mut(name)
-                .and_then(|entry| entry.versions.get_mut(&version));
-            if let Some(slot @ Servable::Loading) = slot {
-                *slot = outcome;
-                set = true;
-            }
-            set
-        });
-        set
-    }
-
-    /// Loads one version on the blocking pool and publishes the result.
-    fn spawn_load(
-        self: &Arc<Self>,
-        name: &str,
-        version: u64,
-        model: PathBuf,
-        fingerprint: Fingerprint,
-        startup: bool,
-    ) {
-        let manager = self.clone();
-        let pool = PoolOptions {
-            model_name: name.to_string(),
-            ..self.pool.clone()
-        };
-        info!(
-            "Loading servable version {{name: {name} version: {version}}} from {}",
-            model.display()
-        );
-        tokio::task::spawn_blocking(move || {
-            let found = ModelVersion {
-                version,
-                path: model,
-            };
-            let name = pool.model_name.clone();
-            // A model that trips an engine bug ends its version (END with the panic's text, or
-            // the child's signal), not the server and the models it serves (release builds
-            // unwind; a crash is caught in a child while serving).
-            let crashed = if startup || !manager.options.check_loads_in_child {
-                None
-            } else {
-                crash_in_child(&name, version, &found.path, pool.engine)
-            };
-            let loaded = match crashed {
-                Some(crash) => Err(anyhow::anyhow!(crash)),
-                None => crate::engine::catch_panic(|| load_and_warm_up(&found, &pool))
-                    .unwrap_or_else(|why| {
-                        Err(anyhow::anyhow!(
-                            "the engine panicked while loading it: {why}"
-                        ))
-                    }),
-            };
-            match loaded {
-                Ok(model) => {
-                    let model = Arc::new(model);
-                    // Publish before saying so: clients (and tests) act on this log line.
-                    if manager.publish(&name, version, Servable::Available(model.clone())) {
-                        log_loaded(&model);
-                    } else {
-                        info!("Servable version {{name: {name} version: {version}}} loaded, but is no longer wanted: dropped");
-                    }
-                }
-                Err(e) => {
-                    let message = format!("{e:#}");
-                    error!("Failed to load servable version {{name: {name} version: {version}}}: {message}");
-                    manager
-                        .lock()
-                        .tracks
-                        .entry(name.clone())
-                        .or_default()
-                        .failed
-                        .insert(version, fingerprint);
-                    manager.publish(
-                        &name,
-                        version,
-                        Servable::End {
-                            error: Some(message.clone()),
-                        },
-                    );
-                    if startup {
-                        manager.startup_failure.send_if_modified(|f| {
-                            f.get_or_insert_with(|| {
-                                format!("model '{name}' could not be loaded: {message}")
-                            });
-                            true
-                        });
-                    }
-                }
-            }
-            manager.wake.notify_one();
-        });
     }
 }
