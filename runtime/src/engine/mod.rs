@@ -100,18 +100,6 @@ pub struct LoadOptions {
     pub threads: Threads,
     /// onnxruntime: let idle intra-op threads spin for work instead of sleeping.
     pub ort_spinning: bool,
-    /// onnxruntime, [`Threads::Auto`]: a lone run's times measured before (by `builder
-    /// optimize`, on the build host), used instead of timing 1 and `max` threads at load when
-    /// they were measured with the same `max`.
-    pub timed_threads: Option<TimedThreads>,
-}
-
-/// A lone run (batch 1) timed on 1 intra-op thread and on `max`, medians.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TimedThreads {
-    pub max: usize,
-    pub one: std::time::Duration,
-    pub many: std::time::Duration,
 }
 
 impl Default for LoadOptions {
@@ -120,7 +108,6 @@ impl Default for LoadOptions {
             batch_sizes: Vec::new(),
             threads: Threads::Fixed(1),
             ort_spinning: false,
-            timed_threads: None,
         }
     }
 }

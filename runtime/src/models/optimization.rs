@@ -1,15 +1,12 @@
 //! `optimization.json` beside `model.onnx`: what `builder optimize` chose for the host the image
 //! was built on (scripts/optimize_model.py writes it): the model file's precision (`fp32`,
-//! `int8`), the variant and why, with the accuracy gate's figures and the variant's lone-run
-//! times on 1 and on every thread. The runtime reports the precision and, where its cores are
-//! the build host's, chooses its threads from the recorded times instead of timing them again.
+//! `int8`), the variant and why, with the accuracy gate's figures. The runtime reports the
+//! precision; it chooses its threads itself, as for any model (models/load.rs says why).
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::engine::TimedThreads;
 use crate::error::ModelError;
 
 /// The file looked for beside `model.onnx`.
@@ -22,9 +19,6 @@ pub struct Optimization {
     pub precision: String,
     /// Which candidate ships: `fp32`, `fp32-optimized`, `int8`.
     pub variant: String,
-    /// The chosen variant's lone run (batch 1, engine alone) on 1 intra-op thread and on
-    /// every core of the build host (`candidates.<variant>.timing.threads_<n>.ms`).
-    pub timing: Option<TimedThreads>,
     /// The gate's top-1 agreement with fp32 on held-out inputs, and their count.
     pub top1: Option<(f64, u64)>,
     /// Why this variant (the optimizer's own sentence).
@@ -62,27 +56,7 @@ impl Optimization {
         let variant = text_of("variant").unwrap_or_else(|| precision.clone());
         let gate = v.pointer(&format!("/candidates/{variant}/gate"));
         let top1 = gate.and_then(|g| Some((g.get("top1")?.as_f64()?, g.get("n")?.as_u64()?)));
-        let timing = v
-            .pointer(&format!("/candidates/{variant}/timing"))
-            .and_then(Value::as_object)
-            .and_then(|timing| {
-                let ms = |n: usize| {
-                    let ms = timing.get(&format!("threads_{n}"))?.get("ms")?.as_f64()?;
-                    Duration::try_from_secs_f64(ms / 1e3).ok()
-                };
-                let max = timing
-                    .keys()
-                    .filter_map(|k| k.strip_prefix("threads_")?.parse::<usize>().ok())
-                    .max()
-                    .filter(|&max| max > 1)?;
-                Some(TimedThreads {
-                    max,
-                    one: ms(1)?,
-                    many: ms(max)?,
-                })
-            });
         Ok(Optimization {
-            timing,
             top1,
             reason: text_of("reason").unwrap_or_default(),
             fallback: text_of("fallback").filter(|f| !f.contains('/') && f.ends_with(".onnx")),
@@ -114,19 +88,10 @@ mod tests {
     #[test]
     fn reads_the_choice_and_the_gate_of_the_chosen_variant() {
         let text = r#"{"precision": "int8", "variant": "int8", "threads": 2,
-            "candidates": {"int8": {"gate": {"top1": 0.99, "n": 146},
-                "timing": {"startup_ms": 50.0, "threads_1": {"ms": 4.5}, "threads_2": {"ms": 2.5}}}},
+            "candidates": {"int8": {"gate": {"top1": 0.99, "n": 146}}},
             "reason": "int8 passed the gate"}"#;
         let o = Optimization::parse(text).unwrap();
         assert_eq!(o.precision, "int8");
-        assert_eq!(
-            o.timing,
-            Some(TimedThreads {
-                max: 2,
-                one: Duration::from_micros(4500),
-                many: Duration::from_micros(2500)
-            })
-        );
         assert_eq!(o.top1, Some((0.99, 146)));
         assert!(o.describe().contains("99.0 % on 146"), "{}", o.describe());
         assert!(Optimization::parse("{}").unwrap_err().contains("precision"));

@@ -87,36 +87,15 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     let mut lone_session = None;
     let (threads, mut runner, lone) = match (opts.threads, lone) {
         (Threads::Auto { max }, Some(lone)) if max > 1 && lone <= TUNE_LIMIT => {
-            let many_session = || -> Result<OrtRunner, ModelError> {
-                let mut many = OrtRunner::new(
-                    new_session(lib, path, max, opts.ort_spinning).map_err(fail("load"))?,
-                );
-                warm_up(&mut many, &signature, &[1], &mut Vec::new()).map_err(fail("run"))?;
-                Ok(many)
-            };
-            let recorded = opts.timed_threads.filter(|t| t.max == max);
-            let (many, one, t_many) = match recorded {
-                Some(t) => (None, t.one, t.many),
-                None => {
-                    let mut many = many_session()?;
-                    let (one, t_many) = time_pair(&mut runner, &mut many, &signature);
-                    (Some(many), one, t_many)
-                }
-            };
+            let mut many = OrtRunner::new(
+                new_session(lib, path, max, opts.ort_spinning).map_err(fail("load"))?,
+            );
+            warm_up(&mut many, &signature, &[1], &mut Vec::new()).map_err(fail("run"))?;
+            let (one, t_many) = time_pair(&mut runner, &mut many, &signature);
             let speedup = THREADS_EFFICIENCY * max as f64;
             let chosen = pick_threads(max, one, t_many, speedup);
-            let mut note = threads_note(chosen, max, one, t_many, speedup);
-            if recorded.is_some() {
-                note.push_str(
-                    " (times recorded by builder optimize on the build host, not timed again)",
-                );
-            }
-            notes.push(note);
+            notes.push(threads_note(chosen, max, one, t_many, speedup));
             if chosen > 1 {
-                let many = match many {
-                    Some(many) => many,
-                    None => many_session()?,
-                };
                 (chosen, many, Some(t_many))
             } else {
                 // One thread per worker under load; a request alone gets a session on every

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use tracing::{error, info};
 
+use super::Manager;
 use crate::models::check::crash_in_child;
 use crate::models::disk::Fingerprint;
 use crate::models::layout::ModelVersion;
 use crate::models::load::{load_and_warm_up, log_loaded, PoolOptions};
 use crate::models::state::Servable;
-use super::Manager;
 
 impl Manager {
     /// Sets the outcome of a load, if the version is still LOADING in a model still served (a
