@@ -417,7 +417,7 @@ def choose(args, paths, passed, timing, thread_counts, report):
                   f"rounds (passed: {others}; failed the gate: {failed})")
     t, fig = best(pick)
     report.update(variant=pick, precision="int8" if pick == "int8" else "fp32", threads=t,
-                  reason=f"{reason} ({fig['ms']:.2f} ms, x{fig['speedup']:.2f} fp32 at {t} threads)")
+                  reason=f"{reason} ({fig['ms']:.2f} ms, x{fig['speedup']:.2f} fp32 at {t} thread{'s' if t > 1 else ''})")
     return paths[pick]
 
 
