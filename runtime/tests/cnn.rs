@@ -104,6 +104,55 @@ async fn squeezenet_matches_onnxruntime() {
     );
 }
 
+/// SqueezeNet's output is `[1, 1000, 1, 1]` (Caffe2's export): an image signature's `[output]`
+/// reads it as `[batch, classes]`; the class answered is the argmax of the probabilities answered,
+/// which are the model's softmax (they sum to 1).
+#[tokio::test]
+async fn a_class_output_with_trailing_ones_is_post_processed() {
+    let base = test_models();
+    let dir = std::env::temp_dir().join(format!("onnx-serving-squeeze-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("1")).unwrap();
+    std::fs::copy(
+        base.join("squeezenet/1/model.onnx"),
+        dir.join("1/model.onnx"),
+    )
+    .expect("squeezenet from make test-models");
+    std::fs::write(
+        dir.join("1/signature.toml"),
+        "[input]\nkind = \"image\"\nmean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\n\
+         [output]\nactivation = \"none\"\ntop_k = 3\n\
+         emit = [\"classes\", \"probabilities\", \"top_k_classes\"]\n",
+    )
+    .unwrap();
+    let cat = std::fs::read(base.join("cat.jpg")).expect("cat.jpg from make example-model");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&cat);
+    let app = app_from(&dir, "squeezenet", 1, 4, Limits::default());
+    let body = json!({"instances": [{"b64": b64}]}).to_string();
+    let (status, got) = post(&app, "/v1/models/squeezenet:predict", &body).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let p = &got["predictions"][0];
+    let probabilities: Vec<f64> = p["probabilities"]
+        .as_array()
+        .expect("probabilities")
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(probabilities.len(), 1000);
+    let sum: f64 = probabilities.iter().sum();
+    assert!((sum - 1.0).abs() < 1e-3, "softmax sums to {sum}");
+    let argmax = probabilities
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0;
+    assert_eq!(p["classes"].as_u64(), Some(argmax as u64), "{p}");
+    assert_eq!(p["top_k_classes"][0].as_u64(), Some(argmax as u64), "{p}");
+    assert_eq!(p["top_k_classes"].as_array().map(Vec::len), Some(3));
+}
+
 /// The walk-through's real model (`make example-model`): pretrained EfficientNet-Lite0 with its
 /// signature.toml, served as `resnet`; the cat photo must come back as a cat, by either path.
 #[tokio::test]

@@ -72,9 +72,11 @@ pub(super) fn class_output(
 ) -> Result<ClassOutput, String> {
     let ix = find(&model.outputs, f.model_output.as_deref(), "output")?;
     let spec = &model.outputs[ix];
-    if spec.dtype != DType::F32 || spec.shape.len() != 2 {
+    // [batch, classes], or with trailing 1s as Caffe2's exports give (SqueezeNet: [1, 1000, 1, 1]).
+    let trailing_ones = spec.shape.iter().skip(2).all(|d| d.fixed() == Some(1));
+    if spec.dtype != DType::F32 || spec.shape.len() < 2 || !trailing_ones {
         return Err(format!(
-            "model output '{}' is {} {}; class post-processing needs float32 [batch, classes]",
+            "model output '{}' is {} {}; class post-processing needs float32 [batch, classes] (trailing dimensions of 1 allowed)",
             spec.name,
             spec.dtype,
             spec.shape_string()
@@ -174,13 +176,14 @@ fn trim_trailing_empty(mut v: Vec<String>) -> Vec<String> {
 }
 
 impl ClassOutput {
-    /// The public outputs, in `emit` order, from the model's `[batch, classes]` output.
+    /// The public outputs, in `emit` order, from the model's `[batch, classes]` output (or
+    /// `[batch, classes, 1, ...]`, read as `[batch, classes]`).
     pub fn postprocess(&self, raw: &Tensor) -> Result<Vec<Tensor>, String> {
         let values = raw
             .as_slice::<f32>()
             .ok_or_else(|| format!("model output is {}, not float32", raw.dtype()))?;
         let shape = raw.shape();
-        if shape.len() != 2 || shape[1] != self.classes {
+        if shape.len() < 2 || shape[1] != self.classes || shape[2..].iter().any(|&d| d != 1) {
             return Err(format!(
                 "model output has shape {shape:?}, expected [batch, {}]",
                 self.classes

@@ -16,7 +16,7 @@
 //! std = [0.229, 0.224, 0.225]
 //!
 //! [output]
-//! model_output = "logits"   # ONNX output, [batch, classes] (default: the only output)
+//! model_output = "logits"   # ONNX output, [batch, classes] or [batch, classes, 1, 1] (default: the only)
 //! activation = "softmax"    # or "none" when the model already emits probabilities
 //! label_offset = 0          # added to class ids (1 for TF's 1001-class numbering)
 //! labels = "labels.txt"     # one label per line, a file beside this one (no path out of the folder)
