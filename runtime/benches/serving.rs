@@ -8,7 +8,8 @@
 //! REST on the image model (`serving/grpc.rs`); every protocol, TF Serving's and the Open
 //! Inference Protocol's, side by side (`serving/v2.rs`). With `--write FILE`, the figures replace the
 //! runtime section of FILE (BENCHMARKS.md); `--only grpc` or `--only v2` runs and writes that
-//! table alone.
+//! table alone. The engines' tables are in `serving/engines.rs`, the served round trips in
+//! `serving/served.rs`, what they share in `serving/common.rs`.
 
 #[path = "serving/common.rs"]
 mod common;

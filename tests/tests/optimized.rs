@@ -98,13 +98,14 @@ async fn the_optimized_walk_through_image_says_what_it_chose_and_sees_the_cat() 
     let _ = builder::docker::remove_image(&docker, &built.tag).await;
 }
 
-/// SqueezeNet (opset 11) quantized to int8 on the first 120 of the photo set, gated on the other
-/// 131 (`--validation`, so the held-out photos are known here), with the probability bound
-/// relaxed to 0.5 (on the default split one photo's top probability moves 0.35, over the default
-/// 0.15; its classes hold), so int8 passes and ships. Served as model `int8` beside the original as `fp32`, each held-out photo
-/// goes to both over REST and gRPC (Python's urllib and grpcio): both protocols give the same
-/// class, and int8's class is fp32's on all but at most two photos more than the gate counted
-/// (the server decodes and resizes in Rust, the gate in Python).
+/// The walk-through's EfficientNet-Lite0 (pretrained: its classes vary from photo to photo, unlike
+/// the seeded test models') quantized to int8 on the first 120 of the photo set and gated on the
+/// other 131 (`--validation`, so the held-out photos are known here), with the gate relaxed to
+/// what int8 gives it (about 93 % top-1 agreement, BENCHMARKS.md), so int8 ships. Served as model
+/// `int8` beside the original as `fp32`, each held-out photo goes to both over REST and gRPC
+/// (Python's urllib and grpcio): both protocols give the same class, fp32 answers many different
+/// classes, and int8's class differs from fp32's on about as many photos as the gate counted (the
+/// server decodes and resizes in Rust, the gate in Python, so near-ties may fall either way).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_passing_int8_model_answers_the_held_out_photos_with_the_fp32_classes() {
     let test = "a_passing_int8_model_answers_the_held_out_photos_with_the_fp32_classes";
@@ -132,17 +133,13 @@ async fn a_passing_int8_model_answers_the_held_out_photos_with_the_fp32_classes(
     link_all(&held_out, &all[120..]);
     let fp32 = dir.join("models/fp32/1");
     std::fs::create_dir_all(&fp32).unwrap();
-    std::fs::copy(
-        test_models().join("squeezenet/1/model.onnx"),
-        fp32.join("model.onnx"),
-    )
-    .expect("squeezenet: run `make test-models`");
-    std::fs::write(
-        fp32.join("signature.toml"),
-        "[input]\nmodel_input = \"data_0\"\nkind = \"image\"\nlayout = \"NCHW\"\nsize = [224, 224]\n\
-         mean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\n[output]\nactivation = \"none\"\n",
-    )
-    .unwrap();
+    for file in ["model.onnx", "signature.toml", "labels.txt"] {
+        std::fs::copy(
+            test_models().join("efficientnet/1").join(file),
+            fp32.join(file),
+        )
+        .expect("efficientnet: run `make example-model`");
+    }
     let int8 = dir.join("models/int8/1");
     let choice = commands::optimize(
         &fp32,
@@ -150,6 +147,9 @@ async fn a_passing_int8_model_answers_the_held_out_photos_with_the_fp32_classes(
         &GateArgs {
             calibration: Some(calibration.clone()),
             validation: Some(held_out.clone()),
+            min_top1: 0.85,
+            min_top5: 0.85,
+            min_confident_top1: 0.95,
             max_abs_diff: Some(0.5),
             ..gate("int8")
         },
@@ -220,6 +220,15 @@ async fn a_passing_int8_model_answers_the_held_out_photos_with_the_fp32_classes(
     let answers: HashMap<String, Value> =
         serde_json::from_slice(&out.stdout).expect("the client prints JSON");
     assert_eq!(answers.len(), gate_n);
+    let fp32_classes: std::collections::HashSet<String> = answers
+        .values()
+        .map(|a| a["rest"]["fp32"].to_string())
+        .collect();
+    assert!(
+        fp32_classes.len() >= 20,
+        "fp32 gave only {} classes to {gate_n} photos: the comparison would say little",
+        fp32_classes.len()
+    );
     let mut differ = Vec::new();
     for (photo, a) in &answers {
         for model in ["fp32", "int8"] {
@@ -237,7 +246,7 @@ async fn a_passing_int8_model_answers_the_held_out_photos_with_the_fp32_classes(
     }
     let gate_differ = ((1.0 - gate_top1) * gate_n as f64).round() as usize;
     assert!(
-        differ.len() <= gate_differ + 2,
+        differ.len() <= gate_differ + 4,
         "served int8 differs from fp32 on {} of {gate_n} held-out photos, the gate counted {gate_differ}: {differ:#?}",
         differ.len()
     );

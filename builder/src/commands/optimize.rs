@@ -109,8 +109,8 @@ impl Choice {
         }
     }
 
-    /// `Precision int8 (variant int8): <the optimizer's reason>`. The threads it was fastest
-    /// with are in the reason: the runtime still follows the load (see `optimization.rs`).
+    /// `Precision int8 (variant int8): <the optimizer's reason>`; the reason gives the speed-up
+    /// at each thread count timed (the runtime picks its own threads by the load).
     pub fn summary(&self) -> String {
         format!(
             "Precision {} (variant {}): {}",
@@ -205,15 +205,14 @@ impl Choice {
     }
 
     /// Image labels recording the choice: precision, variant, quantizer settings, calibration
-    /// set sha256, the gate's figures and the measured speed-up (`io.onnx-serving.*`).
+    /// set sha256, the gate's figures and the measured speed-up (`io.onnx-serving.*`; the least
+    /// over the thread counts timed, as the runtime picks its threads by the load).
     pub fn labels(&self) -> HashMap<String, String> {
         let variant = self.text("/variant");
-        let threads = self.text("/threads");
         let c = format!("/candidates/{variant}");
         let pairs = [
             ("precision", self.text("/precision")),
             ("optimization.variant", variant.clone()),
-            ("optimization.threads", threads.clone()),
             ("optimization.reason", self.text("/reason")),
             ("optimization.onnxruntime", self.text("/onnxruntime")),
             (
@@ -232,10 +231,7 @@ impl Choice {
                 "optimization.gate-inputs",
                 self.text(&format!("{c}/gate/n")),
             ),
-            (
-                "optimization.speedup",
-                self.text(&format!("{c}/timing/threads_{threads}/speedup")),
-            ),
+            ("optimization.speedup", self.text("/speedup")),
             ("optimization.host-cpu-flags", self.host_cpu_flags()),
             (
                 "optimization.quantizer",
@@ -253,14 +249,20 @@ impl Choice {
     }
 }
 
-/// Runs the optimizer on `model` into a fresh `<workspace>/.cache/optimized/<name>/1` (what was
-/// there before is removed); returns that version folder and the choice. Errors as `optimize`.
+/// Runs the optimizer on `model` into `<workspace>/.cache/optimized/<name>/1`, the folder
+/// `<name>` cleared first so only the new version is there to serve; returns that version
+/// folder and the choice. Errors: `name` is not a plain folder name, or as `optimize`.
 pub fn optimize_into_cache(model: &Path, name: &str, gate: &GateArgs) -> Result<(PathBuf, Choice)> {
-    let out = find_workspace()?
-        .join(".cache/optimized")
-        .join(name)
-        .join("1");
-    let _ = std::fs::remove_dir_all(&out);
+    let plain = matches!(
+        Path::new(name).components().collect::<Vec<_>>()[..],
+        [std::path::Component::Normal(_)]
+    );
+    if !plain {
+        bail!("model name '{name}' cannot name a folder under .cache/optimized: use letters, digits, '-' or '_'");
+    }
+    let folder = find_workspace()?.join(".cache/optimized").join(name);
+    let _ = std::fs::remove_dir_all(&folder);
+    let out = folder.join("1");
     let choice = optimize(model, &out, gate)?;
     Ok((out, choice))
 }
@@ -347,7 +349,7 @@ mod tests {
     #[test]
     fn labels_record_the_choice_and_the_gate() {
         let report = serde_json::json!({
-            "precision": "int8", "variant": "int8", "threads": 2, "reason": "passed",
+            "precision": "int8", "variant": "int8", "speedup": 1.4, "reason": "passed",
             "data": {"calibration_sha256": "abc"},
             "candidates": {"int8": {
                 "quantizer": {"per_channel": true},
@@ -367,7 +369,7 @@ mod tests {
     #[test]
     fn the_candidates_table_marks_the_choice_and_says_why_others_failed() {
         let report = serde_json::json!({
-            "precision": "fp32", "variant": "fp32", "threads": 2,
+            "precision": "fp32", "variant": "fp32", "speedup": 1.0,
             "candidates": {
                 "fp32": {"timing": {"threads_1": {"ms": 8.6, "speedup": 1.0},
                                     "threads_2": {"ms": 4.7, "speedup": 1.0}}},

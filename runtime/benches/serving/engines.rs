@@ -22,7 +22,8 @@ pub(crate) fn load_engine(
     let opts = LoadOptions {
         batch_sizes: batch_sizes.to_vec(),
         threads: Threads::Fixed(threads),
-        ..LoadOptions::default()
+        // Idle threads sleep, as the served sessions' do under load.
+        ort_spinning: false,
     };
     Ok(engine::load(kind, path, &opts)?)
 }

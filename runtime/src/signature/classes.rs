@@ -185,7 +185,7 @@ impl ClassOutput {
         let shape = raw.shape();
         if shape.len() < 2 || shape[1] != self.classes || shape[2..].iter().any(|&d| d != 1) {
             return Err(format!(
-                "model output has shape {shape:?}, expected [batch, {}]",
+                "model output has shape {shape:?}, expected [batch, {}] (trailing dimensions of 1 allowed)",
                 self.classes
             ));
         }

@@ -133,3 +133,41 @@ fn mistakes_are_explained() {
         assert!(err.contains("/nonexistent/signature.toml"), "{err}");
     }
 }
+
+/// `[batch, classes, 1, 1]` (Caffe2's exports) is read as `[batch, classes]`; any other extra
+/// dimension, or a free one, is refused at load, and an output of another shape at run time.
+#[test]
+fn class_outputs_may_carry_trailing_ones_only() {
+    let with_output = |shape: Vec<Dim>| {
+        let mut m = model();
+        m.outputs[0].shape = shape;
+        ServingSignature::parse(
+            "[input]\nkind = \"image\"\n[output]\ntop_k = 1\n",
+            Path::new("/nonexistent/signature.toml"),
+            &m,
+        )
+        .map_err(|e| e.to_string())
+    };
+    let b = || Dim::Dynamic("batch".into());
+    let s = with_output(vec![b(), Dim::Fixed(4), Dim::Fixed(1), Dim::Fixed(1)]).unwrap();
+    let out = s.output.unwrap();
+    let raw = Tensor::from_vec(vec![1, 4, 1, 1], vec![0.1f32, 0.2, 0.6, 0.1]).unwrap();
+    let got = out.postprocess(&raw).unwrap();
+    assert_eq!(got[0].as_slice::<i64>().unwrap(), [2]);
+    assert_eq!(got[1].shape(), &[1, 4]);
+    let wrong = Tensor::from_vec(vec![1, 2, 2, 1], vec![0.1f32, 0.2, 0.6, 0.1]).unwrap();
+    let err = out.postprocess(&wrong).unwrap_err();
+    assert!(err.contains("[batch, 4]"), "{err}");
+
+    for shape in [
+        vec![b(), Dim::Fixed(4), Dim::Fixed(2)],
+        vec![b(), Dim::Fixed(4), Dim::Dynamic("h".into())],
+        vec![b()],
+    ] {
+        let err = with_output(shape).map(|_| ()).unwrap_err();
+        assert!(
+            err.contains("needs float32 [batch, classes] (trailing dimensions of 1 allowed)"),
+            "{err}"
+        );
+    }
+}
