@@ -1,7 +1,7 @@
 //! The bench's load: warm-up, then rounds of concurrent requests to one server and then the
 //! other, timed per request.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,8 +17,14 @@ pub(super) struct Measured {
     pub(super) class: String,
 }
 
-/// Round by round, `concurrency` requests at once to one server, then to the other; the order
-/// alternates every round so neither always goes first.
+/// The quiet before each server's turn. onnxruntime's lone-request session spins its idle
+/// threads for a while after a run: on a 2-core host, a turn that starts at once shares the cores
+/// with the other server's spinning (the same fp32 model read 0.75x-1.15x p50 between the two
+/// images). `scripts/bench_servers.py --pause-ms` waits as long.
+const PAUSE: Duration = Duration::from_millis(50);
+
+/// Round by round, `concurrency` requests at once to one server, then to the other, after a
+/// [`PAUSE`]; the order alternates every round so neither always goes first.
 pub(super) fn measure(
     ports: &[u16],
     body: &str,
@@ -55,6 +61,7 @@ pub(super) fn measure(
         };
         for side in order {
             let port = ports[side];
+            std::thread::sleep(PAUSE);
             let started = Instant::now();
             let answers: Vec<Result<(f64, Value)>> = std::thread::scope(|s| {
                 let handles: Vec<_> = (0..n)
