@@ -104,11 +104,33 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
         .as_ref()
         .and_then(|o| o.fallback.as_ref())
         .map(|f| found.path.with_file_name(f));
-    let loaded = match (
-        engine::load_chosen(pool.engine, &found.path, &opts),
-        fallback,
-    ) {
-        (Ok(loaded), _) => loaded,
+    // A variant made and timed on onnxruntime is served by it when the choice is auto and the
+    // library is here; the portable fallback is chosen as any model is.
+    let chosen = match optimization.as_ref().and_then(|o| o.engine()) {
+        Some(made_for)
+            if pool.engine == EngineChoice::Auto && engine::onnxruntime::library().is_ok() =>
+        {
+            made_for
+        }
+        _ => pool.engine,
+    };
+    let loaded = match (engine::load_chosen(chosen, &found.path, &opts), fallback) {
+        (Ok(mut loaded), _) => {
+            if chosen != pool.engine {
+                for note in loaded
+                    .notes
+                    .iter_mut()
+                    .filter(|n| n.starts_with("Engine: "))
+                {
+                    *note = format!(
+                        "Engine: {chosen}, which this optimized model was made and timed on \
+                         (--engine {}: tract is not timed)",
+                        pool.engine
+                    );
+                }
+            }
+            loaded
+        }
         // A graph optimized for the build host's CPU that this CPU cannot run: the portable one.
         (Err(e), Some(fallback)) => {
             warn!(
