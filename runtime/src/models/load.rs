@@ -95,52 +95,12 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
             .map_or_else(Vec::new, |b| b.allowed_batch_sizes.clone()),
         // The threads follow the load as for any model (timed here, on the serving host's
         // cores): the optimizer's own times, taken with onnxruntime's spinning Python
-        // sessions, chose two threads a worker where one each plus a lone-request session
-        // serves faster (p50 0.72x the portable image's on the same fp32 model).
+        // sessions, chose two threads a worker where the runtime's own timing keeps one each
+        // plus a lone-request session.
         threads: pool.threads,
         ort_spinning: pool.ort_spinning,
     };
-    let fallback = optimization
-        .as_ref()
-        .and_then(|o| o.fallback.as_ref())
-        .map(|f| found.path.with_file_name(f));
-    // A variant made and timed on onnxruntime is served by it when the choice is auto and the
-    // library is here; the portable fallback is chosen as any model is.
-    let chosen = match optimization.as_ref().and_then(|o| o.engine()) {
-        Some(made_for)
-            if pool.engine == EngineChoice::Auto && engine::onnxruntime::library().is_ok() =>
-        {
-            made_for
-        }
-        _ => pool.engine,
-    };
-    let loaded = match (engine::load_chosen(chosen, &found.path, &opts), fallback) {
-        (Ok(mut loaded), _) => {
-            if chosen != pool.engine {
-                for note in loaded
-                    .notes
-                    .iter_mut()
-                    .filter(|n| n.starts_with("Engine: "))
-                {
-                    *note = format!(
-                        "Engine: {chosen}, which this optimized model was made and timed on \
-                         (--engine {}: tract is not timed)",
-                        pool.engine
-                    );
-                }
-            }
-            loaded
-        }
-        // A graph optimized for the build host's CPU that this CPU cannot run: the portable one.
-        (Err(e), Some(fallback)) => {
-            warn!(
-                "{e}; loading the portable model {} instead (the optimized one was made for the build host's CPU)",
-                fallback.display()
-            );
-            engine::load_chosen(pool.engine, &fallback, &opts)?
-        }
-        (Err(e), None) => return Err(e.into()),
-    };
+    let loaded = load_engine(found, optimization.as_deref(), pool.engine, &opts)?;
     for note in &loaded.notes {
         info!("{note}");
     }
@@ -182,4 +142,57 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
         load_time: started.elapsed(),
         optimization,
     })
+}
+
+/// The engine for one version: `choice`, except that under `auto` a variant `builder optimize`
+/// made and timed on onnxruntime (int8, its host graph) goes there without timing tract, with
+/// the others as before if that fails; a host-specific graph this CPU cannot load falls back to
+/// the portable model beside it.
+fn load_engine(
+    found: &ModelVersion,
+    optimization: Option<&Optimization>,
+    choice: EngineChoice,
+    opts: &LoadOptions,
+) -> Result<engine::Loaded> {
+    let made_on = optimization.and_then(Optimization::engine);
+    let preferred =
+        made_on.filter(|_| choice == EngineChoice::Auto && engine::onnxruntime::library().is_ok());
+    let first = match preferred {
+        Some(made_on) => engine::load(engine::EngineKind::Onnxruntime, &found.path, opts)
+            .map(|mut loaded| {
+                loaded.notes.push(format!(
+                    "Engine: {made_on}, which this optimized model was made and timed on \
+                     (--engine auto: tract is not timed)"
+                ));
+                loaded
+            })
+            .or_else(|e| {
+                warn!("{e}; timing every engine on it instead");
+                engine::load_chosen(choice, &found.path, opts)
+            }),
+        None => engine::load_chosen(choice, &found.path, opts),
+    };
+    let fallback = optimization
+        .and_then(|o| o.fallback.as_ref())
+        .map(|f| found.path.with_file_name(f));
+    let loaded = match (first, fallback) {
+        (Ok(loaded), _) => loaded,
+        // A graph optimized for the build host's CPU that this CPU cannot run: the portable one.
+        (Err(e), Some(fallback)) => {
+            warn!(
+                "{e}; loading the portable model {} instead (the optimized one was made for the build host's CPU)",
+                fallback.display()
+            );
+            engine::load_chosen(choice, &fallback, opts)?
+        }
+        (Err(e), None) => return Err(e.into()),
+    };
+    if made_on.is_some() && loaded.backend.kind() == engine::EngineKind::Tract {
+        warn!(
+            "this model was optimized and timed on onnxruntime and tract serves it, which may be \
+             much slower (EfficientNet-Lite0 int8: 127 ms a run against 5 ms); serve it with onnxruntime, \
+             or build the image from the fp32 model"
+        );
+    }
+    Ok(loaded)
 }

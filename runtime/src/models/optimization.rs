@@ -69,8 +69,8 @@ impl Optimization {
     /// The engine this variant was made and timed on: onnxruntime for its int8 (QDQ) model and
     /// its host graph (`fp32-optimized`); `None` for the model as it was (`fp32`), which any
     /// engine may serve. `--engine auto` serves such a variant on onnxruntime without timing
-    /// tract, which on an int8 QDQ graph only costs start-up (EfficientNet-Lite0: 2 s more, and
-    /// a run of 127 ms against onnxruntime's 5 ms).
+    /// tract, which on an int8 QDQ graph only costs start-up (EfficientNet-Lite0: about 1.5 s
+    /// more to the first answer, and a run of 127 ms against onnxruntime's 5 ms).
     pub fn engine(&self) -> Option<EngineChoice> {
         (self.variant != "fp32").then_some(EngineChoice::Onnxruntime)
     }
