@@ -66,8 +66,7 @@ fn open(path: Option<&Path>) -> Result<Library, String> {
                 format!(
                     "no {LIBRARY_FILE} beside the executable or in {IMAGE_LIBRARY_DIR} (this \
                      image or build carries tract only; point --onnxruntime_library at the \
-                     library to add onnxruntime: a tract-only image also lacks the libstdc++ it \
-                     loads)"
+                     library to add onnxruntime)"
                 )
             })?,
     };
