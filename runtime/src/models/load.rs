@@ -175,19 +175,19 @@ fn load_engine(
     let fallback = optimization
         .and_then(|o| o.fallback.as_ref())
         .map(|f| found.path.with_file_name(f));
-    let loaded = match (first, fallback) {
-        (Ok(loaded), _) => loaded,
+    let (loaded, variant) = match (first, fallback) {
+        (Ok(loaded), _) => (loaded, true),
         // A graph optimized for the build host's CPU that this CPU cannot run: the portable one.
         (Err(e), Some(fallback)) => {
             warn!(
                 "{e}; loading the portable model {} instead (the optimized one was made for the build host's CPU)",
                 fallback.display()
             );
-            engine::load_chosen(choice, &fallback, opts)?
+            (engine::load_chosen(choice, &fallback, opts)?, false)
         }
         (Err(e), None) => return Err(e.into()),
     };
-    if made_on.is_some() && loaded.backend.kind() == engine::EngineKind::Tract {
+    if variant && made_on.is_some() && loaded.backend.kind() == engine::EngineKind::Tract {
         warn!(
             "this model was optimized and timed on onnxruntime and tract serves it, which may be \
              much slower (EfficientNet-Lite0 int8: 127 ms a run against 5 ms); serve it with onnxruntime, \
