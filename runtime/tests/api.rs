@@ -730,21 +730,13 @@ async fn non_finite_numbers_as_tf_serving_reads_and_writes_them() {
 #[tokio::test]
 async fn an_optimized_model_reports_its_precision_in_status_and_metadata() {
     // What `builder optimize` leaves beside model.onnx (scripts/optimize_model.py's format).
-    let dir = std::env::temp_dir().join(format!("onnx-serving-optimized-{}", std::process::id()));
-    let version = dir.join("1");
-    std::fs::create_dir_all(&version).unwrap();
-    std::fs::copy(
-        models().join("linear/1/model.onnx"),
-        version.join("model.onnx"),
-    )
-    .unwrap();
-    std::fs::write(
-        version.join("optimization.json"),
-        r#"{"precision": "int8", "variant": "int8", "threads": 1,
+    let base = linear_with_optimization(
+        "optimized",
+        r#"{"precision": "int8", "variant": "int8",
             "candidates": {"int8": {"gate": {"top1": 0.99, "n": 120}}},
             "reason": "int8 passed the gate and beats fp32 by more than 1.05x"}"#,
-    )
-    .unwrap();
+    );
+    let dir = base.join("linear");
     let pool = runtime::models::PoolOptions {
         threads: runtime::engine::Threads::Auto { max: 2 },
         ..pool_options(1, 8)
@@ -765,7 +757,7 @@ async fn an_optimized_model_reports_its_precision_in_status_and_metadata() {
         body["model_version_status"][0].get("precision").is_none(),
         "{body}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[tokio::test]

@@ -134,19 +134,10 @@ fn auto_keeps_the_faster_engine_and_says_why() {
 #[test]
 fn auto_serves_an_optimized_variant_on_the_engine_it_was_made_on() {
     require_onnxruntime();
-    let base = std::env::temp_dir().join(format!("onnx-serving-made-on-{}", std::process::id()));
-    let version = base.join("linear/1");
-    std::fs::create_dir_all(&version).unwrap();
-    std::fs::copy(
-        models().join("linear/1/model.onnx"),
-        version.join("model.onnx"),
-    )
-    .unwrap();
-    std::fs::write(
-        version.join("optimization.json"),
+    let base = linear_with_optimization(
+        "made-on",
         r#"{"precision": "int8", "variant": "int8", "reason": "int8 passed the gate"}"#,
-    )
-    .unwrap();
+    );
     let server = process::Server::start("linear", &["--model_base_path", base.to_str().unwrap()]);
     let _ = std::fs::remove_dir_all(&base);
     // Server::start waited for the version to load: its log so far has the choice.

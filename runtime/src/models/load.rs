@@ -155,14 +155,16 @@ fn load_engine(
     opts: &LoadOptions,
 ) -> Result<engine::Loaded> {
     let made_on = optimization.and_then(Optimization::engine);
-    let preferred =
-        made_on.filter(|_| choice == EngineChoice::Auto && engine::onnxruntime::library().is_ok());
+    let preferred = made_on.filter(|kind| {
+        choice == EngineChoice::Auto
+            && (*kind != engine::EngineKind::Onnxruntime || engine::onnxruntime::library().is_ok())
+    });
     let first = match preferred {
-        Some(made_on) => engine::load(engine::EngineKind::Onnxruntime, &found.path, opts)
+        Some(made_on) => engine::load(made_on, &found.path, opts)
             .map(|mut loaded| {
                 loaded.notes.push(format!(
                     "Engine: {made_on}, which this optimized model was made and timed on \
-                     (--engine auto: tract is not timed)"
+                     (--engine auto: the others are not timed)"
                 ));
                 loaded
             })
@@ -187,11 +189,12 @@ fn load_engine(
         }
         (Err(e), None) => return Err(e.into()),
     };
-    if variant && made_on.is_some() && loaded.backend.kind() == engine::EngineKind::Tract {
+    let served = loaded.backend.kind();
+    if let Some(made_on) = made_on.filter(|&kind| variant && kind != served) {
         warn!(
-            "this model was optimized and timed on onnxruntime and tract serves it, which may be \
-             much slower (EfficientNet-Lite0 int8: 127 ms a run against 5 ms); serve it with onnxruntime, \
-             or build the image from the fp32 model"
+            "this model was optimized and timed on {made_on} and {served} serves it, which may be \
+             much slower (EfficientNet-Lite0 int8 on tract: 127 ms a run against 5 ms); serve it \
+             with {made_on}, or build the image from the fp32 model"
         );
     }
     Ok(loaded)

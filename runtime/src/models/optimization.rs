@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::engine::EngineChoice;
+use crate::engine::EngineKind;
 use crate::error::ModelError;
 
 /// The file looked for beside `model.onnx`.
@@ -71,8 +71,8 @@ impl Optimization {
     /// engine may serve. `--engine auto` serves such a variant on onnxruntime without timing
     /// tract, which on an int8 QDQ graph only costs start-up (EfficientNet-Lite0: about 1.5 s
     /// more to the first answer, and a run of 127 ms against onnxruntime's 5 ms).
-    pub fn engine(&self) -> Option<EngineChoice> {
-        (self.variant != "fp32").then_some(EngineChoice::Onnxruntime)
+    pub fn engine(&self) -> Option<EngineKind> {
+        (self.variant != "fp32").then_some(EngineKind::Onnxruntime)
     }
 
     /// One line for the start-up log.
@@ -104,7 +104,7 @@ mod tests {
         assert_eq!(o.precision, "int8");
         assert_eq!(o.top1, Some((0.99, 146)));
         assert!(o.describe().contains("99.0 % on 146"), "{}", o.describe());
-        assert_eq!(o.engine(), Some(EngineChoice::Onnxruntime));
+        assert_eq!(o.engine(), Some(EngineKind::Onnxruntime));
         let as_it_was = Optimization::parse(r#"{"precision": "int8", "variant": "fp32"}"#).unwrap();
         assert_eq!(
             as_it_was.engine(),

@@ -74,6 +74,22 @@ pub fn models() -> PathBuf {
     fixtures().join("models")
 }
 
+/// A model base path in a fresh temporary folder (`onnx-serving-<tag>-<pid>`) holding the
+/// `linear` fixture as `linear/1/model.onnx` with `optimization.json` beside it, as `builder
+/// optimize` leaves a version: returns the base path (the model folder is `<base>/linear`).
+pub fn linear_with_optimization(tag: &str, optimization_json: &str) -> PathBuf {
+    let base = std::env::temp_dir().join(format!("onnx-serving-{tag}-{}", std::process::id()));
+    let version = base.join("linear/1");
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::copy(
+        models().join("linear/1/model.onnx"),
+        version.join("model.onnx"),
+    )
+    .unwrap();
+    std::fs::write(version.join("optimization.json"), optimization_json).unwrap();
+    base
+}
+
 /// Expected inputs/outputs written by scripts/make_fixtures.py (numpy, checked with onnxruntime).
 pub fn expected(model: &str) -> Value {
     let text = std::fs::read_to_string(fixtures().join("expected.json")).expect("expected.json");
