@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{
-    InspectContainerOptions, ListImagesOptionsBuilder, StopContainerOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, InspectContainerOptions, ListImagesOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use builder::commands::{self, Engines, ServeImageOptions};
@@ -22,6 +23,20 @@ async fn dangling_images(docker: &Docker) -> usize {
         .await
         .map(|v| v.len())
         .unwrap_or(0)
+}
+
+/// Whether `path` exists in the container's filesystem (Docker's archive endpoint answers 404
+/// for a missing path).
+async fn has_file(docker: &Docker, container: &str, path: &str) -> bool {
+    use futures_util::TryStreamExt;
+    let options = DownloadFromContainerOptionsBuilder::default()
+        .path(path)
+        .build();
+    docker
+        .download_from_container(container, Some(options))
+        .try_collect::<Vec<_>>()
+        .await
+        .is_ok()
 }
 
 async fn container_count(docker: &Docker) -> usize {
@@ -169,6 +184,14 @@ async fn serving_image_with_embedded_model_answers_predict() {
     assert!(
         logs.contains("Engine: tract (--engine tract)") && !logs.contains("onnxruntime 1."),
         "a tract-only image runs tract, onnxruntime not even looked for:\n{logs}"
+    );
+    // It carries the glibc files the runtime links, and not libstdc++, which only onnxruntime's
+    // library needs.
+    let lib = "/lib/x86_64-linux-gnu";
+    assert!(has_file(&docker, &guard.id, &format!("{lib}/libc.so.6")).await);
+    assert!(
+        !has_file(&docker, &guard.id, &format!("{lib}/libstdc++.so.6")).await,
+        "a tract-only image carries no libstdc++"
     );
 
     // docker stop sends SIGTERM: the runtime drains and exits 0.

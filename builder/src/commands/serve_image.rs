@@ -199,6 +199,17 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
             "ENGINE".to_string(),
             opts.engine.runtime_engine().to_string(),
         ),
+        // The devel image's libs-<name>/ folder copied beside glibc's files: libstdc++ only
+        // where onnxruntime's C++ library needs it.
+        (
+            "EXTRA_LIBS".to_string(),
+            if ort.is_some() {
+                "onnxruntime"
+            } else {
+                "tract"
+            }
+            .to_string(),
+        ),
     ]);
     if let Some((name, _, digest)) = &model {
         labels.insert(format!("{LABEL_PREFIX}model-name"), name.clone());
@@ -237,7 +248,11 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
         verbose: opts.verbose,
     };
     let id = docker::build(&docker, &request, ctx).await.map_err(|e| {
-        if model.is_some() {
+        if missing_rootfs(&format!("{e:#}")) {
+            e.context(format!(
+                "{devel} lacks the folders this serving Dockerfile copies (it was built by an older onnx-serving); rebuild it with `builder devel`"
+            ))
+        } else if model.is_some() {
             e.context("the model was rejected or the image could not be built (the runtime's own check-model output is above)")
         } else {
             e
@@ -256,6 +271,18 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
         size as f64 / 1e6
     );
     Ok(Built { tag, id, seconds })
+}
+
+/// Whether a failed build's message says the devel image lacks `/opt/onnx-serving/rootfs` or a
+/// `libs-*` folder (a devel image from before the folders, which `builder devel` rebuilds).
+fn missing_rootfs(message: &str) -> bool {
+    message.lines().any(|line| {
+        !line.starts_with("Step ")
+            && (line.contains("onnx-serving/rootfs") || line.contains("onnx-serving/libs-"))
+            && ["not exist", "not found", "no such file"]
+                .iter()
+                .any(|m| line.to_lowercase().contains(m))
+    })
 }
 
 /// The model file must exist and be a file; returns (model name, path, sha256).
@@ -340,5 +367,18 @@ mod tests {
         assert!(err.contains("--model-name"), "{err}");
         let (name, _, digest) = check_model_file(&file, Some("ok")).unwrap();
         assert_eq!((name.as_str(), digest.len()), ("ok", 64));
+    }
+
+    #[test]
+    fn a_devel_image_without_the_rootfs_folders_is_told_apart() {
+        // The classic builder's words, from a serve-image on an image without the folders.
+        let stale = "building t failed: Docker stream error: COPY failed: stat \
+                     opt/onnx-serving/rootfs/: file does not exist\n--- last build output ---\n\
+                     Step 5/29 : COPY --from=devel /opt/onnx-serving/rootfs/ /";
+        assert!(missing_rootfs(stale));
+        // Another failure whose output only shows the COPY step is not.
+        let other = "building t failed: layer does not exist\n--- last build output ---\n\
+                     Step 5/29 : COPY --from=devel /opt/onnx-serving/rootfs/ /opt/onnx-serving/libs-tract/ /";
+        assert!(!missing_rootfs(other));
     }
 }
