@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod docker;
 pub mod onnxruntime;
 pub mod probe;
+pub mod vendor;
 
 /// The host's CPU detection, shared with the runtime (one definition of the instruction-set
 /// table for both binaries, without making the builder depend on, and compile, tract).

@@ -75,7 +75,7 @@ fn a_full_disk_while_vendoring_says_so_and_leaves_no_partial_copy() {
         eprintln!("SKIPPED: cannot mount a tmpfs here");
         return;
     }
-    let err = builder::context::vendor_crates(&workspace(), &disk.join("vendor"))
+    let err = builder::vendor::vendor_crates(&workspace(), &disk.join("vendor"))
         .expect_err("8 MiB cannot hold the vendored crates");
     let message = format!("{err:#}");
     assert!(

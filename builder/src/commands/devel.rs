@@ -145,7 +145,7 @@ pub async fn devel(opts: &DevelOptions) -> Result<(Built, BuildPlan)> {
 
     let vendor = workspace.join(".cache").join("vendor");
     eprintln!("Vendoring crates into {}", vendor.display());
-    context::vendor_crates(&workspace, &vendor)?;
+    crate::vendor::vendor_crates(&workspace, &vendor)?;
     let ctx = context::devel_context(&workspace, &vendor)?;
 
     let mut labels = common_labels(&workspace, "devel", "onnx-serving-devel");

@@ -17,7 +17,7 @@ use super::optimize::{optimize_into_cache, Choice, GateArgs};
 use super::{network_mode, DevelOptions, Engines, Lto, ServeImageOptions, DEFAULT_BASE_IMAGE};
 use crate::cpu::TargetCpu;
 use crate::docker;
-use crate::probe::{base64, http};
+use crate::probe::{base64, http, percentile};
 
 mod measure;
 mod report;
@@ -54,6 +54,10 @@ pub struct Args {
     /// Untimed requests per image first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Times each image is started to time its cold start (container start to the first
+    /// answered predict), alternating between the images; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    cold_starts: usize,
     /// Use the existing images as they are instead of building them from the current sources.
     #[arg(long)]
     no_build: bool,
@@ -78,8 +82,8 @@ pub struct Args {
 impl Args {
     /// Runs the benchmark and prints its report (a table, or JSON with `--json`).
     pub async fn run(self) -> Result<()> {
-        if self.requests == 0 || self.concurrency == 0 {
-            bail!("--requests and --concurrency must be at least 1");
+        if self.requests == 0 || self.concurrency == 0 || self.cold_starts == 0 {
+            bail!("--requests, --concurrency and --cold-starts must be at least 1");
         }
         let opts = BenchOptions {
             model: self.model,
@@ -88,6 +92,7 @@ impl Args {
             requests: self.requests,
             concurrency: self.concurrency,
             warmup: self.warmup,
+            cold_starts: self.cold_starts,
             no_build: self.no_build,
             base_image: self.base_image,
             network: network_mode(self.network),
@@ -117,6 +122,8 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// Untimed requests per image first.
     pub warmup: usize,
+    /// Starts per image to time the cold start (the median is reported); at least 1.
+    pub cold_starts: usize,
     /// Reuse existing images instead of (cache-)building them from the current sources.
     pub no_build: bool,
     /// Base image for the devel builds.
@@ -264,16 +271,30 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
         images.push((label, serving, size));
     }
 
+    let served = |label: &str| match (&made_for_cpu, label) {
+        (Some((folder, _)), "optimized") => folder.clone(),
+        _ => model.clone(),
+    };
     let mut containers: Vec<String> = Vec::new();
     let result = async {
+        // Cold starts but the last, alternating between the images so that a warm page cache
+        // or a busy moment favours neither; the last start of each is the one measured below.
+        let mut colds: Vec<Vec<f64>> = vec![Vec::new(); images.len()];
+        for _ in 1..opts.cold_starts.max(1) {
+            for ((label, image, _), times) in images.iter().zip(&mut colds) {
+                let (id, _, cold) = start(&docker, image, &served(label), &body).await?;
+                containers.push(id.clone());
+                docker::remove_container(&docker, &id).await;
+                containers.retain(|c| *c != id);
+                times.push(cold);
+            }
+        }
         let mut sides = Vec::new();
-        for (label, image, size) in &images {
-            let served = match (&made_for_cpu, *label) {
-                (Some((folder, _)), "optimized") => folder.as_path(),
-                _ => model.as_path(),
-            };
-            let (id, port, cold) = start(&docker, image, served, &body).await?;
+        for ((label, image, size), mut times) in images.iter().zip(colds) {
+            let (id, port, cold) = start(&docker, image, &served(label), &body).await?;
             containers.push(id);
+            times.push(cold);
+            let cold = percentile(&times, 50.0);
             let status = http(port, "GET", "/v1/models/bench", "")
                 .map(|(_, status)| status["model_version_status"][0].clone())
                 .unwrap_or(Value::Null);
@@ -292,6 +313,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
                     image: image.clone(),
                     image_bytes: *size,
                     cold_start_ms: cold,
+                    cold_starts_ms: times,
                     latencies_ms: Vec::new(),
                     busy_seconds: 0.0,
                     class: String::new(),

@@ -16,8 +16,10 @@ pub struct SideResult {
     pub image: String,
     /// The image's size.
     pub image_bytes: i64,
-    /// Container start to the first answered predict.
+    /// Container start to the first answered predict: the median (nearest rank) of `cold_starts_ms`.
     pub cold_start_ms: f64,
+    /// Every start's time to the first answered predict, in order.
+    pub cold_starts_ms: Vec<f64>,
     /// Each timed request's latency.
     pub latencies_ms: Vec<f64>,
     /// Wall time of the rounds sent to this image.
@@ -48,6 +50,7 @@ impl SideResult {
             "image": self.image,
             "image_bytes": self.image_bytes,
             "cold_start_ms": self.cold_start_ms,
+            "cold_starts_ms": self.cold_starts_ms,
             "p50_ms": self.percentile(50.0),
             "p90_ms": self.percentile(90.0),
             "p99_ms": self.percentile(99.0),
@@ -120,6 +123,12 @@ impl BenchReport {
             self.portable.mean() / self.optimized.mean(),
             self.optimized.throughput() / self.portable.throughput()
         );
+        out += &format!(
+            "cold start: the median of {} start(s) each, alternating (portable {} ms; optimized {} ms)\n",
+            self.portable.cold_starts_ms.len(),
+            join_ms(&self.portable.cold_starts_ms),
+            join_ms(&self.optimized.cold_starts_ms)
+        );
         for side in [&self.portable, &self.optimized] {
             out += &format!(
                 "{:<10} Prediction class: {}, avg latency: {:.1} ms   ({}, engine {}, {})\n",
@@ -137,4 +146,13 @@ impl BenchReport {
         }
         out
     }
+}
+
+/// `[1203.4, 998.1]` → `1203, 998`.
+fn join_ms(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
