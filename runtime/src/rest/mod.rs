@@ -171,6 +171,21 @@ fn parse_version(v: &str) -> Result<u64, ApiError> {
     })
 }
 
+/// Runs one REST call within `limit` (`--rest_api_timeout_in_ms`); past it, the call is
+/// dropped (its body read, decode or queued run with it) and the client gets DEADLINE_EXCEEDED
+/// (HTTP 504).
+pub(super) async fn within_deadline<T>(
+    limit: std::time::Duration,
+    call: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(ApiError::DeadlineExceeded(format!(
+            "the request took longer than {} ms (--rest_api_timeout_in_ms): a slow upload, or a model run that long",
+            limit.as_millis()
+        )))
+    })
+}
+
 pub(super) fn spec<'a>(name: &'a str, version: VersionChoice<'a>) -> ModelSpec<'a> {
     ModelSpec {
         name,

@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::request::parse_predict_request;
-use super::{decode, encode, images, spec, Body};
+use super::{decode, encode, images, spec, within_deadline, Body};
 use crate::error::ApiError;
 use crate::models::{AppState, ServedModel};
 use crate::serving::{self, RequestGuard, VersionChoice, DECODE_INLINE_MAX};
@@ -28,15 +28,8 @@ pub(super) async fn call(
         _ => "other",
     };
     let mut guard = serving::track(st, name, "rest", label);
-    let limit = st.limits.request_timeout;
     let call = predict_call(st, name, version, method, body, &mut guard);
-    let result = match tokio::time::timeout(limit, call).await {
-        Ok(result) => result,
-        Err(_) => Err(ApiError::DeadlineExceeded(format!(
-            "the request took longer than {} ms (--rest_api_timeout_in_ms): a slow upload, or a model run that long",
-            limit.as_millis()
-        ))),
-    };
+    let result = within_deadline(st.limits.request_timeout, call).await;
     guard.finish(&result);
     result
 }

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::models::{AppState, ServedModel};
 use crate::rest::encode::FlatJson;
 use crate::rest::json::write_json;
-use crate::rest::{read_body, spec, Body};
+use crate::rest::{read_body, spec, within_deadline, Body};
 use crate::serving::{self, RequestGuard, VersionChoice, DECODE_INLINE_MAX};
 use crate::tensor::{raw, Tensor};
 
@@ -29,15 +29,8 @@ pub(super) async fn infer(
     body: Body,
 ) -> Result<Response, ApiError> {
     let mut guard = serving::track(st, name, "v2", "infer");
-    let limit = st.limits.request_timeout;
     let call = infer_call(st, name, version, headers, body, &mut guard);
-    let result = match tokio::time::timeout(limit, call).await {
-        Ok(result) => result,
-        Err(_) => Err(ApiError::DeadlineExceeded(format!(
-            "the request took longer than {} ms (--rest_api_timeout_in_ms): a slow upload, or a model run that long",
-            limit.as_millis()
-        ))),
-    };
+    let result = within_deadline(st.limits.request_timeout, call).await;
     guard.finish(&result);
     result
 }
