@@ -25,18 +25,24 @@ async fn dangling_images(docker: &Docker) -> usize {
         .unwrap_or(0)
 }
 
-/// Whether `path` exists in the container's filesystem (Docker's archive endpoint answers 404
-/// for a missing path).
+/// Whether `path` exists in the container's filesystem: Docker's archive endpoint answers 404
+/// for a missing path; any other error fails the test.
 async fn has_file(docker: &Docker, container: &str, path: &str) -> bool {
     use futures_util::TryStreamExt;
     let options = DownloadFromContainerOptionsBuilder::default()
         .path(path)
         .build();
-    docker
+    match docker
         .download_from_container(container, Some(options))
         .try_collect::<Vec<_>>()
         .await
-        .is_ok()
+    {
+        Ok(_) => true,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => false,
+        Err(e) => panic!("cannot read {path} in container {container}: {e}"),
+    }
 }
 
 async fn container_count(docker: &Docker) -> usize {

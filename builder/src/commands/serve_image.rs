@@ -376,6 +376,9 @@ mod tests {
                      opt/onnx-serving/rootfs/: file does not exist\n--- last build output ---\n\
                      Step 5/29 : COPY --from=devel /opt/onnx-serving/rootfs/ /";
         assert!(missing_rootfs(stale));
+        // What a devel image from before the libs- folders gives (it has rootfs/).
+        let old = "COPY failed: stat opt/onnx-serving/libs-onnxruntime/: file does not exist";
+        assert!(missing_rootfs(old));
         // Another failure whose output only shows the COPY step is not.
         let other = "building t failed: layer does not exist\n--- last build output ---\n\
                      Step 5/29 : COPY --from=devel /opt/onnx-serving/rootfs/ /opt/onnx-serving/libs-tract/ /";

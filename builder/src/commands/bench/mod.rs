@@ -55,7 +55,8 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// Times each image is started to time its cold start (container start to the first
-    /// answered predict), alternating between the images; the median is reported.
+    /// answered predict), alternating between the images; the median is reported (the lower
+    /// middle one for an even count: an odd count is best).
     #[arg(long, default_value_t = 3)]
     cold_starts: usize,
     /// Use the existing images as they are instead of building them from the current sources.
@@ -277,23 +278,28 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
     };
     let mut containers: Vec<String> = Vec::new();
     let result = async {
-        // Cold starts but the last, alternating between the images so that a warm page cache
-        // or a busy moment favours neither; the last start of each is the one measured below.
+        // Cold starts, each container alone on the machine and removed once it answered;
+        // the order flips every round so that a warm page cache or a busy moment favours
+        // neither image. The containers measured below are started afterwards, untimed.
         let mut colds: Vec<Vec<f64>> = vec![Vec::new(); images.len()];
-        for _ in 1..opts.cold_starts.max(1) {
-            for ((label, image, _), times) in images.iter().zip(&mut colds) {
-                let (id, _, cold) = start(&docker, image, &served(label), &body).await?;
-                containers.push(id.clone());
+        for round in 0..opts.cold_starts.max(1) {
+            let mut order: Vec<usize> = (0..images.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let (label, image, _) = &images[i];
+                let (id, _, cold) =
+                    start(&docker, image, &served(label), &body, &mut containers).await?;
                 docker::remove_container(&docker, &id).await;
                 containers.retain(|c| *c != id);
-                times.push(cold);
+                colds[i].push(cold);
             }
         }
         let mut sides = Vec::new();
-        for ((label, image, size), mut times) in images.iter().zip(colds) {
-            let (id, port, cold) = start(&docker, image, &served(label), &body).await?;
-            containers.push(id);
-            times.push(cold);
+        for ((label, image, size), times) in images.iter().zip(colds) {
+            let (_, port, _) =
+                start(&docker, image, &served(label), &body, &mut containers).await?;
             let cold = percentile(&times, 50.0);
             let status = http(port, "GET", "/v1/models/bench", "")
                 .map(|(_, status)| status["model_version_status"][0].clone())
@@ -305,7 +311,8 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
             };
             let (engine, precision) = (field("engine", "unknown"), field("precision", "fp32"));
             eprintln!(
-                "{label}: {image} answered its first request {cold:.0} ms after start ({engine})"
+                "{label}: {image} answers its first request {cold:.0} ms after start (median of {}; {engine})",
+                times.len()
             );
             sides.push((
                 SideResult {
@@ -360,12 +367,15 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
 }
 
 /// Starts `image` with the model bind-mounted and 8501 on a free localhost port; returns the
-/// container, the port and the cold start (container start to first answered predict).
+/// container, the port and the cold start (container start to first answered predict). The
+/// container goes into `containers` as soon as it exists, so that an interrupted wait (Ctrl-C)
+/// leaves nothing running.
 async fn start(
     docker: &Docker,
     image: &str,
     model: &Path,
     body: &str,
+    containers: &mut Vec<String>,
 ) -> Result<(String, u16, f64)> {
     let started = Instant::now();
     let (id, ports) = docker::run_serving(
@@ -375,6 +385,7 @@ async fn start(
         &["MODEL_NAME=bench"],
     )
     .await?;
+    containers.push(id.clone());
     let port = ports.rest;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
