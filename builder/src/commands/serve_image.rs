@@ -277,11 +277,12 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
 /// `libs-*` folder (a devel image from before the folders, which `builder devel` rebuilds).
 fn missing_rootfs(message: &str) -> bool {
     message.lines().any(|line| {
-        !line.starts_with("Step ")
+        let line = line.to_lowercase();
+        !line.starts_with("step ")
             && (line.contains("onnx-serving/rootfs") || line.contains("onnx-serving/libs-"))
             && ["not exist", "not found", "no such file"]
                 .iter()
-                .any(|m| line.to_lowercase().contains(m))
+                .any(|m| line.contains(m))
     })
 }
 
