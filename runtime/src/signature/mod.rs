@@ -5,6 +5,7 @@
 //! labels).
 
 pub mod classes;
+mod decode;
 pub mod file;
 pub mod image;
 
@@ -15,8 +16,9 @@ use serde_json::{json, Value};
 pub use crate::tensor::DType;
 use crate::tensor::Tensor;
 pub use classes::{ClassOutput, Emit};
+pub use decode::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
 pub use file::{ServingSignature, SIGNATURE_FILE};
-pub use image::{FloatImage, ImageInput, ImageSource, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
+pub use image::{FloatImage, ImageInput, ImageSource};
 
 /// One dimension of a tensor shape: fixed, or free (a symbol such as the batch size).
 #[derive(Clone, Debug, PartialEq, Eq)]
