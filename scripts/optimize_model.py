@@ -14,8 +14,9 @@ and held-out validation parts (or --validation DIR is the held-out set; shared c
 
 Candidates: fp32 (as is); fp32-optimized (onnxruntime's level-ALL graph, optimized_model_filepath:
 host-specific); int8 (static QDQ, per-channel, QInt8 weights, QUInt8 activations, MinMax,
-reduce_range unless the CPU has VNNI/AMX; Softmax, the last Gemm/MatMul and the first Conv in float:
-see shared/design/optimize.md and BENCHMARKS.md). A model with Q/DQ, QLinear*, *Integer ops or fp16 initializers is left
+reduce_range unless the CPU has VNNI/AMX, Softmax and the last Gemm/MatMul in float: see
+shared/design/optimize.md); int8-stem (the same with the first Conv in float, when it reads at
+most 4 channels: BENCHMARKS.md). A model with Q/DQ, QLinear*, *Integer ops or fp16 initializers is left
 as it is. Each candidate is gated on the validation set against fp32's outputs: top-1 and top-5
 agreement, top-1 where fp32 has p >= 0.3, max |difference| of the probabilities (non-classifiers:
 max |difference| only); int8 also needs --min-images inputs. Passing candidates are timed at batch
@@ -31,6 +32,7 @@ stderr, the JSON on stdout with --json. Exit 0 whenever a variant was chosen, 2 
 import argparse
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -198,8 +200,25 @@ def session(path, threads=0, save_to=None):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
+def narrow_stem(model):
+    """The name of the model's first Conv when it reads at most 4 channels (an image stem:
+    RGB in), else None. Graph order is topological (ONNX requires it), so no Conv precedes it."""
+    weights = {t.name: t for t in model.graph.initializer}
+    conv = next((n for n in model.graph.node if n.op_type == "Conv"), None)
+    if conv is None or len(conv.input) < 2 or conv.input[1] not in weights:
+        return None
+    group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+    dims = list(weights[conv.input[1]].dims)
+    return conv.name if len(dims) == 4 and dims[1] * group <= 4 else None
+
+
 def make_int8(src, work, feeds, vnni):
-    """Static QDQ int8 quantization calibrated with MinMax on feeds: (path, settings)."""
+    """Static QDQ int8 quantization calibrated with MinMax on feeds: yields (candidate, path, settings).
+
+    Two candidates where the model starts with a narrow Conv: `int8`, and `int8-stem` with that
+    Conv left in float. Which pays depends on the model (BENCHMARKS.md: EfficientNet-Lite0 gained
+    accuracy and speed from it, SqueezeNet 1.1 ran 0.75x fp32 with it), so both are gated and
+    timed."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -207,7 +226,8 @@ def make_int8(src, work, feeds, vnni):
 
     class Reader(CalibrationDataReader):
         """Feeds the preprocessed calibration inputs one by one."""
-        it = iter(feeds)
+        def __init__(self):
+            self.it = iter(feeds)
 
         def get_next(self):
             return next(self.it, None)
@@ -226,25 +246,31 @@ def make_int8(src, work, feeds, vnni):
         from onnx import version_converter
         log(f"the model's opset is {opset}: converting it to 13 for per-channel int8")
         model = version_converter.convert_version(model, 13)
+    taken = {n.name for n in model.graph.node if n.name}
     for i, node in enumerate(model.graph.node):
-        node.name = node.name or f"{node.op_type}_{i}"
+        # nodes_to_exclude goes by name: an unnamed node gets one that no other node has.
+        if not node.name:
+            name, k = f"{node.op_type}_{i}", 0
+            while name in taken:
+                k += 1
+                name = f"{node.op_type}_{i}_{k}"
+            node.name = name
+            taken.add(name)
     matmuls = [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
-    # The stem (the first Conv: 3 input channels) stays in float too. On EfficientNet-Lite0 (AMX
-    # host) that was both more accurate (top-1 agreement 0.932 -> 0.952, max |dp| 0.18 -> 0.13)
-    # and faster (1.81x -> 1.85x fp32 at 1 thread): an int8 conv over 3 channels gains nothing.
-    stem = [n.name for n in model.graph.node if n.op_type == "Conv"][:1]
-    exclude = [n.name for n in model.graph.node if n.op_type == "Softmax"] + matmuls[-1:] + stem
+    exclude = [n.name for n in model.graph.node if n.op_type == "Softmax"] + matmuls[-1:]
     named = os.path.join(work, "named.onnx")
     onnx.save(model, named)
-    settings = {"format": "QDQ", "per_channel": True, "reduce_range": not vnni, "weight_type": "QInt8",
-                "activation_type": "QUInt8", "calibrate_method": "MinMax", "nodes_to_exclude": exclude,
-                "calibration_inputs": len(feeds), "quant_pre_process": pre_processed}
-    out = os.path.join(work, "int8.onnx")
-    quantize_static(named, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=not vnni, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"CalibMaxIntermediateOutputs": 16})
-    return out, settings
+    stem = narrow_stem(model)
+    for name, excluded in [("int8", exclude)] + ([("int8-stem", exclude + [stem])] if stem else []):
+        settings = {"format": "QDQ", "per_channel": True, "reduce_range": not vnni, "weight_type": "QInt8",
+                    "activation_type": "QUInt8", "calibrate_method": "MinMax", "nodes_to_exclude": excluded,
+                    "calibration_inputs": len(feeds), "quant_pre_process": pre_processed}
+        out = os.path.join(work, f"{name}.onnx")
+        quantize_static(named, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=not vnni, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"CalibMaxIntermediateOutputs": 16})
+        yield name, out, settings
 
 
 def run_outputs(path, feeds, out_name, softmax):
@@ -275,7 +301,7 @@ def gate(ref, got, classifier, args, bound, need_images):
         for key, floor, what in (("top1", args.min_top1, "top-1 agreement"), ("top5", args.min_top5, "top-5 overlap"),
                                  ("confident_top1", args.min_confident_top1, f"top-1 agreement where fp32 p >= {CONFIDENT}")):
             if g[key] is not None and g[key] < floor:
-                fails.append(f"{what} {g[key]:.4g} < {floor}")  # 4 digits: 0.9898 is not 0.990
+                fails.append(f"{what} {math.floor(g[key] * 1e4) / 1e4:.4f} < {floor}")  # rounded down: never "0.99 < 0.99"
     if g["max_abs_diff"] > bound:
         fails.append(f"max |difference| {g['max_abs_diff']:.4g} > {bound:.4g}")
     if need_images and len(ref) < args.min_images:
@@ -362,11 +388,13 @@ def search(args, model, src, image, output, flags, report, work):
                                                   "host (nchwc layout ops): for this CPU and onnxruntime only"}
     log(f"calibrating int8 on {len(calib)} inputs (reduce_range={not flags['vnni_or_amx']})")
     try:
-        paths["int8"], settings = make_int8(src, work, load_feeds(calib, image, input_names), flags["vnni_or_amx"])
-        report["candidates"]["int8"] = {"quantizer": settings, "host_specific": False}
+        for name, path, settings in make_int8(src, work, load_feeds(calib, image, input_names), flags["vnni_or_amx"]):
+            paths[name] = path
+            report["candidates"][name] = {"quantizer": settings, "host_specific": False}
     except Exception as e:  # noqa: BLE001 - a quantizer failure drops the candidate, with the reason
-        log(f"int8: the quantizer failed, dropping the candidate: {e}")
-        report["candidates"]["int8"] = {"gate": {"passed": False, "reasons": [f"quantizer failed: {e}"]}}
+        name = "int8-stem" if "int8" in paths else "int8"
+        log(f"{name}: the quantizer failed, dropping the candidate: {e}")
+        report["candidates"][name] = {"gate": {"passed": False, "reasons": [f"quantizer failed: {e}"]}}
     ref = run_outputs(src, val_feeds, out_name, softmax)
     bound = args.max_abs_diff if args.max_abs_diff is not None else (
         0.15 if output else 0.02 * float(np.abs(ref).max()))
@@ -378,7 +406,7 @@ def search(args, model, src, image, output, flags, report, work):
             log(f"{name}: onnxruntime cannot run it, dropping the candidate: {e}")
             report["candidates"][name]["gate"] = {"passed": False, "reasons": [f"does not run: {e}"]}
             continue
-        g = gate(ref, got, bool(output), args, bound, need_images=(name == "int8"))
+        g = gate(ref, got, bool(output), args, bound, need_images=name.startswith("int8"))
         report["candidates"][name]["gate"] = g
         log(f"gate {name}: {'PASS' if g['passed'] else 'FAIL'} "
             + ", ".join(f"{k}={v:.4g}" for k, v in g.items() if isinstance(v, float))
@@ -422,9 +450,11 @@ def choose(args, paths, passed, timing, thread_counts, report):
               and all(f["speedup"] > args.min_speedup and f["speedup_q25"] > 1 for f in figures(c))]
     failed = "; ".join(f"{c}: {', '.join(v['gate']['reasons'])}" for c, v in report["candidates"].items()
                        if not v.get("gate", {}).get("passed", True)) or "none"
+    int8 = [c for c in passed if c.startswith("int8")]
     if args.precision == "int8":
-        pick = "int8" if "int8" in passed else "fp32"
-        reason = "--precision int8: int8 passed the gate" if pick == "int8" else f"--precision int8, but {failed}"
+        pick = max(int8, key=lambda c: least(c)[1]["speedup"]) if int8 else "fp32"
+        reason = (f"--precision int8: {pick} passed the gate" + (" and was the fastest int8 variant" if len(int8) > 1 else "")
+                  if int8 else f"--precision int8, but {failed}")
     elif faster:
         pick = max(faster, key=lambda c: least(c)[1]["speedup"])
         reason = f"{pick} passed the gate and beats fp32 by more than {args.min_speedup:g}x at every thread count"
@@ -434,7 +464,7 @@ def choose(args, paths, passed, timing, thread_counts, report):
         reason = (f"fp32 ships: nothing passed the gate and beat fp32 by more than {args.min_speedup:g}x in most "
                   f"rounds at every thread count (passed: {others}; failed the gate: {failed})")
     t, fig = least(pick)
-    report.update(variant=pick, precision="int8" if pick == "int8" else "fp32",
+    report.update(variant=pick, precision="int8" if pick.startswith("int8") else "fp32",
                   speedup=round(fig["speedup"], 3), speedup_threads=t,
                   reason=f"{reason} ({speeds(pick)})" if pick != "fp32" else reason)
     return paths[pick]

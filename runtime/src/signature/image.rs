@@ -6,7 +6,7 @@ use image::imageops::FilterType;
 use image::{ImageBuffer, Pixel, Rgb};
 use serde::Deserialize;
 
-use super::decode::decode;
+pub use super::decode::{decode, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
 use super::{find, DType, Signature};
 
 /// `[input]` of `signature.toml`, as written.

@@ -1,5 +1,5 @@
-//! What the bench serves and sends: the model folder each side mounts (the optimized side's made
-//! by `builder optimize` with `--optimize`) and the request body.
+//! What the bench serves and sends: the model's newest version, the optimized side's model folder
+//! (made by `builder optimize` with `--optimize`) and the request body.
 
 use std::path::{Path, PathBuf};
 
