@@ -306,8 +306,8 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
 
 /// Starts `image` with the model bind-mounted and 8501 on a free localhost port; returns the
 /// container, the port and the cold start (container start to first answered predict). The
-/// container goes into `containers` as soon as it exists, so that an interrupted wait (Ctrl-C)
-/// leaves nothing running.
+/// container goes into `containers` as soon as it exists: the caller removes it, whether this
+/// fails, is interrupted (Ctrl-C) or succeeds.
 async fn start(
     docker: &Docker,
     image: &str,
@@ -332,7 +332,6 @@ async fn start(
             // Still loading (503) or not listening yet: wait. Anything else is the answer.
             Ok((503, _)) | Err(_) => {}
             Ok((status, answer)) => {
-                docker::remove_container(docker, &id).await;
                 bail!("{image} refused the benchmark request with {status}: {answer}");
             }
         }
@@ -346,7 +345,6 @@ async fn start(
         if !running || Instant::now() > deadline {
             let (_, answer) = post(port, body).unwrap_or((0, Value::Null));
             let logs = docker::container_logs(docker, &id).await;
-            docker::remove_container(docker, &id).await;
             bail!(
                 "{image} did not answer the request{}: {answer}\n--- container log ---\n{logs}",
                 if running {
