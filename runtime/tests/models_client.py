@@ -62,14 +62,16 @@ def status(model, suffix=""):
     return {int(v["version"]): v for v in body["model_version_status"]}
 
 
-def wait_for(what, check, timeout=60):
+def wait_for(what, check, timeout=60, detail=None):
+    """check()'s first truthy value within timeout seconds; on timeout, what and detail() fail."""
     deadline = time.time() + timeout
     while True:
         got = check()
         if got:
             return got
         if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            seen = f": {detail()}" if detail else ""
+            raise AssertionError(f"timed out waiting for {what}{seen}")
         time.sleep(0.1)
 
 
@@ -186,7 +188,9 @@ class Clients:
     def __init__(self, n=4, model="m"):
         self.model = model
         self.stop = threading.Event()
-        self.answers = []  # (time, status, first value or error)
+        # (time sent, status, first value or error). The send time, not the answer's: a request sent
+        # before a switch may be answered by the old version after the switch is observed.
+        self.answers = []
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(n)]
         for t in self.threads:
@@ -194,15 +198,17 @@ class Clients:
 
     def run(self):
         while not self.stop.is_set():
+            sent = time.time()
             try:
                 code, body = http("POST", f"/v1/models/{self.model}:predict", {"instances": LINEAR_X})
                 got = body["predictions"][0][0] if code == 200 else body
             except Exception as e:  # a refused or reset connection is a failed request too
                 code, got = 0, repr(e)
             with self.lock:
-                self.answers.append((time.time(), code, got))
+                self.answers.append((sent, code, got))
 
     def values_since(self, t):
+        """The values answered (status 200) to the requests sent at or after t."""
         with self.lock:
             return {v for (at, code, v) in self.answers if at >= t and code == 200}
 
@@ -251,7 +257,8 @@ def case_reload():
     watcher.join()
     assert "END" not in seen, f"version 2 was loaded half-written: states seen {seen}"
     switched = time.time()
-    wait_for("answers from version 2", lambda: clients.values_since(switched) == {V2})
+    wait_for("answers from version 2", lambda: clients.values_since(switched) == {V2},
+             detail=lambda: (clients.values_since(switched), states("m")))
 
     # A broken version 3: END with its error; version 2 keeps serving.
     (model / "3").mkdir()
@@ -269,7 +276,8 @@ def case_reload():
     wait_for("version 1 AVAILABLE again, version 2 END",
              lambda: states("m") == {1: "AVAILABLE", 2: "END", 3: "END"})
     switched = time.time()
-    wait_for("answers from version 1 again", lambda: clients.values_since(switched) == {V1})
+    wait_for("answers from version 1 again", lambda: clients.values_since(switched) == {V1},
+             detail=lambda: (clients.values_since(switched), states("m")))
 
     # Version 1's file truncated, then removed, while it serves: it keeps serving from memory.
     (model / "1" / "model.onnx").write_bytes(b"\x08")
