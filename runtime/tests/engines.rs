@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use axum::http::StatusCode;
+use common::squeezenet::Squeezenet;
 use common::*;
 use runtime::engine::{self, EngineChoice, EngineKind, LoadOptions};
 use runtime::models::find_latest_version;
@@ -171,12 +170,6 @@ fn check_with_every_engine_reports_each_verdict() {
     }
 }
 
-fn test_models() -> PathBuf {
-    std::env::var_os("ONNX_SERVING_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/models"))
-}
-
 /// The real CNN: both engines within 1e-4 of onnxruntime's Python output (reference.json).
 #[tokio::test]
 async fn both_engines_match_onnxruntime_python_on_squeezenet() {
@@ -191,46 +184,6 @@ async fn both_engines_match_onnxruntime_python_on_squeezenet() {
             max_diff < 1e-4,
             "{kind} differs from onnxruntime's Python by {max_diff}"
         );
-    }
-}
-
-/// SqueezeNet's model file, and onnxruntime's Python run of it (reference.json).
-struct Squeezenet {
-    path: PathBuf,
-    shape: Vec<usize>,
-    input: Vec<f32>,
-    want: Vec<f64>,
-}
-
-impl Squeezenet {
-    fn read() -> Squeezenet {
-        let dir = test_models().join("squeezenet");
-        let text = std::fs::read_to_string(dir.join("reference.json"))
-            .expect("reference.json: the CNN test models are made by `make test-models`");
-        let reference: Value = serde_json::from_str(&text).unwrap();
-        Squeezenet {
-            path: find_latest_version(&dir).unwrap().path,
-            shape: serde_json::from_value(reference["input_shape"].clone()).unwrap(),
-            input: flat(&reference["input"])
-                .iter()
-                .map(|&v| v as f32)
-                .collect(),
-            want: flat(&reference["output"]),
-        }
-    }
-
-    fn input(&self) -> runtime::tensor::Tensor {
-        runtime::tensor::Tensor::from_vec(self.shape.clone(), self.input.clone()).unwrap()
-    }
-
-    /// The largest difference of the first output from the reference's.
-    fn max_diff(&self, out: &[runtime::tensor::Tensor]) -> f64 {
-        let got = out[0].as_slice::<f32>().unwrap();
-        assert_eq!(got.len(), self.want.len());
-        got.iter()
-            .zip(&self.want)
-            .map(|(a, b)| (f64::from(*a) - b).abs())
-            .fold(0.0, f64::max)
     }
 }
 

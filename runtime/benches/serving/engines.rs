@@ -24,6 +24,7 @@ pub(crate) fn load_engine(
         threads: Threads::Fixed(threads),
         // Idle threads sleep, as the served sessions' do under load.
         ort_spinning: false,
+        ..LoadOptions::default()
     };
     Ok(engine::load(kind, path, &opts)?)
 }
@@ -171,6 +172,7 @@ pub(crate) fn engine_choice(kind: EngineKind) -> EngineChoice {
     match kind {
         EngineKind::Tract => EngineChoice::Tract,
         EngineKind::Onnxruntime => EngineChoice::Onnxruntime,
+        EngineKind::Openvino => EngineChoice::Openvino,
     }
 }
 

@@ -35,9 +35,20 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
                 .map_err(|why| anyhow::anyhow!("--engine onnxruntime, but {why}"))?;
             vec![EngineKind::Onnxruntime]
         }
+        EngineChoice::Openvino => {
+            engine::openvino::init(args.openvino_library.as_deref())
+                .map_err(|why| anyhow::anyhow!("--engine openvino, but {why}"))?;
+            vec![EngineKind::Openvino]
+        }
         EngineChoice::Auto => {
             if let Err(why) = engine::onnxruntime::init(args.onnxruntime_library.as_deref()) {
                 println!("onnxruntime: not available ({why})");
+            }
+            // Only said when asked for: most images carry no OpenVINO.
+            if let Err(why) = engine::openvino::init(args.openvino_library.as_deref()) {
+                if args.openvino_library.is_some() {
+                    println!("OpenVINO: not available ({why})");
+                }
             }
             engine::available()
         }

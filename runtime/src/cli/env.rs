@@ -36,6 +36,7 @@ pub const ALLOWED_BATCH_SIZES: &str = "ONNX_SERVING_ALLOWED_BATCH_SIZES";
 pub const HEALTHCHECK_URL: &str = "ONNX_SERVING_HEALTHCHECK_URL";
 pub const ENGINE: &str = "ONNX_SERVING_ENGINE";
 pub const ONNXRUNTIME_LIBRARY: &str = crate::engine::onnxruntime::LIBRARY_ENV;
+pub const OPENVINO_LIBRARY: &str = crate::engine::openvino::LIBRARY_ENV;
 pub const ORT_SPINNING: &str = "ONNX_SERVING_ORT_SPINNING";
 /// Log filter, `tracing` syntax (`info`, `runtime=debug`, ...).
 pub const LOG: &str = "ONNX_SERVING_LOG";

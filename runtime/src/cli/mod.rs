@@ -158,15 +158,20 @@ pub struct ServeArgs {
     #[arg(long = "queue_capacity", alias = "queue-capacity", env = env::QUEUE_CAPACITY, default_value_t = 64)]
     pub queue_capacity: usize,
     /// Which engine runs the model: auto times a lone run on every engine this binary and image
-    /// have (onnxruntime when its library is present, tract always) and keeps the faster; a
-    /// model one engine cannot load is served by the other. An explicit engine that cannot load
-    /// the model stops the server with its reason.
+    /// have (onnxruntime and OpenVINO when their libraries are present, tract always) and keeps
+    /// the fastest; a model one engine cannot load is served by another. An explicit engine that
+    /// cannot load the model stops the server with its reason.
     #[arg(long = "engine", env = env::ENGINE, value_enum, default_value_t = EngineChoice::Auto)]
     pub engine: EngineChoice,
     /// onnxruntime's C library (libonnxruntime.so.1, 1.24 or newer) [default: beside the
     /// executable, then /usr/lib/onnxruntime/]. Without it, tract serves.
     #[arg(long = "onnxruntime_library", alias = "onnxruntime-library", env = env::ONNXRUNTIME_LIBRARY)]
     pub onnxruntime_library: Option<PathBuf>,
+    /// OpenVINO's C library (libopenvino_c.so, 2025.1 or newer, with its CPU plugin and ONNX
+    /// front end beside it), or their folder [default: /usr/lib/openvino/]. Without it,
+    /// OpenVINO is not used.
+    #[arg(long = "openvino_library", alias = "openvino-library", env = env::OPENVINO_LIBRARY)]
+    pub openvino_library: Option<PathBuf>,
     /// Let onnxruntime's idle intra-op threads spin for work instead of sleeping: a little
     /// lower latency under steady load, a core burnt after each request. Off by default (see
     /// BENCHMARKS.md); only matters with more than one intra-op thread.
@@ -223,9 +228,12 @@ pub struct CheckModelArgs {
     /// or the one named, as `serve --engine` would use.
     #[arg(long = "engine", env = env::ENGINE, value_enum, default_value_t = EngineChoice::Auto)]
     pub engine: EngineChoice,
-    /// onnxruntime's C library, as for `serve`; without it only tract is checked.
+    /// onnxruntime's C library, as for `serve`; without it onnxruntime is not checked.
     #[arg(long = "onnxruntime_library", alias = "onnxruntime-library", env = env::ONNXRUNTIME_LIBRARY)]
     pub onnxruntime_library: Option<PathBuf>,
+    /// OpenVINO's C library or its folder, as for `serve`; without it OpenVINO is not checked.
+    #[arg(long = "openvino_library", alias = "openvino-library", env = env::OPENVINO_LIBRARY)]
+    pub openvino_library: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

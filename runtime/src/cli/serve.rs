@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::ServeArgs;
 use crate::engine::{self, EngineChoice, Threads};
@@ -90,8 +90,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         n => (n.to_string(), Threads::Fixed(n)),
     };
     let batching = args.batching().map_err(anyhow::Error::msg)?;
-    // With --engine tract, onnxruntime's library is not even opened.
-    if args.engine != EngineChoice::Tract {
+    // Each library is opened only where its engine may serve: with --engine tract, neither.
+    if matches!(args.engine, EngineChoice::Auto | EngineChoice::Onnxruntime) {
         match engine::onnxruntime::init(args.onnxruntime_library.as_deref()) {
             Ok(lib) => info!(
                 "onnxruntime {} loaded from {}",
@@ -102,6 +102,19 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                 anyhow::bail!("--engine onnxruntime, but {why}")
             }
             Err(_) => {} // said when the model loads
+        }
+    }
+    if matches!(args.engine, EngineChoice::Auto | EngineChoice::Openvino) {
+        match engine::openvino::init(args.openvino_library.as_deref()) {
+            Ok(lib) => info!(
+                "OpenVINO {} loaded from {}",
+                lib.version,
+                lib.path.display()
+            ),
+            Err(why) if args.engine == EngineChoice::Openvino => {
+                anyhow::bail!("--engine openvino, but {why}")
+            }
+            Err(why) => debug!("OpenVINO is not available: {why}"),
         }
     }
     let pool = PoolOptions {

@@ -9,14 +9,20 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::tuning::{best_of_interleaved, took};
-use super::{onnxruntime, EngineChoice, EngineError, EngineKind, LoadOptions, Loaded, Runner};
+use super::{
+    onnxruntime, openvino, EngineChoice, EngineError, EngineKind, LoadOptions, Loaded, Runner,
+};
 use crate::error::ModelError;
 
-/// Engines this process can use: tract always, onnxruntime when its library loaded.
+/// Engines this process can use: tract always, onnxruntime and OpenVINO when their libraries
+/// loaded.
 pub fn available() -> Vec<EngineKind> {
-    let mut engines = Vec::with_capacity(2);
+    let mut engines = Vec::with_capacity(3);
     if onnxruntime::library().is_ok() {
         engines.push(EngineKind::Onnxruntime);
+    }
+    if openvino::library().is_ok() {
+        engines.push(EngineKind::Openvino);
     }
     if cfg!(feature = "tract") {
         engines.push(EngineKind::Tract);
@@ -78,6 +84,7 @@ fn load_unguarded(kind: EngineKind, path: &Path, opts: &LoadOptions) -> Result<L
             "this runtime was built without tract (cargo feature `tract`): use --engine onnxruntime".into(),
         )),
         EngineKind::Onnxruntime => onnxruntime::load(path, opts),
+        EngineKind::Openvino => openvino::load(path, opts),
     }
 }
 
@@ -91,6 +98,7 @@ pub fn load_chosen(
     let kind = match choice {
         EngineChoice::Tract => EngineKind::Tract,
         EngineChoice::Onnxruntime => EngineKind::Onnxruntime,
+        EngineChoice::Openvino => EngineKind::Openvino,
         EngineChoice::Auto => return load_auto(path, opts),
     };
     let mut loaded = load(kind, path, opts)?;

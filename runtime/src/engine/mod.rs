@@ -1,8 +1,9 @@
 //! The engine seam: everything outside this module sees a model through [`Backend`] and
 //! [`Runner`], tensors as [`Tensor`]s, and failures as [`EngineError`] (run) or
 //! [`ModelError`](crate::error::ModelError) (load). One module per engine: `tract` (pure Rust, in
-//! every binary built with the default `tract` feature) and [`onnxruntime`] (the C library,
-//! loaded at start-up when present). Nothing outside `engine/` names a tract or ort type.
+//! every binary built with the default `tract` feature), [`onnxruntime`] and [`openvino`] (C
+//! libraries, each opened at start-up when present). Nothing outside `engine/` names a tract,
+//! ort or openvino type.
 //! Which engine serves a model is decided in [`choice`]; warm-up and intra-op thread timing in
 //! [`tuning`].
 //!
@@ -11,6 +12,7 @@
 
 pub mod choice;
 pub mod onnxruntime;
+pub mod openvino;
 #[cfg(feature = "tract")]
 pub mod tract;
 pub mod tuning;
@@ -46,6 +48,8 @@ pub enum EngineKind {
     Tract,
     /// Microsoft's onnxruntime, from `libonnxruntime.so.1` (images built with it carry it).
     Onnxruntime,
+    /// Intel's OpenVINO (CPU plugin), from `libopenvino_c.so` (images built with it carry it).
+    Openvino,
 }
 
 impl EngineKind {
@@ -53,6 +57,7 @@ impl EngineKind {
         match self {
             EngineKind::Tract => "tract",
             EngineKind::Onnxruntime => "onnxruntime",
+            EngineKind::Openvino => "openvino",
         }
     }
 }
@@ -70,6 +75,7 @@ pub enum EngineChoice {
     Auto,
     Tract,
     Onnxruntime,
+    Openvino,
 }
 
 impl fmt::Display for EngineChoice {
@@ -78,6 +84,7 @@ impl fmt::Display for EngineChoice {
             EngineChoice::Auto => "auto",
             EngineChoice::Tract => "tract",
             EngineChoice::Onnxruntime => "onnxruntime",
+            EngineChoice::Openvino => "openvino",
         })
     }
 }
@@ -100,6 +107,21 @@ pub struct LoadOptions {
     pub threads: Threads,
     /// onnxruntime: let idle intra-op threads spin for work instead of sleeping.
     pub ort_spinning: bool,
+    /// The arithmetic float layers may run in (OpenVINO's inference precision; the other
+    /// engines run the model as it is).
+    pub compute_precision: ComputePrecision,
+}
+
+/// The precision an engine computes a float model's layers in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ComputePrecision {
+    /// The model's own float32 arithmetic.
+    #[default]
+    F32,
+    /// bfloat16 (8-bit exponent, 7-bit mantissa) on CPUs with AMX or AVX512-BF16: the model
+    /// file stays float32, the engine converts weights and activations as it runs. Changes the
+    /// outputs: only what passed an accuracy gate (`builder optimize`) asks for it.
+    Bf16,
 }
 
 impl Default for LoadOptions {
@@ -108,6 +130,7 @@ impl Default for LoadOptions {
             batch_sizes: Vec::new(),
             threads: Threads::Fixed(1),
             ort_spinning: false,
+            compute_precision: ComputePrecision::F32,
         }
     }
 }

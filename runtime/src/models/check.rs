@@ -55,9 +55,14 @@ pub fn check_in_child(path: &Path, engine: EngineChoice) -> ChildCheck {
         .arg("check-model")
         .arg("--engine")
         .arg(engine.to_string());
-    if engine != EngineChoice::Tract {
+    if matches!(engine, EngineChoice::Auto | EngineChoice::Onnxruntime) {
         if let Ok(lib) = engine::onnxruntime::library() {
             command.arg("--onnxruntime_library").arg(&lib.path);
+        }
+    }
+    if matches!(engine, EngineChoice::Auto | EngineChoice::Openvino) {
+        if let Ok(lib) = engine::openvino::library() {
+            command.arg("--openvino_library").arg(&lib.path);
         }
     }
     command

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::layout::ModelVersion;
 use super::optimization::Optimization;
 use super::state::ServedModel;
-use crate::engine::{self, BatchSupport, EngineChoice, LoadOptions, Threads};
+use crate::engine::{self, BatchSupport, ComputePrecision, EngineChoice, LoadOptions, Threads};
 use crate::pool::{Batching, InferencePool};
 use crate::signature::ServingSignature;
 
@@ -99,6 +99,9 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
         // plus a lone-request session.
         threads: pool.threads,
         ort_spinning: pool.ort_spinning,
+        compute_precision: optimization
+            .as_deref()
+            .map_or(ComputePrecision::F32, Optimization::compute_precision),
     };
     let loaded = load_engine(found, optimization.as_deref(), pool.engine, &opts)?;
     for note in &loaded.notes {
@@ -145,8 +148,9 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
 }
 
 /// The engine for one version: `choice`, except that under `auto` a variant `builder optimize`
-/// made and timed on onnxruntime (int8, its host graph) goes there without timing tract, with
-/// the others as before if that fails; a host-specific graph this CPU cannot load falls back to
+/// made and timed on one engine (onnxruntime's int8 and host graph, OpenVINO's bf16) goes
+/// there without timing the others, with all of them as before if that fails or the engine is
+/// not in this image; a host-specific graph this CPU cannot load falls back to
 /// the portable model beside it.
 fn load_engine(
     found: &ModelVersion,
@@ -155,10 +159,8 @@ fn load_engine(
     opts: &LoadOptions,
 ) -> Result<engine::Loaded> {
     let made_on = optimization.and_then(Optimization::engine);
-    let preferred = made_on.filter(|kind| {
-        choice == EngineChoice::Auto
-            && (*kind != engine::EngineKind::Onnxruntime || engine::onnxruntime::library().is_ok())
-    });
+    let preferred =
+        made_on.filter(|kind| choice == EngineChoice::Auto && engine::available().contains(kind));
     let first = match preferred {
         Some(made_on) => engine::load(made_on, &found.path, opts)
             .map(|mut loaded| {

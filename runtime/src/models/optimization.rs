@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::engine::EngineKind;
+use crate::engine::{ComputePrecision, EngineKind};
 use crate::error::ModelError;
 
 /// The file looked for beside `model.onnx`.
@@ -16,9 +16,10 @@ pub const OPTIMIZATION_FILE: &str = "optimization.json";
 /// What `builder optimize` recorded for this model version.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Optimization {
-    /// The model file's precision: `fp32`, `int8` (ONNX dtypes' terms).
+    /// The precision it runs in: `fp32`, `int8` (the model file's, ONNX dtypes' terms), or
+    /// `bf16` (an fp32 file that OpenVINO computes in bfloat16).
     pub precision: String,
-    /// Which candidate ships: `fp32`, `fp32-optimized`, `int8`.
+    /// Which candidate ships: `fp32`, `fp32-optimized`, `int8`, `int8-stem`, `bf16`.
     pub variant: String,
     /// The gate's top-1 agreement with fp32 on held-out inputs, and their count.
     pub top1: Option<(f64, u64)>,
@@ -66,13 +67,28 @@ impl Optimization {
         })
     }
 
-    /// The engine this variant was made and timed on: onnxruntime for its int8 (QDQ) model and
-    /// its host graph (`fp32-optimized`); `None` for the model as it was (`fp32`), which any
-    /// engine may serve. `--engine auto` serves such a variant on onnxruntime without timing
-    /// tract, which on an int8 QDQ graph only costs start-up (EfficientNet-Lite0: about 1.5 s
-    /// more to the first answer, and a run of 127 ms against onnxruntime's 5 ms).
+    /// The engine this variant was made and timed on: OpenVINO for `bf16`, onnxruntime for its
+    /// int8 (QDQ) models and its host graph (`fp32-optimized`); `None` for the model as it was
+    /// (`fp32`), which any engine may serve. `--engine auto` serves such a variant on its engine
+    /// without timing the others, which on an int8 QDQ graph only costs start-up
+    /// (EfficientNet-Lite0 on tract: about 1.5 s more to the first answer, and a run of 127 ms
+    /// against onnxruntime's 5 ms).
     pub fn engine(&self) -> Option<EngineKind> {
-        (self.variant != "fp32").then_some(EngineKind::Onnxruntime)
+        match self.variant.as_str() {
+            "fp32" => None,
+            "bf16" => Some(EngineKind::Openvino),
+            _ => Some(EngineKind::Onnxruntime),
+        }
+    }
+
+    /// The arithmetic the engine is asked for: bfloat16 for the `bf16` variant (its file is
+    /// the fp32 model), the model's own otherwise.
+    pub fn compute_precision(&self) -> ComputePrecision {
+        if self.variant == "bf16" {
+            ComputePrecision::Bf16
+        } else {
+            ComputePrecision::F32
+        }
     }
 
     /// One line for the start-up log.
@@ -111,6 +127,10 @@ mod tests {
             None,
             "a model left as it is: any engine"
         );
+        assert_eq!(o.compute_precision(), ComputePrecision::F32);
+        let bf16 = Optimization::parse(r#"{"precision": "bf16", "variant": "bf16"}"#).unwrap();
+        assert_eq!(bf16.engine(), Some(EngineKind::Openvino));
+        assert_eq!(bf16.compute_precision(), ComputePrecision::Bf16);
         assert!(Optimization::parse("{}").unwrap_err().contains("precision"));
         assert!(Optimization::parse("not json").is_err());
     }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod squeezenet;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,169 @@
+//! The OpenVINO engine on real OpenVINO (the CPU plugin from PyPI's wheel): the same answers as
+//! the other engines in f32, bf16 where an optimized model asks for it, and clear errors. Needs
+//! OpenVINO's libraries: `make openvino` fetches them and `make test` points
+//! `ONNX_SERVING_TEST_OPENVINO_LIBRARY` at them (only these tests open OpenVINO, so that `auto`
+//! elsewhere keeps timing the engines it always did).
+
+mod common;
+
+use axum::http::StatusCode;
+use common::squeezenet::{argmax, Squeezenet};
+use common::*;
+use runtime::engine::{self, ComputePrecision, EngineChoice, EngineKind, LoadOptions};
+use runtime::models::{find_latest_version, load_and_warm_up, PoolOptions};
+use runtime::Limits;
+use serde_json::json;
+
+/// Opens OpenVINO from `ONNX_SERVING_TEST_OPENVINO_LIBRARY`, or fails the test with the fix.
+fn require_openvino() {
+    let path = std::env::var_os("ONNX_SERVING_TEST_OPENVINO_LIBRARY").unwrap_or_else(|| {
+        panic!(
+            "ONNX_SERVING_TEST_OPENVINO_LIBRARY is not set: `make openvino` fetches OpenVINO's \
+             libraries and `make test` points it at them"
+        )
+    });
+    if let Err(why) = engine::openvino::init(Some(std::path::Path::new(&path))) {
+        panic!("OpenVINO cannot be opened: {why}");
+    }
+}
+
+/// Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16), as /proc/cpuinfo says.
+fn cpu_has_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+        info.lines().filter(|l| l.starts_with("flags")).any(|l| {
+            l.split_whitespace()
+                .any(|f| f == "avx512_bf16" || f == "amx_bf16")
+        })
+    })
+}
+
+#[tokio::test]
+async fn openvino_answers_every_fixture_like_numpy_over_rest() {
+    require_openvino();
+    for name in ["linear", "multi_io", "fixed_batch"] {
+        let want = expected(name);
+        let body = json!({"inputs": want["inputs"]}).to_string();
+        let pool = PoolOptions {
+            engine: EngineChoice::Openvino,
+            ..PoolOptions::new(1, 16)
+        };
+        let app = app_pooled(&models().join(name), name, &pool, Limits::default());
+        let (status, got) = post(&app, &format!("/v1/models/{name}:predict"), &body).await;
+        assert_eq!(status, StatusCode::OK, "{name}: {got}");
+        let outputs = want["outputs"].as_object().unwrap();
+        for (out, value) in outputs {
+            let have = if outputs.len() == 1 {
+                &got["outputs"]
+            } else {
+                &got["outputs"][out.as_str()]
+            };
+            assert_close(have, value, 1e-4);
+        }
+        let (status, meta) = get(&app, &format!("/v1/models/{name}/metadata")).await;
+        assert_eq!(status, StatusCode::OK, "{meta}");
+    }
+}
+
+#[tokio::test]
+async fn openvino_f32_matches_onnxruntime_python_on_squeezenet() {
+    require_openvino();
+    let squeezenet = Squeezenet::read();
+    let loaded = engine::load(
+        EngineKind::Openvino,
+        &squeezenet.path,
+        &LoadOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.backend.kind(), EngineKind::Openvino);
+    let notes = loaded.notes.join("\n");
+    assert!(notes.contains("inference precision f32"), "{notes}");
+    let out = loaded
+        .backend
+        .runner()
+        .unwrap()
+        .run(vec![squeezenet.input()])
+        .unwrap();
+    let diff = squeezenet.max_diff(&out);
+    assert!(
+        diff < 1e-4,
+        "OpenVINO f32 differs from onnxruntime's Python by {diff}"
+    );
+}
+
+/// bf16 changes the arithmetic (the outputs move, on a CPU that computes bf16) but not the
+/// answer: SqueezeNet's class stays onnxruntime's.
+#[tokio::test]
+async fn openvino_bf16_moves_the_outputs_not_the_class() {
+    require_openvino();
+    let squeezenet = Squeezenet::read();
+    let opts = LoadOptions {
+        compute_precision: ComputePrecision::Bf16,
+        ..LoadOptions::default()
+    };
+    let loaded = engine::load(EngineKind::Openvino, &squeezenet.path, &opts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let notes = loaded.notes.join("\n");
+    assert!(notes.contains("inference precision bf16"), "{notes}");
+    let out = loaded
+        .backend
+        .runner()
+        .unwrap()
+        .run(vec![squeezenet.input()])
+        .unwrap();
+    let got = out[0].as_slice::<f32>().unwrap();
+    assert_eq!(
+        argmax(got.iter().map(|&v| f64::from(v))),
+        squeezenet.want_top1()
+    );
+    let diff = squeezenet.max_diff(&out);
+    // Measured on an AMX host: 0.002 (SqueezeNet's outputs are probabilities).
+    assert!(diff < 0.05, "bf16 moved an output by {diff}");
+    if cpu_has_bf16() {
+        assert!(
+            diff > 1e-4,
+            "bf16 on a bf16 CPU left the outputs as f32's ({diff}): was the precision applied?"
+        );
+    }
+}
+
+/// An `optimization.json` that chose bf16 (OpenVINO's) is served by OpenVINO in bf16 under
+/// `--engine auto`, without timing the other engines.
+#[tokio::test]
+async fn a_bf16_optimized_model_is_served_by_openvino() {
+    require_openvino();
+    let base = linear_with_optimization(
+        "openvino-bf16",
+        r#"{"precision": "bf16", "variant": "bf16", "reason": "bf16 passed the gate"}"#,
+    );
+    let found = find_latest_version(&base.join("linear")).unwrap();
+    let pool = PoolOptions {
+        engine: EngineChoice::Auto,
+        model_name: "linear".into(),
+        ..PoolOptions::new(1, 16)
+    };
+    let served = load_and_warm_up(&found, &pool).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(served.engine, EngineKind::Openvino);
+    assert_eq!(
+        served.optimization.as_ref().map(|o| o.precision.as_str()),
+        Some("bf16")
+    );
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn a_missing_library_is_an_error_that_says_what_to_do() {
+    // A process of its own: the library, once opened, stays for the process.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runtime"))
+        .args(["check-model", "--engine", "openvino", "--openvino_library"])
+        .arg("/nonexistent/libopenvino_c.so")
+        .arg(models().join("linear"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("--openvino_library") && text.contains("make openvino"),
+        "{text}"
+    );
+}
