@@ -128,7 +128,7 @@ lint: ## rustfmt check + clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-example: builder base-image example-model onnxruntime calibration-photos $(PY) ## the README walk-through: portable vs optimized image, embedded model, the cat photo
+example: builder base-image example-model onnxruntime openvino calibration-photos $(PY) ## the README walk-through: portable vs optimized image, embedded model, the cat photo
 	PYTHON=$(PY) bash scripts/example.sh $(EXAMPLE_DIR)
 
 demo: builder test-models base-image onnxruntime $(TRITON_PY) ## the main job: build both images, docker run the pretrained classifier, send the cat photo (REST, gRPC, V2)

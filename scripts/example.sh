@@ -2,8 +2,9 @@
 # The README's walk-through, unattended (`make example`): the TF Serving article's experiment with
 # a real pretrained classifier. Portable image, then the image optimized for this CPU, the same
 # with tract only, then an image with the model baked in and optimized for this CPU (`builder
-# optimize`: int8 where the accuracy gate passes); each serves the cat photo, which must
-# come out as a cat class, and says which engine served it.
+# optimize`: int8 where the accuracy gate passes), and the same with OpenVINO in the image (bf16
+# where the CPU computes it and the gate passes); each serves the cat photo, which must come out
+# as a cat class, and says which engine served it.
 # Usage: scripts/example.sh EXAMPLE_DIR [REST_PORT] [GRPC_PORT]   (EXAMPLE_DIR from `make
 # example-model`; PYTHON names an interpreter with grpcio and grpcio-tools for the gRPC client)
 set -euo pipefail
@@ -82,18 +83,27 @@ tract_ms=$(serve_and_predict)
 step "self-contained image: the model baked in, optimized for this CPU where the accuracy gate passes"
 embedded=$("$builder" serve-image --devel-image "$devel" \
   --embed-model "$dir/efficientnet/1/model.onnx" --model-name resnet --optimize)
-label() { docker inspect -f "{{index .Config.Labels \"io.onnx-serving.$1\"}}" "$embedded"; }
-echo "precision $(label precision) (variant $(label optimization.variant)): $(label optimization.reason)" >&2
+label() { docker inspect -f "{{index .Config.Labels \"io.onnx-serving.$2\"}}" "$1"; }
+echo "precision $(label "$embedded" precision) (variant $(label "$embedded" optimization.variant)): $(label "$embedded" optimization.reason)" >&2
 cleanup
 (set -x; docker run -d -p "$grpc_port:8500" -p "$port:8501" --name "$name" -t "$embedded")
 embedded_ms=$(serve_and_predict)
 
+step "the same with OpenVINO in the image (--engine openvino): bf16 is a candidate too"
+embedded_ov=$("$builder" serve-image --devel-image "$devel" --engine openvino \
+  --embed-model "$dir/efficientnet/1/model.onnx" --model-name resnet --optimize)
+echo "precision $(label "$embedded_ov" precision) (variant $(label "$embedded_ov" optimization.variant)): $(label "$embedded_ov" optimization.reason)" >&2
+cleanup
+(set -x; docker run -d -p "$grpc_port:8500" -p "$port:8501" --name "$name" -t "$embedded_ov")
+openvino_ms=$(serve_and_predict)
+
 step "summary"
-python3 - "$generic_ms" "$optimized_ms" "$tract_ms" "$embedded_ms" "$portable" "$optimized" "$tract_only" "$embedded" <<'PY'
+python3 - "$generic_ms" "$optimized_ms" "$tract_ms" "$embedded_ms" "$openvino_ms" "$portable" "$optimized" "$tract_only" "$embedded" "$embedded_ov" <<'PY'
 import sys
-g, o, t, e = map(float, sys.argv[1:5])
-print(f"portable    {sys.argv[5]:<38} {g:7.1f} ms")
-print(f"optimized   {sys.argv[6]:<38} {o:7.1f} ms  ({g / o:.2f}x)")
-print(f"tract only  {sys.argv[7]:<38} {t:7.1f} ms  ({t / o:.2f}x the optimized image's)")
-print(f"embedded    {sys.argv[8]:<38} {e:7.1f} ms")
+g, o, t, e, v = map(float, sys.argv[1:6])
+print(f"portable    {sys.argv[6]:<42} {g:7.1f} ms")
+print(f"optimized   {sys.argv[7]:<42} {o:7.1f} ms  ({g / o:.2f}x)")
+print(f"tract only  {sys.argv[8]:<42} {t:7.1f} ms  ({t / o:.2f}x the optimized image's)")
+print(f"embedded    {sys.argv[9]:<42} {e:7.1f} ms")
+print(f"+ OpenVINO  {sys.argv[10]:<42} {v:7.1f} ms")
 PY

@@ -2,8 +2,9 @@
 """Picks the fastest variant of one model on THIS host that passes an accuracy gate.
 
 Usage: optimize_model.py MODEL_DIR --calibration DIR --out OUT_DIR [--validation DIR]
-         [--precision auto|fp32|int8] [--min-top1 0.98] [--min-top5 0.9] [--min-confident-top1 0.99]
-         [--min-images 100] [--max-abs-diff X] [--threads N] [--seed S] [--json]
+         [--precision auto|fp32|int8|bf16] [--bf16] [--min-top1 0.98] [--min-top5 0.9]
+         [--min-confident-top1 0.99] [--min-images 100] [--max-abs-diff X] [--threads N] [--seed S]
+         [--json]
 
 MODEL_DIR holds model.onnx and optionally signature.toml (+ labels), as the server reads them. With
 an image [input], --calibration holds photos (.jpg/.png; scripts/fetch_calibration_photos.py makes
@@ -16,10 +17,12 @@ Candidates: fp32 (as is); fp32-optimized (onnxruntime's level-ALL graph, optimiz
 host-specific); int8 (static QDQ, per-channel, QInt8 weights, QUInt8 activations, MinMax,
 reduce_range unless the CPU has VNNI/AMX, Softmax and the last Gemm/MatMul in float: see
 shared/design/optimize.md); int8-stem (the same with the first Conv in float, when it reads at
-most 4 channels: BENCHMARKS.md). A model with Q/DQ, QLinear*, *Integer ops or fp16 initializers is left
+most 4 channels: BENCHMARKS.md); with --bf16 (the image will carry OpenVINO) and a CPU with AMX or
+AVX512-BF16, bf16 (the fp32 file, run by OpenVINO's CPU plugin with INFERENCE_PRECISION_HINT bf16,
+as the runtime's OpenVINO engine runs it). A model with Q/DQ, QLinear*, *Integer ops or fp16 initializers is left
 as it is. Each candidate is gated on the validation set against fp32's outputs: top-1 and top-5
 agreement, top-1 where fp32 has p >= 0.3, max |difference| of the probabilities (non-classifiers:
-max |difference| only); int8 also needs --min-images inputs. Passing candidates are timed at batch
+max |difference| only); int8 and bf16 also need --min-images inputs. Passing candidates are timed at batch
 1, 1 and all intra-op threads, one process per session, interleaved rounds; speedup = median of
 per-round ratios to fp32 at the same threads. The candidate that beats fp32 by > 5 % at every
 thread count (the runtime picks its own threads by load) ships, the largest such least speed-up
@@ -200,6 +203,46 @@ def session(path, threads=0, save_to=None):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
+class OpenvinoSession:
+    """OpenVINO's CPU plugin computing in `precision`, one stream of `threads` (0: the plugin's
+    choice), as the runtime's OpenVINO engine compiles a model; run() as onnxruntime's."""
+
+    def __init__(self, path, threads=0, precision="bf16"):
+        import openvino as ov
+        config = {"INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": "1"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = str(threads)
+        self.compiled = ov.Core().compile_model(path, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, names, feed):
+        result = self.request.infer(feed)
+        outputs = self.compiled.outputs
+        names = names or [o.get_any_name() for o in outputs]
+        by_name = {n: result[o] for o in outputs for n in o.get_names()}
+        return [by_name[n] for n in names]
+
+
+# Candidates that another engine runs: name -> (engine, how to open a session on it).
+ENGINES = {"bf16": ("openvino", lambda path, threads=0: OpenvinoSession(path, threads, "bf16"))}
+
+
+def open_session(name, path, threads=0):
+    """A session for candidate `name`: on its engine (ENGINES), else onnxruntime's."""
+    return ENGINES[name][1](path, threads) if name in ENGINES else session(path, threads)
+
+
+def bf16_unavailable(flags):
+    """Why the bf16 candidate cannot be tried here (a sentence), or None."""
+    if not (flags["amx_bf16"] or flags["avx512_bf16"]):
+        return "this CPU has neither AMX nor AVX512-BF16"
+    try:
+        import openvino  # noqa: F401
+    except ImportError as e:
+        return f"OpenVINO's Python package is missing ({e}): make calibration-photos installs it"
+    return None
+
+
 def narrow_stem(model):
     """The name of the model's first Conv when it reads at most 4 channels (an image stem:
     RGB in), else None. Graph order is topological (ONNX requires it), so no Conv precedes it."""
@@ -278,11 +321,11 @@ def make_int8(src, work, feeds, vnni):
         yield name, out, settings
 
 
-def run_outputs(path, feeds, out_name, softmax):
-    """The compared output for every feed, stacked: the class output (softmaxed if the signature
-    says so) of a classifier, or all outputs flattened and concatenated."""
-    sess = session(path)
-    names = [out_name] if out_name else [o.name for o in sess.get_outputs()]
+def run_outputs(path, feeds, out_name, softmax, name="fp32"):
+    """The compared output of candidate `name` for every feed, stacked: the class output
+    (softmaxed if the signature says so) of a classifier, or all outputs flattened and concatenated."""
+    sess = open_session(name, path)
+    names = [out_name] if out_name else [o.name for o in session(path).get_outputs()]
     rows = [np.concatenate([np.asarray(v, np.float64).reshape(-1) for v in sess.run(names, f)]) for f in feeds]
     y = np.stack(rows)
     if softmax:
@@ -315,11 +358,13 @@ def gate(ref, got, classifier, args, bound, need_images):
     return g
 
 
-def _timing_worker(conn, path, threads, feed):
+def _timing_worker(conn, name, path, threads, feed):
     """One session in its own process: reports its start-up, then times batches of runs on demand."""
     import onnxruntime  # noqa: F401 - loaded before the clock starts: start-up is the session's own
+    if name in ENGINES:
+        import openvino  # noqa: F401
     t0 = time.perf_counter()
-    sess = session(path, threads)
+    sess = open_session(name, path, threads)
     sess.run(None, feed)
     startup = (time.perf_counter() - t0) * 1e3
     t1 = time.perf_counter()
@@ -343,7 +388,7 @@ def time_candidates(paths, feed, thread_counts, rounds):
     workers, startup, per_run = {}, {}, 0.0
     for key in keys:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_timing_worker, args=(child, paths[key[0]], key[1], feed), daemon=True)
+        proc = ctx.Process(target=_timing_worker, args=(child, key[0], paths[key[0]], key[1], feed), daemon=True)
         proc.start()
         startup[key], est = parent.recv()
         workers[key] = (proc, parent)
@@ -391,30 +436,42 @@ def search(args, model, src, image, output, flags, report, work):
         session(src, save_to=paths["fp32-optimized"])
         report["candidates"]["fp32-optimized"] = {"host_specific": True, "note": "level-ALL graph saved on this "
                                                   "host (nchwc layout ops): for this CPU and onnxruntime only"}
-    log(f"calibrating int8 on {len(calib)} inputs (reduce_range={not flags['vnni_or_amx']})")
-    try:
-        for name, path, settings in make_int8(src, work, load_feeds(calib, image, input_names), flags["vnni_or_amx"]):
-            if path is None:
-                log(f"{name}: {settings}; dropping the candidate")
-                report["candidates"][name] = {"gate": {"passed": False, "reasons": [settings]}}
-                continue
-            paths[name] = path
-            report["candidates"][name] = {"quantizer": settings, "host_specific": False}
-    except Exception as e:  # noqa: BLE001 - pre-processing failed: no int8 candidate, with the reason
-        log(f"int8: the quantizer failed, dropping the candidate: {e}")
-        report["candidates"]["int8"] = {"gate": {"passed": False, "reasons": [f"quantizer failed: {e}"]}}
+    if args.precision in ("auto", "int8"):
+        log(f"calibrating int8 on {len(calib)} inputs (reduce_range={not flags['vnni_or_amx']})")
+        try:
+            for name, path, settings in make_int8(src, work, load_feeds(calib, image, input_names), flags["vnni_or_amx"]):
+                if path is None:
+                    log(f"{name}: {settings}; dropping the candidate")
+                    report["candidates"][name] = {"gate": {"passed": False, "reasons": [settings]}}
+                    continue
+                paths[name] = path
+                report["candidates"][name] = {"quantizer": settings, "host_specific": False}
+        except Exception as e:  # noqa: BLE001 - pre-processing failed: no int8 candidate, with the reason
+            log(f"int8: the quantizer failed, dropping the candidate: {e}")
+            report["candidates"]["int8"] = {"gate": {"passed": False, "reasons": [f"quantizer failed: {e}"]}}
+    if args.bf16 or args.precision == "bf16":
+        why_not = bf16_unavailable(flags)
+        if why_not:
+            log(f"bf16: not tried: {why_not}")
+            report["candidates"]["bf16"] = {"gate": {"passed": False, "reasons": [f"not tried: {why_not}"]}}
+        else:
+            import openvino as ov
+            paths["bf16"] = src  # the fp32 file: the engine computes in bf16
+            report["candidates"]["bf16"] = {"engine": "openvino", "openvino": ov.__version__,
+                                            "inference_precision": "bf16", "host_specific": False}
     ref = run_outputs(src, val_feeds, out_name, softmax)
     bound = args.max_abs_diff if args.max_abs_diff is not None else (
         0.15 if output else 0.02 * float(np.abs(ref).max()))
     passed = ["fp32"]
     for name in [c for c in paths if c != "fp32"]:
+        engine = ENGINES.get(name, ("onnxruntime",))[0]
         try:
-            got = run_outputs(paths[name], val_feeds, out_name, softmax)
-        except Exception as e:  # noqa: BLE001 - a variant onnxruntime cannot run fails the gate
-            log(f"{name}: onnxruntime cannot run it, dropping the candidate: {e}")
+            got = run_outputs(paths[name], val_feeds, out_name, softmax, name)
+        except Exception as e:  # noqa: BLE001 - a variant its engine cannot run fails the gate
+            log(f"{name}: {engine} cannot run it, dropping the candidate: {e}")
             report["candidates"][name]["gate"] = {"passed": False, "reasons": [f"does not run: {e}"]}
             continue
-        g = gate(ref, got, bool(output), args, bound, need_images=name.startswith("int8"))
+        g = gate(ref, got, bool(output), args, bound, need_images=name.startswith("int8") or name == "bf16")
         report["candidates"][name]["gate"] = g
         log(f"gate {name}: {'PASS' if g['passed'] else 'FAIL'} "
             + ", ".join(f"{k}={v:.4g}" for k, v in g.items() if isinstance(v, float))
@@ -458,11 +515,12 @@ def choose(args, paths, passed, timing, thread_counts, report):
               and all(f["speedup"] > args.min_speedup and f["speedup_q25"] > 1 for f in figures(c))]
     failed = "; ".join(f"{c}: {', '.join(v['gate']['reasons'])}" for c, v in report["candidates"].items()
                        if not v.get("gate", {}).get("passed", True)) or "none"
-    int8 = [c for c in passed if c.startswith("int8")]
-    if args.precision == "int8":
-        pick = max(int8, key=lambda c: least(c)[1]["speedup"]) if int8 else "fp32"
-        reason = (f"--precision int8: {pick} passed the gate" + (" and was the fastest int8 variant" if len(int8) > 1 else "")
-                  if int8 else f"--precision int8, but {failed}")
+    family = [c for c in passed if c.startswith(args.precision)]
+    if args.precision in ("int8", "bf16"):
+        pick = max(family, key=lambda c: least(c)[1]["speedup"]) if family else "fp32"
+        reason = (f"--precision {args.precision}: {pick} passed the gate"
+                  + (f" and was the fastest {args.precision} variant" if len(family) > 1 else "")
+                  if family else f"--precision {args.precision}, but {failed}")
     elif faster:
         pick = max(faster, key=lambda c: least(c)[1]["speedup"])
         reason = f"{pick} passed the gate and beats fp32 by more than {args.min_speedup:g}x at every thread count"
@@ -472,7 +530,7 @@ def choose(args, paths, passed, timing, thread_counts, report):
         reason = (f"fp32 ships: nothing passed the gate and beat fp32 by more than {args.min_speedup:g}x in most "
                   f"rounds at every thread count (passed: {others}; failed the gate: {failed})")
     t, fig = least(pick)
-    report.update(variant=pick, precision="int8" if pick.startswith("int8") else "fp32",
+    report.update(variant=pick, precision=next((p for p in ("int8", "bf16") if pick.startswith(p)), "fp32"),
                   speedup=round(fig["speedup"], 3), speedup_threads=t,
                   reason=f"{reason} ({speeds(pick)})" if pick != "fp32" else reason)
     return paths[pick]
@@ -485,7 +543,8 @@ def parse_args():
     ap.add_argument("--calibration", help="photos (image signature) or .npz request files")
     ap.add_argument("--validation", help="separate held-out inputs (default: split from --calibration)")
     ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto")
+    ap.add_argument("--precision", choices=("auto", "fp32", "int8", "bf16"), default="auto")
+    ap.add_argument("--bf16", action="store_true", help="also try bf16 on OpenVINO (the image carries it)")
     ap.add_argument("--calibration-fraction", type=float, default=0.4, help="share of files used to calibrate")
     for flag, default in (("--min-top1", 0.98), ("--min-top5", 0.9), ("--min-confident-top1", 0.99)):
         ap.add_argument(flag, type=float, default=default, help=f"gate floor (default {default})")

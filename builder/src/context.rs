@@ -202,6 +202,7 @@ pub fn serving_context(
     workspace: &Path,
     model: Option<(&str, &Path)>,
     onnxruntime: Option<(&Path, &str)>,
+    openvino: Option<(&Path, &[String])>,
 ) -> Result<Vec<u8>> {
     let mut ctx = BuildContext::new();
     ctx.add_file(
@@ -219,6 +220,22 @@ pub fn serving_context(
         None => ctx.add_bytes(
             "onnxruntime/README",
             b"This image carries tract only (builder serve-image --engine tract).\n",
+        )?,
+    }
+    match openvino {
+        // The libraries under their file names (OpenVINO finds its plugin and front end beside
+        // libopenvino.so by name), and libopenvino_c.so for the runtime to open.
+        Some((dir, files)) => {
+            for file in files {
+                ctx.add_file(&dir.join(file), &format!("openvino/{file}"))?;
+            }
+            if let Some(c_api) = files.iter().find(|f| f.starts_with("libopenvino_c.so.")) {
+                ctx.add_symlink("openvino/libopenvino_c.so", c_api)?;
+            }
+        }
+        None => ctx.add_bytes(
+            "openvino/README",
+            b"This image carries no OpenVINO (builder serve-image --engine openvino adds it).\n",
         )?,
     }
     if let Some((name, file)) = model {
@@ -321,6 +338,43 @@ mod tests {
                 assert!(text.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn the_openvino_flavour_carries_the_pinned_libraries_and_the_c_api_link() {
+        let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dir = std::env::temp_dir().join(format!("onnx-serving-ov-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files: Vec<String> = [
+            "libopenvino_c.so.2641",
+            "libopenvino.so.2641",
+            "libtbb.so.12",
+        ]
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+        for f in &files {
+            std::fs::write(dir.join(f), b"ELF").unwrap();
+        }
+        let with = entries(&serving_context(&ws, None, None, Some((&dir, &files))).unwrap());
+        for f in &files {
+            assert!(with.contains(&format!("openvino/{f}")), "{with:?}");
+        }
+        assert!(
+            with.contains(&"openvino/libopenvino_c.so".to_string()),
+            "{with:?}"
+        );
+        assert!(with.contains(&"onnxruntime/README".to_string()), "{with:?}");
+        let without = entries(&serving_context(&ws, None, None, None).unwrap());
+        assert!(
+            without.contains(&"openvino/README".to_string()),
+            "{without:?}"
+        );
+        assert!(
+            !without.iter().any(|e| e.contains("libopenvino")),
+            "{without:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

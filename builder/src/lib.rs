@@ -4,7 +4,7 @@ pub mod commands;
 pub mod context;
 pub mod cpu;
 pub mod docker;
-pub mod onnxruntime;
+pub mod engines;
 pub mod probe;
 pub mod vendor;
 

@@ -1,6 +1,7 @@
 //! `builder optimize` on the walk-through's real model (EfficientNet-Lite0) and real photos: the
 //! accuracy gate refuses an int8 model calibrated on noise and ships fp32 with the reason, and
-//! `--precision fp32` skips the search; a model of an old opset is quantized and gated too.
+//! `--precision fp32` skips the search; a model of an old opset is quantized and gated too; bf16
+//! (OpenVINO) is gated and keeps the fp32 file.
 //! Needs `make test-models calibration-photos` (the model, the venv with onnxruntime, the
 //! photos); `make test` runs them first.
 
@@ -184,5 +185,45 @@ fn a_model_of_an_old_opset_is_quantized_and_gated_not_dropped() {
         "int8-stem is gated too: {report:#}"
     );
     let _ = std::fs::remove_dir_all(&model);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `--precision bf16` tries OpenVINO's bf16 alone: on a CPU with AMX or AVX512-BF16 it is gated
+/// on the held-out photos and timed, and where it ships the model file is fp32's own (the
+/// engine computes in bf16); elsewhere the candidate says why it was not tried. No int8 is made.
+#[test]
+fn precision_bf16_gates_openvino_and_keeps_the_fp32_file() {
+    let out = scratch("bf16");
+    let report = optimize(&out, &["--precision", "bf16"]);
+    let candidates = report["candidates"].as_object().unwrap();
+    assert!(
+        !candidates.keys().any(|k| k.starts_with("int8")),
+        "{report:#}"
+    );
+    let bf16 = &report["candidates"]["bf16"];
+    let flags = &report["host_cpu_flags"];
+    if flags["amx_bf16"] == true || flags["avx512_bf16"] == true {
+        assert_eq!(bf16["engine"], "openvino", "{report:#}");
+        assert!(
+            bf16["openvino"].as_str().unwrap().starts_with("2026."),
+            "{bf16}"
+        );
+        let top1 = bf16["gate"]["top1"].as_f64().unwrap();
+        assert!(top1 > 0.9, "bf16 keeps most of fp32's classes: {bf16}");
+        assert!(bf16["gate"]["n"].as_u64().unwrap() >= 100, "{bf16}");
+        if report["variant"] == "bf16" {
+            assert_eq!(report["precision"], "bf16");
+            assert!(bf16["timing"]["threads_1"]["speedup"].as_f64().unwrap() > 1.05);
+            assert_eq!(
+                std::fs::read(out.join("model.onnx")).unwrap(),
+                std::fs::read(model_dir().join("model.onnx")).unwrap(),
+                "bf16 ships the fp32 file"
+            );
+        }
+    } else {
+        assert_eq!(report["variant"], "fp32", "{report:#}");
+        let why = bf16["gate"]["reasons"][0].as_str().unwrap();
+        assert!(why.contains("neither AMX nor AVX512-BF16"), "{why}");
+    }
     let _ = std::fs::remove_dir_all(&out);
 }

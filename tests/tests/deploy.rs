@@ -278,6 +278,7 @@ async fn pushed_by_digest_pulled_back_and_run_as_the_manifests_say() {
         optimize: None,
         engine: Engines::All,
         onnxruntime_library: None,
+        openvino_libraries: None,
         no_cache: false,
         verbose: false,
     };

@@ -78,6 +78,7 @@ async fn serving_image_with_embedded_model_answers_predict() {
         optimize: None,
         engine: Engines::Tract,
         onnxruntime_library: None,
+        openvino_libraries: None,
         no_cache: false,
         verbose: false,
     };
@@ -237,6 +238,7 @@ async fn pretrained_model_from_a_bind_mount_sees_the_cat() {
         optimize: None,
         engine: Engines::All,
         onnxruntime_library: None,
+        openvino_libraries: None,
         no_cache: false,
         verbose: false,
     };
@@ -511,6 +513,7 @@ async fn corrupt_model_fails_the_build_and_leaves_nothing_behind() {
         optimize: None,
         engine: Engines::All,
         onnxruntime_library: None,
+        openvino_libraries: None,
         no_cache: false,
         verbose: false,
     };

@@ -10,7 +10,7 @@ use bollard::models::ImageSummary;
 
 use crate::cpu::TargetCpu;
 use crate::docker::ROLE_LABEL;
-pub use crate::onnxruntime::{Engines, OrtPin};
+pub use crate::engines::{Engines, OrtPin, OvPin};
 
 pub mod bench;
 pub mod clean;

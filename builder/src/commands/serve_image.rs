@@ -10,12 +10,12 @@ use anyhow::{bail, Context, Result};
 use super::optimize::{optimize_into_cache, Choice, GateArgs};
 use super::{
     common_labels, default_devel_tag, serving_tag_for, short, with_model_suffix, Built, Engines,
-    OrtPin, LABEL_PREFIX,
+    OrtPin, OvPin, LABEL_PREFIX,
 };
 use crate::context::{self, find_workspace, sha256_hex};
 use crate::cpu::TargetCpu;
 use crate::docker::{self, BuildRequest};
-use crate::onnxruntime::onnxruntime_library;
+use crate::engines::{onnxruntime_library, openvino_libraries};
 
 /// Build the slim serving image (FROM scratch: the runtime, the glibc files it links and, by
 /// default, onnxruntime's library; non-root), with a model baked in when --embed-model is
@@ -36,15 +36,17 @@ pub struct Args {
     #[arg(long, requires = "embed_model")]
     model_name: Option<String>,
     /// Bake in the embedded model optimized for this host's CPU (`builder optimize`: int8 or
-    /// onnxruntime's host graph where an accuracy gate passes, else fp32), with the choice,
-    /// the gate's figures and the speed-up as labels.
+    /// onnxruntime's host graph where an accuracy gate passes, with --engine openvino also
+    /// OpenVINO's bf16; else fp32), with the choice, the gate's figures and the speed-up as
+    /// labels.
     #[arg(long, requires = "embed_model")]
     optimize: bool,
     #[command(flatten)]
     gate: GateArgs,
     /// Engines the image carries: all (tract + onnxruntime, the faster serves each model),
     /// onnxruntime (the same, onnxruntime forced), tract (no onnxruntime library; tag
-    /// suffix -tract).
+    /// suffix -tract), openvino (all + OpenVINO's CPU plugin, 88 MB more; with --optimize,
+    /// bf16 is tried too; tag suffix -openvino).
     #[arg(long, value_enum, default_value_t = Engines::All)]
     engine: Engines,
     /// onnxruntime's library on this host [default: $ONNX_SERVING_ONNXRUNTIME_LIBRARY, else
@@ -52,6 +54,11 @@ pub struct Args {
     /// against the sha256 pinned in scripts/onnxruntime.env.
     #[arg(long)]
     onnxruntime_library: Option<PathBuf>,
+    /// OpenVINO's libraries on this host, for --engine openvino [default:
+    /// .cache/openvino/lib, which `make openvino` fetches]; checked to come from the wheel
+    /// pinned in scripts/openvino.env.
+    #[arg(long)]
+    openvino_libraries: Option<PathBuf>,
     /// Rebuild every layer instead of reusing Docker's cache.
     #[arg(long)]
     no_cache: bool,
@@ -71,6 +78,7 @@ impl Args {
             optimize: self.optimize.then_some(self.gate),
             engine: self.engine,
             onnxruntime_library: self.onnxruntime_library,
+            openvino_libraries: self.openvino_libraries,
             no_cache: self.no_cache,
             verbose: self.verbose,
         };
@@ -98,6 +106,8 @@ pub struct ServeImageOptions {
     /// onnxruntime's library on this host [default: `$ONNX_SERVING_ONNXRUNTIME_LIBRARY`, else
     /// `.cache/onnxruntime/libonnxruntime.so.1` in the workspace].
     pub onnxruntime_library: Option<PathBuf>,
+    /// OpenVINO's libraries on this host [default: `.cache/openvino/lib` in the workspace].
+    pub openvino_libraries: Option<PathBuf>,
     /// Rebuild every layer.
     pub no_cache: bool,
     /// Print every line of build output.
@@ -114,7 +124,15 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
         None => None,
     };
     if let (Some((name, path, _)), Some(gate)) = (&model, &opts.optimize) {
-        let (out, _) = optimize_into_cache(path, name, gate)?;
+        if gate.bf16 && !opts.engine.carries_openvino() {
+            bail!("--bf16 tries OpenVINO's bf16, which only an image that carries OpenVINO serves: add --engine openvino");
+        }
+        // An image with OpenVINO may ship the model in bf16.
+        let gate = GateArgs {
+            bf16: gate.bf16 || opts.engine.carries_openvino(),
+            ..gate.clone()
+        };
+        let (out, _) = optimize_into_cache(path, name, &gate)?;
         model = Some(check_model_file(&out.join("model.onnx"), Some(name))?);
     }
     // What `builder optimize` chose for the embedded model, when it ran (here or before).
@@ -124,6 +142,9 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
     };
     if let Some(choice) = &choice {
         eprintln!("{}", choice.summary());
+        if choice.needs_openvino() && !opts.engine.carries_openvino() {
+            bail!("the model was optimized to run in bf16 on OpenVINO, which this image would not carry: add --engine openvino (or embed the fp32 model)");
+        }
     }
     let docker = docker::connect().await?;
     let devel = opts
@@ -138,6 +159,7 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
     let tag = opts.tag.clone().unwrap_or_else(|| {
         let base = match opts.engine {
             Engines::Tract => with_model_suffix(&serving_tag_for(&devel), "tract"),
+            Engines::Openvino => with_model_suffix(&serving_tag_for(&devel), "openvino"),
             _ => serving_tag_for(&devel),
         };
         match &model {
@@ -149,6 +171,13 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
         let pin = OrtPin::read(&workspace)?;
         let lib = onnxruntime_library(&workspace, opts.onnxruntime_library.as_deref(), &pin)?;
         Some((pin, lib))
+    } else {
+        None
+    };
+    let ov = if opts.engine.carries_openvino() {
+        let pin = OvPin::read(&workspace)?;
+        let dir = openvino_libraries(&workspace, opts.openvino_libraries.as_deref(), &pin)?;
+        Some((pin, dir))
     } else {
         None
     };
@@ -173,11 +202,7 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
     if let Ok((0, version)) = docker::run_once(&docker, &devel, &["rustc", "--version"]).await {
         labels.insert(format!("{LABEL_PREFIX}rustc"), version.trim().to_string());
     }
-    let engines = if ort.is_some() {
-        "tract,onnxruntime"
-    } else {
-        "tract"
-    };
+    let engines = opts.engine.names();
     labels.insert(format!("{LABEL_PREFIX}engines"), engines.to_string());
     labels.insert(
         format!("{LABEL_PREFIX}engine"),
@@ -191,6 +216,16 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
         labels.insert(
             format!("{LABEL_PREFIX}onnxruntime-sha256"),
             pin.lib_sha256.clone(),
+        );
+    }
+    if let Some((pin, _)) = &ov {
+        labels.insert(
+            format!("{LABEL_PREFIX}openvino-version"),
+            pin.version.clone(),
+        );
+        labels.insert(
+            format!("{LABEL_PREFIX}openvino-wheel-sha256"),
+            pin.wheel_sha256.clone(),
         );
     }
     let mut build_args = HashMap::from([
@@ -224,6 +259,8 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
         model.as_ref().map(|(n, p, _)| (n.as_str(), p.as_path())),
         ort.as_ref()
             .map(|(pin, lib)| (lib.as_path(), pin.version.as_str())),
+        ov.as_ref()
+            .map(|(pin, dir)| (dir.as_path(), pin.libs.as_slice())),
     )?;
     eprintln!(
         "Building {tag} ({engines}) from {devel}{}",

@@ -72,7 +72,8 @@ pub struct Args {
     network: String,
     /// Serve the optimized image with the model made for this CPU (`builder optimize` on the
     /// model's latest version: int8 or onnxruntime's host graph where the accuracy gate passes,
-    /// else fp32); the portable image keeps the model as it is. The gate flags below apply.
+    /// with --bf16 also OpenVINO's bf16 and an optimized image that carries OpenVINO; else
+    /// fp32); the portable image keeps the model as it is. The gate flags below apply.
     #[arg(long)]
     optimize: bool,
     #[command(flatten)]
@@ -168,7 +169,17 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
         ("optimized", TargetCpu::Native),
     ] {
         let devel = super::default_devel_tag(&target);
-        let serving = super::serving_tag_for(&devel);
+        // A model the optimizer may ship in bf16 (--bf16) needs OpenVINO in the optimized image.
+        let engines = match &opts.optimize {
+            Some(gate) if gate.bf16 && label == "optimized" => Engines::Openvino,
+            _ => Engines::All,
+        };
+        let serving = match engines {
+            Engines::Openvino => {
+                super::with_model_suffix(&super::serving_tag_for(&devel), "openvino")
+            }
+            _ => super::serving_tag_for(&devel),
+        };
         let have = docker::image_exists(&docker, &serving).await?;
         if opts.no_build {
             if !have {
@@ -194,8 +205,9 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
                 embed_model: None,
                 model_name: None,
                 optimize: None,
-                engine: Engines::All,
+                engine: engines,
                 onnxruntime_library: None,
+                openvino_libraries: None,
                 no_cache: false,
                 verbose: false,
             };
