@@ -17,13 +17,14 @@ Candidates: fp32 (as is); fp32-optimized (onnxruntime's level-ALL graph, optimiz
 host-specific); int8 (static QDQ, per-channel, QInt8 weights, QUInt8 activations, MinMax,
 reduce_range unless the CPU has VNNI/AMX, Softmax and the last Gemm/MatMul in float: see
 shared/design/optimize.md); int8-stem (the same with the first Conv in float, when it reads at
-most 4 channels: BENCHMARKS.md); with --bf16 (the image will carry OpenVINO) and a CPU with AMX or
-AVX512-BF16, bf16 (the fp32 file, run by OpenVINO's CPU plugin with INFERENCE_PRECISION_HINT bf16,
-as the runtime's OpenVINO engine runs it). A model with Q/DQ, QLinear*, *Integer ops or fp16 initializers is left
-as it is. Each candidate is gated on the validation set against fp32's outputs: top-1 and top-5
-agreement, top-1 where fp32 has p >= 0.3, max |difference| of the probabilities (non-classifiers:
-max |difference| only); int8 and bf16 also need --min-images inputs. Passing candidates are timed at batch
-1, 1 and all intra-op threads, one process per session, interleaved rounds; speedup = median of
+most 4 channels: BENCHMARKS.md); with --bf16 under --precision auto (the image will carry
+OpenVINO), or with --precision bf16, and a CPU with AMX or AVX512-BF16, bf16 (the fp32 file, run by
+OpenVINO's CPU plugin with INFERENCE_PRECISION_HINT bf16, as the runtime's OpenVINO engine runs
+it). A model with Q/DQ, QLinear*, *Integer ops or fp16 initializers is left as it is. Each
+candidate is gated on the validation set against fp32's outputs: top-1 and top-5 agreement, top-1
+where fp32 has p >= 0.3, max |difference| of the probabilities (non-classifiers: max |difference|
+only); int8 and bf16 also need --min-images inputs. Passing candidates are timed at batch 1, 1 and
+all intra-op threads, one process per session, interleaved rounds; speedup = median of
 per-round ratios to fp32 at the same threads. The candidate that beats fp32 by > 5 % at every
 thread count (the runtime picks its own threads by load) ships, the largest such least speed-up
 first; else fp32.
@@ -449,7 +450,7 @@ def search(args, model, src, image, output, flags, report, work):
         except Exception as e:  # noqa: BLE001 - pre-processing failed: no int8 candidate, with the reason
             log(f"int8: the quantizer failed, dropping the candidate: {e}")
             report["candidates"]["int8"] = {"gate": {"passed": False, "reasons": [f"quantizer failed: {e}"]}}
-    if args.bf16 or args.precision == "bf16":
+    if (args.bf16 and args.precision == "auto") or args.precision == "bf16":
         why_not = bf16_unavailable(flags)
         if why_not:
             log(f"bf16: not tried: {why_not}")

@@ -40,10 +40,11 @@ pub struct GateArgs {
     /// (int8 if it passes, else fp32), bf16 (OpenVINO's bf16 if it passes, else fp32).
     #[arg(long, value_parser = ["auto", "fp32", "int8", "bf16"], default_value = "auto")]
     pub precision: String,
-    /// Also try bf16: the fp32 model computed in bfloat16 by OpenVINO's CPU plugin, on CPUs
-    /// with AMX or AVX512-BF16 (2.1x onnxruntime's fp32 for EfficientNet-Lite0 on an AMX host,
-    /// passing the default gate). A model that ships bf16 needs an image that carries OpenVINO:
-    /// `serve-image --engine openvino` sets this.
+    /// Under --precision auto, also try bf16: the fp32 model computed in bfloat16 by
+    /// OpenVINO's CPU plugin, on CPUs with AMX or AVX512-BF16 (EfficientNet-Lite0 on a 2-core
+    /// AMX host: 2.13x onnxruntime's fp32 at one thread, 1.63x at two, passing the default
+    /// gate). A model that ships bf16 needs an image that carries OpenVINO: `serve-image
+    /// --engine openvino` sets this.
     #[arg(long)]
     pub bf16: bool,
     /// Photos (JPEG/PNG) for calibration and the held-out accuracy check, split by a seeded
@@ -74,6 +75,17 @@ pub struct GateArgs {
     /// .cache/venv, which `make setup`'s targets create].
     #[arg(long)]
     pub python: Option<PathBuf>,
+}
+
+impl GateArgs {
+    /// Errors when gate flags were given to a command that runs the optimizer only with
+    /// `--optimize` and it was not given (the flags would be silently ignored).
+    pub fn refuse_without_optimize(&self) -> Result<()> {
+        if self.bf16 || self.precision != "auto" {
+            bail!("--bf16 and --precision choose what the optimizer tries: add --optimize");
+        }
+        Ok(())
+    }
 }
 
 impl Args {

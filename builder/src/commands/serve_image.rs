@@ -45,7 +45,7 @@ pub struct Args {
     gate: GateArgs,
     /// Engines the image carries: all (tract + onnxruntime, the faster serves each model),
     /// onnxruntime (the same, onnxruntime forced), tract (no onnxruntime library; tag
-    /// suffix -tract), openvino (all + OpenVINO's CPU plugin, 88 MB more; with --optimize,
+    /// suffix -tract), openvino (all + OpenVINO's CPU plugin, ~93 MB more; with --optimize,
     /// bf16 is tried too; tag suffix -openvino).
     #[arg(long, value_enum, default_value_t = Engines::All)]
     engine: Engines,
@@ -70,6 +70,9 @@ pub struct Args {
 impl Args {
     /// Builds the serving image and prints its tag.
     pub async fn run(self) -> Result<()> {
+        if !self.optimize {
+            self.gate.refuse_without_optimize()?;
+        }
         let opts = ServeImageOptions {
             devel_image: self.devel_image,
             tag: self.tag,
@@ -124,12 +127,12 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
         None => None,
     };
     if let (Some((name, path, _)), Some(gate)) = (&model, &opts.optimize) {
-        if gate.bf16 && !opts.engine.carries_openvino() {
-            bail!("--bf16 tries OpenVINO's bf16, which only an image that carries OpenVINO serves: add --engine openvino");
+        if (gate.bf16 || gate.precision == "bf16") && !opts.engine.carries_openvino() {
+            bail!("bf16 runs on OpenVINO, which only an image that carries it serves: add --engine openvino");
         }
-        // An image with OpenVINO may ship the model in bf16.
+        // An image with OpenVINO may ship the model in bf16 when the search is open.
         let gate = GateArgs {
-            bf16: gate.bf16 || opts.engine.carries_openvino(),
+            bf16: gate.bf16 || (opts.engine.carries_openvino() && gate.precision == "auto"),
             ..gate.clone()
         };
         let (out, _) = optimize_into_cache(path, name, &gate)?;

@@ -89,6 +89,9 @@ impl Args {
         if self.requests == 0 || self.concurrency == 0 || self.cold_starts == 0 {
             bail!("--requests, --concurrency and --cold-starts must be at least 1");
         }
+        if !self.optimize {
+            self.gate.refuse_without_optimize()?;
+        }
         let opts = BenchOptions {
             model: self.model,
             image: self.image,
@@ -169,9 +172,11 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchReport> {
         ("optimized", TargetCpu::Native),
     ] {
         let devel = super::default_devel_tag(&target);
-        // A model the optimizer may ship in bf16 (--bf16) needs OpenVINO in the optimized image.
-        let engines = match &opts.optimize {
-            Some(gate) if gate.bf16 && label == "optimized" => Engines::Openvino,
+        // A model the optimizer shipped in bf16 needs OpenVINO in the optimized image.
+        let engines = match &made_for_cpu {
+            Some((_, choice)) if choice.needs_openvino() && label == "optimized" => {
+                Engines::Openvino
+            }
             _ => Engines::All,
         };
         let serving = match engines {
