@@ -11,8 +11,11 @@ dest=${1:-.cache/openvino}
 
 check() { echo "$2  $1" | sha256sum -c --quiet - >/dev/null 2>&1; }
 
-# The wheel's sha256 vouches for the files taken from it; a stamp records which wheel they came from.
-if [ "$(cat "$dest/lib/.wheel-sha256" 2>/dev/null)" = "$OV_WHEEL_SHA256" ]; then
+# The wheel's sha256 vouches for the files taken from it; a stamp records which wheel and which
+# of its files they are. Touching the C library tells make that it is up to date.
+stamp="$OV_WHEEL_SHA256 $OV_LIBS"
+if [ "$(cat "$dest/lib/.wheel-sha256" 2>/dev/null)" = "$stamp" ] && [ -e "$dest/lib/libopenvino_c.so" ]; then
+  touch "$dest/lib/libopenvino_c.so"
   exit 0
 fi
 mkdir -p "$dest/wheel"
@@ -38,7 +41,7 @@ with zipfile.ZipFile(wheel) as z:
 PY
 c_lib=$(cd "$dest/lib.part" && ls libopenvino_c.so.*)
 ln -s "$c_lib" "$dest/lib.part/libopenvino_c.so"
-echo "$OV_WHEEL_SHA256" > "$dest/lib.part/.wheel-sha256"
+echo "$stamp" > "$dest/lib.part/.wheel-sha256"
 rm -rf "$dest/lib"
 mv "$dest/lib.part" "$dest/lib"
 echo "fetch_openvino: $dest/lib ($(du -sh "$dest/lib" | cut -f1), OpenVINO $OV_VERSION)"

@@ -18,7 +18,7 @@ pub enum Engines {
     Onnxruntime,
     /// tract only: no onnxruntime library (an image ~11 MB smaller when compressed).
     Tract,
-    /// tract, onnxruntime and OpenVINO's CPU plugin (88 MB more; tag suffix -openvino): what a
+    /// tract, onnxruntime and OpenVINO's CPU plugin (~93 MB more; tag suffix -openvino): what a
     /// model optimized to bf16 needs (`--optimize` considers bf16 only for this flavour). The
     /// runtime serves each model on the engine it was optimized for, else the fastest.
     Openvino,
@@ -90,10 +90,12 @@ pub fn openvino_libraries(workspace: &Path, given: Option<&Path>, pin: &OvPin) -
         Some(p) => p.to_owned(),
         None => workspace.join(".cache/openvino/lib"),
     };
+    // The stamp: the wheel's sha256, then the files taken from it.
     let stamp = std::fs::read_to_string(dir.join(".wheel-sha256")).unwrap_or_default();
-    if stamp.trim() != pin.wheel_sha256 {
+    if stamp.split_whitespace().next() != Some(pin.wheel_sha256.as_str()) {
         bail!(
-            "{} does not hold the libraries of the pinned openvino {} wheel              (scripts/openvino.env): run `make openvino`",
+            "{} does not hold the libraries of the pinned openvino {} wheel \
+             (scripts/openvino.env): run `make openvino`",
             dir.display(),
             pin.version
         );
