@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::CheckModelArgs;
-use crate::engine::{self, EngineChoice, EngineKind, LoadOptions, Loaded};
+use crate::engine::{self, ComputePrecision, EngineChoice, EngineKind, LoadOptions, Loaded};
 use crate::models::{find_latest_version, model_dir, Optimization};
 use crate::signature::ServingSignature;
 
@@ -44,9 +44,9 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
             if let Err(why) = engine::onnxruntime::init(args.onnxruntime_library.as_deref()) {
                 println!("onnxruntime: not available ({why})");
             }
-            // Only said when asked for: most images carry no OpenVINO.
+            // Only said when it was meant to be there: most images carry no OpenVINO.
             if let Err(why) = engine::openvino::init(args.openvino_library.as_deref()) {
-                if args.openvino_library.is_some() {
+                if engine::openvino::expected(args.openvino_library.as_deref()) {
                     println!("OpenVINO: not available ({why})");
                 }
             }
@@ -93,7 +93,19 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
         }
     }
     if let Some(o) = Optimization::load(&path)? {
-        println!("Precision: {} ({})", o.precision, o.describe());
+        // A variant computed in bf16 is bf16 only on the engine it was made on.
+        let made_on = o
+            .engine()
+            .filter(|_| o.compute_precision() != ComputePrecision::F32);
+        match made_on {
+            Some(kind) if !engine::available().contains(&kind) => println!(
+                "Precision: fp32 here: {kind}, which computes this variant in {}, is not \
+                 available ({})",
+                o.precision,
+                o.describe()
+            ),
+            _ => println!("Precision: {} ({})", o.precision, o.describe()),
+        }
     }
     println!("OK");
     Ok(())

@@ -114,6 +114,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             Err(why) if args.engine == EngineChoice::Openvino => {
                 anyhow::bail!("--engine openvino, but {why}")
             }
+            // An image with OpenVINO whose library does not open serves on without it.
+            Err(why) if engine::openvino::expected(args.openvino_library.as_deref()) => {
+                warn!("OpenVINO is not available, serving with the other engines: {why}")
+            }
             Err(why) => debug!("OpenVINO is not available: {why}"),
         }
     }

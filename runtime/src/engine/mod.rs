@@ -124,6 +124,16 @@ pub enum ComputePrecision {
     Bf16,
 }
 
+impl fmt::Display for ComputePrecision {
+    /// ONNX's dtype terms, as the rest of the API names precisions: `fp32`, `bf16`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ComputePrecision::F32 => "fp32",
+            ComputePrecision::Bf16 => "bf16",
+        })
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
@@ -165,6 +175,12 @@ pub trait Backend: Send + Sync {
     /// or its runners already use every core. Taken once, by the worker pool.
     fn lone_runner(&self) -> Option<Box<dyn Runner>> {
         None
+    }
+    /// The arithmetic the engine actually computes the float layers in, which may be less than
+    /// [`LoadOptions::compute_precision`] asked for (bf16 on a CPU without AMX or
+    /// AVX512-BF16). The default: the model's own float32.
+    fn compute_precision(&self) -> ComputePrecision {
+        ComputePrecision::F32
     }
 }
 

@@ -120,6 +120,17 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
         .workers
         .unwrap_or_else(|| backend.default_workers(pool.cores));
     let engine = backend.kind();
+    let compute_precision = backend.compute_precision();
+    // (Served by another engine than the one it was made on: load_engine has warned.)
+    let made_on = optimization.as_deref().and_then(Optimization::engine);
+    if opts.compute_precision != compute_precision && made_on == Some(engine) {
+        warn!(
+            "This version was optimized to compute in {} on its build host, but {engine} \
+             computes it in {compute_precision} on this CPU (bf16 needs AMX or AVX512-BF16): it \
+             answers as the fp32 model does, at fp32's speed",
+            opts.compute_precision
+        );
+    }
     let batch_sizes = pool
         .batching
         .as_ref()
@@ -144,6 +155,7 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
         workers,
         load_time: started.elapsed(),
         optimization,
+        compute_precision,
     })
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::optimization::Optimization;
-use crate::engine::EngineKind;
+use crate::engine::{ComputePrecision, EngineKind};
 use crate::error::ApiError;
 use crate::pool::InferencePool;
 use crate::proto::tensorflow::serving::ModelServerConfig;
@@ -34,12 +34,24 @@ pub struct ServedModel {
     pub load_time: Duration,
     /// What `builder optimize` chose for this version (`optimization.json`), if it ran.
     pub optimization: Option<Arc<Optimization>>,
+    /// What the serving engine computes the float layers in (bf16 only where it was asked
+    /// for, the engine supports it and the CPU has it).
+    pub compute_precision: ComputePrecision,
 }
 
 impl ServedModel {
-    /// The model file's precision (`fp32`, `int8`) as `builder optimize` recorded it.
+    /// The precision this version is served in, when `builder optimize` ran on it: the model
+    /// file's (`fp32`, `int8`) as it recorded it, or `bf16` while the engine computes in it
+    /// (`fp32` when the variant made for bf16 is served by an engine or a CPU that computes
+    /// it in f32).
     pub fn precision(&self) -> Option<&str> {
-        self.optimization.as_ref().map(|o| o.precision.as_str())
+        let o = self.optimization.as_ref()?;
+        if o.compute_precision() == ComputePrecision::Bf16
+            && self.compute_precision != ComputePrecision::Bf16
+        {
+            return Some("fp32");
+        }
+        Some(o.precision.as_str())
     }
 }
 

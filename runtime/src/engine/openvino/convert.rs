@@ -2,6 +2,7 @@
 
 use openvino::{CompiledModel, ElementType, Node, Shape};
 
+use crate::engine::EngineError;
 use crate::signature::{DType, Dim, Signature, TensorSpec};
 use crate::tensor::{raw, Tensor, TensorData};
 
@@ -42,21 +43,29 @@ fn element_type(dtype: DType) -> Option<ElementType> {
     })
 }
 
-/// Our tensor as a new OpenVINO tensor (one copy of the values).
-pub(super) fn input_tensor(t: &Tensor) -> Result<openvino::Tensor, String> {
-    let ty =
-        element_type(t.dtype()).ok_or_else(|| format!("OpenVINO takes no {} inputs", t.dtype()))?;
+/// Our tensor as a new OpenVINO tensor (one copy of the values). Errors: a dtype OpenVINO does
+/// not take is the request's fault ([`EngineError::InvalidInput`]); failing to make the tensor
+/// (memory) is the server's ([`EngineError::Failed`]).
+pub(super) fn input_tensor(t: &Tensor) -> Result<openvino::Tensor, EngineError> {
+    let ty = element_type(t.dtype()).ok_or_else(|| {
+        EngineError::InvalidInput(format!("OpenVINO takes no {} inputs", t.dtype()))
+    })?;
+    let failed = |e: openvino::InferenceError| EngineError::Failed(format!("input tensor: {e}"));
     let dims: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
-    let shape = Shape::new(&dims).map_err(|e| e.to_string())?;
-    let mut out = openvino::Tensor::new(ty, &shape).map_err(|e| e.to_string())?;
+    let shape = Shape::new(&dims).map_err(failed)?;
+    let mut out = openvino::Tensor::new(ty, &shape).map_err(failed)?;
+    // An empty tensor has no buffer to copy into.
+    if t.shape().contains(&0) {
+        return Ok(out);
+    }
     match t.data() {
         TensorData::F32(v) => out
             .get_data_mut::<f32>()
-            .map_err(|e| e.to_string())?
+            .map_err(failed)?
             .copy_from_slice(v),
         data => out
             .get_raw_data_mut()
-            .map_err(|e| e.to_string())?
+            .map_err(failed)?
             .copy_from_slice(&raw::to_le_bytes(data)),
     }
     Ok(out)
@@ -72,7 +81,11 @@ pub(super) fn output_tensor(t: &openvino::Tensor) -> Result<Tensor, String> {
         .get_dimensions()
         .iter()
         .map(|&d| d.max(0) as usize)
-        .collect();
+        .collect::<Vec<usize>>();
+    // An empty output has no buffer to read (its data pointer may be null).
+    if shape.contains(&0) {
+        return raw::from_le_bytes(dtype, shape, &[]);
+    }
     raw::from_le_bytes(dtype, shape, t.get_raw_data().map_err(|e| e.to_string())?)
 }
 

@@ -39,6 +39,13 @@ pub fn library() -> Result<&'static Library, String> {
     init(from_env.as_deref())
 }
 
+/// Whether OpenVINO is meant to be there: a library was named (`path`), or the image's folder
+/// holds one. A failure to open it is then worth a warning; otherwise this build simply
+/// carries no OpenVINO.
+pub fn expected(path: Option<&Path>) -> bool {
+    path.is_some() || in_folder(Path::new(IMAGE_LIBRARY_DIR)).is_some()
+}
+
 /// `dir`'s C library: `libopenvino_c.so`, else the newest versioned one (the wheel has only those).
 fn in_folder(dir: &Path) -> Option<PathBuf> {
     let plain = dir.join(LIBRARY_FILE);

@@ -7,8 +7,10 @@
 //! cores / threads); automatic threads give one stream on every core and one worker (OpenVINO's
 //! latency setting). The plugin computes in the precision [`LoadOptions::compute_precision`]
 //! names: f32 keeps the model's own arithmetic; bf16 runs its float layers in bfloat16 where
-//! the CPU has AMX or AVX512-BF16 (measured on EfficientNet-Lite0 in BENCHMARKS.md: 2.0x-2.2x
-//! onnxruntime's fp32, top-1 agreement 98.6 %), which only an accuracy-gated optimization asks for.
+//! the CPU has AMX or AVX512-BF16 (measured on EfficientNet-Lite0 in BENCHMARKS.md: 2.13x
+//! onnxruntime's fp32 at one thread, 1.63x at two, top-1 agreement 98.6 %), which only an
+//! accuracy-gated optimization asks for. The precision the plugin settled on is read back from
+//! the compiled model: a CPU without bf16 arithmetic computes in f32, and the load says so.
 
 mod convert;
 mod library;
@@ -17,9 +19,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use openvino::{CompiledModel, Core, DeviceType, InferRequest, RwPropertyKey};
+use openvino::{CompiledModel, Core, DeviceType, InferRequest, PropertyKey, RwPropertyKey};
 
-pub use library::{init, library, Library, IMAGE_LIBRARY_DIR, LIBRARY_ENV, LIBRARY_FILE};
+pub use library::{expected, init, library, Library, IMAGE_LIBRARY_DIR, LIBRARY_ENV, LIBRARY_FILE};
 
 use super::tuning::first_run;
 use super::{
@@ -37,10 +39,13 @@ pub struct OvBackend {
     /// Threads per stream (per worker).
     threads: usize,
     streams: usize,
+    /// What the CPU plugin computes in, read back after compiling.
+    precision: ComputePrecision,
     /// Infer requests are made from it (`create_infer_request` takes `&mut`).
     compiled: Mutex<CompiledModel>,
-    /// The request made and warmed while loading, handed to the first worker.
-    spare: Mutex<Vec<InferRequest>>,
+    /// Warmed requests no runner holds: the one made while loading, and those of runners
+    /// dropped since (the engine choice's timing runner), handed to the next runner.
+    spare: Spare,
     /// Kept for as long as the compiled model: it holds the plugin.
     _core: Mutex<Core>,
 }
@@ -96,14 +101,31 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
         .compile_model(&model, cpu)
         .map_err(|e| fail("compile")(e.to_string()))?;
     let signature = signature(&compiled).map_err(fail("read the signature of"))?;
+    // The hint is a request: the plugin keeps f32 where the CPU has no bf16 arithmetic.
+    let effective = compiled
+        .get_property(&PropertyKey::Rw(RwPropertyKey::HintInferencePrecision))
+        .map(|p| p.into_owned())
+        .map_err(|e| fail("read the inference precision of")(e.to_string()))?;
+    let effective_precision = if effective == "bf16" {
+        ComputePrecision::Bf16
+    } else {
+        ComputePrecision::F32
+    };
     let request = compiled
         .create_infer_request()
         .map_err(|e| fail("load")(e.to_string()))?;
-    let mut runner = OvRunner::new(request, &signature);
+    let spare: Spare = Arc::default();
+    let mut runner = OvRunner::new(request, &signature, &spare);
     let mut notes = vec![format!(
-        "OpenVINO {} CPU plugin: {streams} stream(s) of {threads} thread(s), inference precision {precision}",
+        "OpenVINO {} CPU plugin: {streams} stream(s) of {threads} thread(s), inference precision {effective}",
         lib.version
     )];
+    if effective != precision {
+        notes.push(format!(
+            "Asked OpenVINO for inference precision {precision}; its CPU plugin computes in \
+             {effective} on this CPU (bf16 needs AMX or AVX512-BF16)"
+        ));
+    }
     if let Threads::Auto { .. } = opts.threads {
         notes.push(format!(
             "Intra-op threads: {threads}, one stream and one worker (OpenVINO's latency setting: \
@@ -116,8 +138,9 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
             signature,
             threads,
             streams,
+            precision: effective_precision,
             compiled: Mutex::new(compiled),
-            spare: Mutex::new(vec![runner.request]),
+            spare,
             _core: Mutex::new(core),
         }),
         load_time: started.elapsed(),
@@ -151,7 +174,11 @@ impl Backend for OvBackend {
                 .create_infer_request()
                 .map_err(|e| EngineError::Failed(e.to_string()))?,
         };
-        Ok(Box::new(OvRunner::new(request, &self.signature)))
+        Ok(Box::new(OvRunner::new(
+            request,
+            &self.signature,
+            &self.spare,
+        )))
     }
 
     fn intra_op_threads(&self) -> usize {
@@ -162,39 +189,65 @@ impl Backend for OvBackend {
     fn default_workers(&self, cores: usize) -> usize {
         self.streams.min(cores).max(1)
     }
+
+    fn compute_precision(&self) -> ComputePrecision {
+        self.precision
+    }
 }
 
+/// Infer requests waiting for a runner.
+type Spare = Arc<Mutex<Vec<InferRequest>>>;
+
 struct OvRunner {
-    request: InferRequest,
+    /// Always `Some` until dropped, when it goes back to `spare`.
+    request: Option<InferRequest>,
+    spare: Spare,
     /// The model's inputs, in the signature's order.
     inputs: Vec<String>,
     outputs: usize,
 }
 
 impl OvRunner {
-    fn new(request: InferRequest, signature: &Signature) -> OvRunner {
+    fn new(request: InferRequest, signature: &Signature, spare: &Spare) -> OvRunner {
         OvRunner {
-            request,
+            request: Some(request),
+            spare: spare.clone(),
             inputs: signature.inputs.iter().map(|s| s.name.clone()).collect(),
             outputs: signature.outputs.len(),
         }
     }
 }
 
+impl Drop for OvRunner {
+    /// The warmed request serves the next runner instead of a cold new one.
+    fn drop(&mut self) {
+        if let Some(request) = self.request.take() {
+            self.spare
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(request);
+        }
+    }
+}
+
 impl Runner for OvRunner {
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        let request = self
+            .request
+            .as_mut()
+            .ok_or_else(|| EngineError::Failed("the runner was dropped".into()))?;
         for (name, t) in self.inputs.iter().zip(&inputs) {
-            let tensor = input_tensor(t).map_err(EngineError::InvalidInput)?;
-            self.request
+            let tensor = input_tensor(t)?;
+            request
                 .set_tensor(name, &tensor)
                 .map_err(|e| EngineError::InvalidInput(format!("input '{name}': {e}")))?;
         }
-        self.request
+        request
             .infer()
             .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
         (0..self.outputs)
             .map(|k| {
-                self.request
+                request
                     .get_output_tensor_by_index(k)
                     .map_err(|e| e.to_string())
                     .and_then(|t| output_tensor(&t))
