@@ -93,7 +93,8 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
         }
     }
     if let Some(o) = Optimization::load(&path)? {
-        // A variant computed in bf16 is bf16 only on the engine it was made on.
+        // A variant computed in bf16 is bf16 only on the engine it was made on, on a CPU
+        // that computes bf16 (as the serving load decides).
         let made_on = o
             .engine()
             .filter(|_| o.compute_precision() != ComputePrecision::F32);
@@ -102,6 +103,10 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
                 "Precision: fp32 here: {kind}, which computes this variant in {}, is not \
                  available ({})",
                 o.precision,
+                o.describe()
+            ),
+            Some(_) if !engine::native_bf16() => println!(
+                "Precision: fp32 here: this CPU has neither AMX-BF16 nor AVX512-BF16 ({})",
                 o.describe()
             ),
             _ => println!("Precision: {} ({})", o.precision, o.describe()),

@@ -231,7 +231,8 @@ pub struct CheckModelArgs {
     /// onnxruntime's C library, as for `serve`; without it onnxruntime is not checked.
     #[arg(long = "onnxruntime_library", alias = "onnxruntime-library", env = env::ONNXRUNTIME_LIBRARY)]
     pub onnxruntime_library: Option<PathBuf>,
-    /// OpenVINO's C library or its folder, as for `serve`; without it OpenVINO is not checked.
+    /// OpenVINO's C library or its folder, as for `serve`; without it, the image's folder
+    /// (/usr/lib/openvino) when it holds one, else OpenVINO is not checked.
     #[arg(long = "openvino_library", alias = "openvino-library", env = env::OPENVINO_LIBRARY)]
     pub openvino_library: Option<PathBuf>,
 }

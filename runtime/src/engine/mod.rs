@@ -124,6 +124,17 @@ pub enum ComputePrecision {
     Bf16,
 }
 
+/// Whether this CPU computes bfloat16 itself (AVX512-BF16 or AMX-BF16, with the OS saving
+/// their state): where a bf16 variant pays. Elsewhere OpenVINO would emulate bf16 on AVX-512,
+/// slower than f32, so the engine computes such a variant in f32. Detected once.
+pub fn native_bf16() -> bool {
+    static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NATIVE.get_or_init(|| {
+        let cpu = hostcpu::detect();
+        cpu.usable.contains("AVX512BF16") || cpu.usable.contains("AMX-BF16")
+    })
+}
+
 impl fmt::Display for ComputePrecision {
     /// ONNX's dtype terms, as the rest of the API names precisions: `fp32`, `bf16`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

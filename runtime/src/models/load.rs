@@ -126,8 +126,8 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
     if opts.compute_precision != compute_precision && made_on == Some(engine) {
         warn!(
             "This version was optimized to compute in {} on its build host, but {engine} \
-             computes it in {compute_precision} on this CPU (bf16 needs AMX or AVX512-BF16): it \
-             answers as the fp32 model does, at fp32's speed",
+             computes it in {compute_precision} on this CPU (bf16 pays only with AMX-BF16 or \
+             AVX512-BF16): it answers as the fp32 model does, at fp32's speed",
             opts.compute_precision
         );
     }

@@ -258,7 +258,8 @@ fn metadata_json(
             "engine": model.engine.name(),
         },
     });
-    // Beyond TF Serving's fields, as `engine`: what `builder optimize` made of the model.
+    // Beyond TF Serving's fields, as `engine`: the precision it is served in, when `builder
+    // optimize` made it (ServedModel::precision).
     if let Some(precision) = model.precision() {
         answer["metadata"]["precision"] = json!(precision);
     }

@@ -9,8 +9,9 @@
 //! names: f32 keeps the model's own arithmetic; bf16 runs its float layers in bfloat16 where
 //! the CPU has AMX or AVX512-BF16 (measured on EfficientNet-Lite0 in BENCHMARKS.md: 2.13x
 //! onnxruntime's fp32 at one thread, 1.63x at two, top-1 agreement 98.6 %), which only an
-//! accuracy-gated optimization asks for. The precision the plugin settled on is read back from
-//! the compiled model: a CPU without bf16 arithmetic computes in f32, and the load says so.
+//! accuracy-gated optimization asks for. On a CPU without either (where OpenVINO would emulate
+//! bf16, slower than f32) bf16 is not asked for, and the load says so; the precision the plugin
+//! settled on is read back from the compiled model and reported.
 
 mod convert;
 mod library;
@@ -41,11 +42,12 @@ pub struct OvBackend {
     streams: usize,
     /// What the CPU plugin computes in, read back after compiling.
     precision: ComputePrecision,
+    /// Warmed requests no runner holds: the one made while loading, and those of runners
+    /// dropped since (the engine choice's timing runner), handed to the next runner. Declared
+    /// before the compiled model, so they are freed first.
+    spare: Spare,
     /// Infer requests are made from it (`create_infer_request` takes `&mut`).
     compiled: Mutex<CompiledModel>,
-    /// Warmed requests no runner holds: the one made while loading, and those of runners
-    /// dropped since (the engine choice's timing runner), handed to the next runner.
-    spare: Spare,
     /// Kept for as long as the compiled model: it holds the plugin.
     _core: Mutex<Core>,
 }
@@ -74,9 +76,20 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
         Threads::Fixed(n) => (n.max(1), (cores / n.max(1)).max(1)),
         Threads::Auto { max } => (max.max(1), 1),
     };
+    let mut notes = Vec::new();
+    // OpenVINO emulates bf16 on AVX-512 CPUs without it (slower than f32): ask for it only
+    // where the CPU computes it.
     let precision = match opts.compute_precision {
         ComputePrecision::F32 => "f32",
-        ComputePrecision::Bf16 => "bf16",
+        ComputePrecision::Bf16 if super::native_bf16() => "bf16",
+        ComputePrecision::Bf16 => {
+            notes.push(
+                "bf16 asked for, but this CPU has neither AMX-BF16 nor AVX512-BF16 (OpenVINO \
+                 would emulate it, slower than f32): computing in f32"
+                    .to_string(),
+            );
+            "f32"
+        }
     };
     let mut core = Core::new().map_err(|e| fail("load")(e.to_string()))?;
     let file = path
@@ -101,11 +114,17 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
         .compile_model(&model, cpu)
         .map_err(|e| fail("compile")(e.to_string()))?;
     let signature = signature(&compiled).map_err(fail("read the signature of"))?;
-    // The hint is a request: the plugin keeps f32 where the CPU has no bf16 arithmetic.
-    let effective = compiled
-        .get_property(&PropertyKey::Rw(RwPropertyKey::HintInferencePrecision))
-        .map(|p| p.into_owned())
-        .map_err(|e| fail("read the inference precision of")(e.to_string()))?;
+    // The hint is a request: what the plugin settled on is read back.
+    let effective =
+        match compiled.get_property(&PropertyKey::Rw(RwPropertyKey::HintInferencePrecision)) {
+            Ok(p) => p.to_ascii_lowercase(),
+            Err(e) => {
+                notes.push(format!(
+                    "OpenVINO did not say its inference precision ({e}); taken as asked"
+                ));
+                precision.to_string()
+            }
+        };
     let effective_precision = if effective == "bf16" {
         ComputePrecision::Bf16
     } else {
@@ -116,14 +135,17 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
         .map_err(|e| fail("load")(e.to_string()))?;
     let spare: Spare = Arc::default();
     let mut runner = OvRunner::new(request, &signature, &spare);
-    let mut notes = vec![format!(
-        "OpenVINO {} CPU plugin: {streams} stream(s) of {threads} thread(s), inference precision {effective}",
-        lib.version
-    )];
+    notes.insert(
+        0,
+        format!(
+            "OpenVINO {} CPU plugin: {streams} stream(s) of {threads} thread(s), inference precision {effective}",
+            lib.version
+        ),
+    );
     if effective != precision {
         notes.push(format!(
             "Asked OpenVINO for inference precision {precision}; its CPU plugin computes in \
-             {effective} on this CPU (bf16 needs AMX or AVX512-BF16)"
+             {effective}"
         ));
     }
     if let Threads::Auto { .. } = opts.threads {
@@ -139,8 +161,8 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
             threads,
             streams,
             precision: effective_precision,
-            compiled: Mutex::new(compiled),
             spare,
+            compiled: Mutex::new(compiled),
             _core: Mutex::new(core),
         }),
         load_time: started.elapsed(),
@@ -201,6 +223,9 @@ type Spare = Arc<Mutex<Vec<InferRequest>>>;
 struct OvRunner {
     /// Always `Some` until dropped, when it goes back to `spare`.
     request: Option<InferRequest>,
+    /// Set during a run: a runner dropped mid-run (its run panicked) keeps its request out of
+    /// `spare`, as the worker pool keeps the runner out of service.
+    in_run: bool,
     spare: Spare,
     /// The model's inputs, in the signature's order.
     inputs: Vec<String>,
@@ -211,6 +236,7 @@ impl OvRunner {
     fn new(request: InferRequest, signature: &Signature, spare: &Spare) -> OvRunner {
         OvRunner {
             request: Some(request),
+            in_run: false,
             spare: spare.clone(),
             inputs: signature.inputs.iter().map(|s| s.name.clone()).collect(),
             outputs: signature.outputs.len(),
@@ -221,6 +247,9 @@ impl OvRunner {
 impl Drop for OvRunner {
     /// The warmed request serves the next runner instead of a cold new one.
     fn drop(&mut self) {
+        if self.in_run {
+            return;
+        }
         if let Some(request) = self.request.take() {
             self.spare
                 .lock()
@@ -232,6 +261,15 @@ impl Drop for OvRunner {
 
 impl Runner for OvRunner {
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        self.in_run = true;
+        let ran = self.run_request(inputs);
+        self.in_run = false;
+        ran
+    }
+}
+
+impl OvRunner {
+    fn run_request(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let request = self
             .request
             .as_mut()
