@@ -14,7 +14,11 @@ check() { echo "$2  $1" | sha256sum -c --quiet - >/dev/null 2>&1; }
 # The wheel's sha256 vouches for the files taken from it; a stamp records which wheel and which
 # of its files they are. Touching the C library tells make that it is up to date.
 stamp="$OV_WHEEL_SHA256 $OV_LIBS"
-if [ "$(cat "$dest/lib/.wheel-sha256" 2>/dev/null)" = "$stamp" ] && [ -e "$dest/lib/libopenvino_c.so" ]; then
+complete() {
+  [ "$(cat "$dest/lib/.wheel-sha256" 2>/dev/null)" = "$stamp" ] && [ -e "$dest/lib/libopenvino_c.so" ] || return 1
+  for lib in $OV_LIBS; do [ -f "$dest/lib/$lib" ] || return 1; done
+}
+if complete; then
   touch "$dest/lib/libopenvino_c.so"
   exit 0
 fi

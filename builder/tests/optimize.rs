@@ -228,3 +228,71 @@ fn precision_bf16_gates_openvino_and_keeps_the_fp32_file() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Gate flags that would be ignored or that contradict each other stop the command at once,
+/// before the optimizer, Docker or a build runs, with the fix in the message.
+#[test]
+fn contradictory_or_ignored_gate_flags_are_refused_before_any_work() {
+    let model = model_dir().join("model.onnx");
+    let model = model.to_str().unwrap();
+    let out = scratch("flags");
+    let out_arg = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["serve-image", "--bf16"], "add --optimize"),
+        (
+            &["bench", "--model", out_arg, "--precision", "int8"],
+            "add --optimize",
+        ),
+        (
+            &[
+                "optimize",
+                model,
+                "--out",
+                out_arg,
+                "--bf16",
+                "--precision",
+                "int8",
+            ],
+            "drop one of them",
+        ),
+        (
+            &[
+                "serve-image",
+                "--embed-model",
+                model,
+                "--optimize",
+                "--precision",
+                "bf16",
+            ],
+            "add --engine openvino",
+        ),
+        (
+            &[
+                "serve-image",
+                "--embed-model",
+                model,
+                "--optimize",
+                "--bf16",
+            ],
+            "add --engine openvino",
+        ),
+    ];
+    for (args, want) in cases {
+        let run = Command::new(env!("CARGO_BIN_EXE_builder"))
+            .args(args)
+            .current_dir(workspace())
+            .output()
+            .expect("builder runs");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?} succeeded:\n{stderr}");
+        assert!(
+            stderr.contains(want),
+            "{args:?}: want {want:?} in:\n{stderr}"
+        );
+        assert!(
+            !out.join("optimization.json").exists(),
+            "{args:?} ran the optimizer"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

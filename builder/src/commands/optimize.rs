@@ -86,11 +86,30 @@ impl GateArgs {
         }
         Ok(())
     }
+
+    /// Errors on flags that contradict each other: `--bf16` widens the `auto` search, so with
+    /// `--precision int8` or `fp32` it would be ignored.
+    pub fn check(&self) -> Result<()> {
+        if self.bf16 && !matches!(self.precision.as_str(), "auto" | "bf16") {
+            bail!(
+                "--bf16 adds bf16 to --precision auto's search; with --precision {} it would be \
+                 ignored: drop one of them (--precision bf16 tries bf16 alone)",
+                self.precision
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the search may ship bf16 (which needs OpenVINO in the image).
+    pub fn may_ship_bf16(&self) -> bool {
+        self.precision == "bf16" || (self.bf16 && self.precision == "auto")
+    }
 }
 
 impl Args {
     /// Optimizes the model and prints the output folder.
     pub async fn run(self) -> Result<()> {
+        self.gate.check()?;
         let choice = optimize(&self.model, &self.out, &self.gate)?;
         eprint!("{}", choice.candidates_table());
         eprintln!("{}", choice.summary());

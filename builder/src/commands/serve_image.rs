@@ -73,6 +73,7 @@ impl Args {
         if !self.optimize {
             self.gate.refuse_without_optimize()?;
         }
+        self.gate.check()?;
         let opts = ServeImageOptions {
             devel_image: self.devel_image,
             tag: self.tag,
@@ -127,7 +128,7 @@ pub async fn serve_image(opts: &ServeImageOptions) -> Result<Built> {
         None => None,
     };
     if let (Some((name, path, _)), Some(gate)) = (&model, &opts.optimize) {
-        if (gate.bf16 || gate.precision == "bf16") && !opts.engine.carries_openvino() {
+        if gate.may_ship_bf16() && !opts.engine.carries_openvino() {
             bail!("bf16 runs on OpenVINO, which only an image that carries it serves: add --engine openvino");
         }
         // An image with OpenVINO may ship the model in bf16 when the search is open.

@@ -72,8 +72,9 @@ pub struct Args {
     network: String,
     /// Serve the optimized image with the model made for this CPU (`builder optimize` on the
     /// model's latest version: int8 or onnxruntime's host graph where the accuracy gate passes,
-    /// with --bf16 also OpenVINO's bf16 and an optimized image that carries OpenVINO; else
-    /// fp32); the portable image keeps the model as it is. The gate flags below apply.
+    /// with --bf16 (or --precision bf16) also OpenVINO's bf16, which when it ships is served
+    /// from an optimized image that carries OpenVINO; else fp32); the portable image keeps the
+    /// model as it is. The gate flags below apply.
     #[arg(long)]
     optimize: bool,
     #[command(flatten)]
@@ -92,6 +93,7 @@ impl Args {
         if !self.optimize {
             self.gate.refuse_without_optimize()?;
         }
+        self.gate.check()?;
         let opts = BenchOptions {
             model: self.model,
             image: self.image,
