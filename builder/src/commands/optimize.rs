@@ -78,18 +78,13 @@ pub struct GateArgs {
 }
 
 impl GateArgs {
-    /// Errors when gate flags were given to a command that runs the optimizer only with
-    /// `--optimize` and it was not given (the flags would be silently ignored).
-    pub fn refuse_without_optimize(&self) -> Result<()> {
-        if self.bf16 || self.precision != "auto" {
+    /// Errors on gate flags that would be silently ignored: any of them on a command that
+    /// runs the optimizer only with `--optimize` when it was not given (`optimize` is false),
+    /// and `--bf16`, which widens the `auto` search, beside `--precision int8` or `fp32`.
+    pub fn validate(&self, optimize: bool) -> Result<()> {
+        if !optimize && (self.bf16 || self.precision != "auto") {
             bail!("--bf16 and --precision choose what the optimizer tries: add --optimize");
         }
-        Ok(())
-    }
-
-    /// Errors on flags that contradict each other: `--bf16` widens the `auto` search, so with
-    /// `--precision int8` or `fp32` it would be ignored.
-    pub fn check(&self) -> Result<()> {
         if self.bf16 && !matches!(self.precision.as_str(), "auto" | "bf16") {
             bail!(
                 "--bf16 adds bf16 to --precision auto's search; with --precision {} it would be \
@@ -109,7 +104,7 @@ impl GateArgs {
 impl Args {
     /// Optimizes the model and prints the output folder.
     pub async fn run(self) -> Result<()> {
-        self.gate.check()?;
+        self.gate.validate(true)?;
         let choice = optimize(&self.model, &self.out, &self.gate)?;
         eprint!("{}", choice.candidates_table());
         eprintln!("{}", choice.summary());

@@ -70,10 +70,7 @@ pub struct Args {
 impl Args {
     /// Builds the serving image and prints its tag.
     pub async fn run(self) -> Result<()> {
-        if !self.optimize {
-            self.gate.refuse_without_optimize()?;
-        }
-        self.gate.check()?;
+        self.gate.validate(self.optimize)?;
         let opts = ServeImageOptions {
             devel_image: self.devel_image,
             tag: self.tag,

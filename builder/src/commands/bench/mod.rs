@@ -90,10 +90,7 @@ impl Args {
         if self.requests == 0 || self.concurrency == 0 || self.cold_starts == 0 {
             bail!("--requests, --concurrency and --cold-starts must be at least 1");
         }
-        if !self.optimize {
-            self.gate.refuse_without_optimize()?;
-        }
-        self.gate.check()?;
+        self.gate.validate(self.optimize)?;
         let opts = BenchOptions {
             model: self.model,
             image: self.image,
