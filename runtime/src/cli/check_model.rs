@@ -54,11 +54,25 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
         }
     };
     let batch = args.batch.max(1);
+    // Each engine loads the model as serving would: in the precision it was optimized for.
+    let optimization = Optimization::load(&path)?;
+    let opts = LoadOptions {
+        compute_precision: optimization
+            .as_ref()
+            .map_or(ComputePrecision::F32, Optimization::compute_precision),
+        ..LoadOptions::default()
+    };
+    let made_on = optimization.as_ref().and_then(Optimization::engine);
+    // What the engine the variant was made on computes it in, if that engine loaded it.
+    let mut computes = ComputePrecision::F32;
     let mut served = None;
     let mut failures = Vec::new();
     for kind in engines {
-        match check_with(kind, &path, batch) {
+        match check_with(kind, &path, batch, &opts) {
             Ok(loaded) => {
+                if made_on == Some(kind) {
+                    computes = loaded.backend.compute_precision();
+                }
                 served.get_or_insert(loaded);
             }
             Err(e) => {
@@ -92,24 +106,19 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
             println!("  output {spec}");
         }
     }
-    if let Some(o) = Optimization::load(&path)? {
-        // A variant computed in bf16 is bf16 only on the engine it was made on, on a CPU
-        // that computes bf16 (as the serving load decides).
-        let made_on = o
-            .engine()
-            .filter(|_| o.compute_precision() != ComputePrecision::F32);
-        match made_on {
-            Some(kind) if !engine::available().contains(&kind) => println!(
-                "Precision: fp32 here: {kind}, which computes this variant in {}, is not \
-                 available ({})",
+    if let Some(o) = &optimization {
+        match o.served_precision(computes) {
+            precision if precision == o.precision => {
+                println!("Precision: {precision} ({})", o.describe())
+            }
+            precision => println!(
+                "Precision: {precision} here: the {} variant computes in {} only on {}, on a CPU \
+                 with AMX-BF16 or AVX512-BF16 ({})",
+                o.variant,
                 o.precision,
+                made_on.map_or("its engine".to_string(), |kind| kind.to_string()),
                 o.describe()
             ),
-            Some(_) if !engine::native_bf16() => println!(
-                "Precision: fp32 here: this CPU has neither AMX-BF16 nor AVX512-BF16 ({})",
-                o.describe()
-            ),
-            _ => println!("Precision: {} ({})", o.precision, o.describe()),
         }
     }
     println!("OK");
@@ -118,8 +127,8 @@ pub fn check_model(args: &CheckModelArgs) -> Result<()> {
 
 /// Loads `path` with one engine and runs it on zeros at `batch`; prints the figures and verdict.
 /// A model that zeros may not fit (free dimensions beyond the batch) passes on loading alone.
-fn check_with(kind: EngineKind, path: &Path, batch: usize) -> Result<Loaded> {
-    let loaded = engine::load(kind, path, &LoadOptions::default())?;
+fn check_with(kind: EngineKind, path: &Path, batch: usize, opts: &LoadOptions) -> Result<Loaded> {
+    let loaded = engine::load(kind, path, opts)?;
     let mut runner = loaded.backend.runner().map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     let signature = loaded.backend.signature();

@@ -91,6 +91,18 @@ impl Optimization {
         }
     }
 
+    /// The precision this variant is served in when the engine computes its float layers in
+    /// `computes`: the recorded one, except that a variant made to compute in bf16 is fp32
+    /// wherever it is computed in f32 (another engine, a CPU without bf16).
+    pub fn served_precision(&self, computes: ComputePrecision) -> &str {
+        if self.compute_precision() == ComputePrecision::Bf16 && computes != ComputePrecision::Bf16
+        {
+            "fp32"
+        } else {
+            &self.precision
+        }
+    }
+
     /// One line for the start-up log.
     pub fn describe(&self) -> String {
         let gate = match self.top1 {
@@ -131,6 +143,9 @@ mod tests {
         let bf16 = Optimization::parse(r#"{"precision": "bf16", "variant": "bf16"}"#).unwrap();
         assert_eq!(bf16.engine(), Some(EngineKind::Openvino));
         assert_eq!(bf16.compute_precision(), ComputePrecision::Bf16);
+        assert_eq!(bf16.served_precision(ComputePrecision::Bf16), "bf16");
+        assert_eq!(bf16.served_precision(ComputePrecision::F32), "fp32");
+        assert_eq!(o.served_precision(ComputePrecision::F32), "int8");
         assert!(Optimization::parse("{}").unwrap_err().contains("precision"));
         assert!(Optimization::parse("not json").is_err());
     }

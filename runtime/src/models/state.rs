@@ -46,12 +46,7 @@ impl ServedModel {
     /// it in f32).
     pub fn precision(&self) -> Option<&str> {
         let o = self.optimization.as_ref()?;
-        if o.compute_precision() == ComputePrecision::Bf16
-            && self.compute_precision != ComputePrecision::Bf16
-        {
-            return Some("fp32");
-        }
-        Some(o.precision.as_str())
+        Some(o.served_precision(self.compute_precision))
     }
 }
 
