@@ -78,18 +78,11 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
     };
     let mut notes = Vec::new();
     // OpenVINO emulates bf16 on AVX-512 CPUs without it (slower than f32): ask for it only
-    // where the CPU computes it.
+    // where the CPU computes it. The first note names the precision used; models/load.rs warns
+    // once when it is not the one the optimizer chose.
     let precision = match opts.compute_precision {
-        ComputePrecision::F32 => "f32",
         ComputePrecision::Bf16 if super::native_bf16() => "bf16",
-        ComputePrecision::Bf16 => {
-            notes.push(
-                "bf16 asked for, but this CPU has neither AMX-BF16 nor AVX512-BF16 (OpenVINO \
-                 would emulate it, slower than f32): computing in f32"
-                    .to_string(),
-            );
-            "f32"
-        }
+        ComputePrecision::F32 | ComputePrecision::Bf16 => "f32",
     };
     let mut core = Core::new().map_err(|e| fail("load")(e.to_string()))?;
     let file = path
