@@ -140,7 +140,7 @@ fn precision_fp32_skips_the_search() {
 
 #[test]
 fn a_model_of_an_old_opset_is_quantized_and_gated_not_dropped() {
-    // SqueezeNet 1.0 from onnx's test data is opset 11; per-channel int8 needs opset 13.
+    // The SqueezeNet from onnx's test data is opset 9; per-channel int8 needs opset 13.
     let photos = workspace().join(".cache/calibration");
     assert!(photos.is_dir(), "run `make calibration-photos`");
     let models = model_dir().join("../..");

@@ -1,4 +1,4 @@
-//! A real CNN (SqueezeNet 1.0 from the `onnx` wheel, with seeded weights; see
+//! A real CNN (SqueezeNet (1.1's layout) from the `onnx` wheel, with seeded weights; see
 //! scripts/fetch_test_models.py) served through the API, checked against onnxruntime's output.
 
 mod common;
