@@ -1,5 +1,5 @@
-//! A real CNN (SqueezeNet (1.1's layout) from the `onnx` wheel, with seeded weights; see
-//! scripts/fetch_test_models.py) served through the API, checked against onnxruntime's output.
+//! A real CNN (the `onnx` wheel's SqueezeNet, with SqueezeNet 1.1's layout and seeded weights;
+//! see scripts/fetch_test_models.py) served through the API, checked against onnxruntime's output.
 
 mod common;
 

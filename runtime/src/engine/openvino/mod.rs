@@ -10,8 +10,8 @@
 //! the CPU has AMX or AVX512-BF16 (measured on EfficientNet-Lite0 in BENCHMARKS.md: 2.13x
 //! onnxruntime's fp32 at one thread, 1.63x at two, top-1 agreement 98.6 %), which only an
 //! accuracy-gated optimization asks for. On a CPU without either (where OpenVINO would emulate
-//! bf16, slower than f32) bf16 is not asked for, and the load says so; the precision the plugin
-//! settled on is read back from the compiled model and reported.
+//! bf16, slower than f32) bf16 is not asked for, and the load warns (models/load.rs); the
+//! precision the plugin settled on is read back from the compiled model and reported.
 
 mod convert;
 mod library;
