@@ -7,6 +7,7 @@
 mod common;
 
 use axum::http::StatusCode;
+use common::process::Server;
 use common::squeezenet::{argmax, Squeezenet};
 use common::*;
 use runtime::engine::{self, ComputePrecision, EngineChoice, EngineKind, LoadOptions};
@@ -156,6 +157,49 @@ async fn a_bf16_optimized_model_is_served_by_openvino() {
     // What status and metadata report: bf16 only where OpenVINO computes in it.
     let want = if cpu_has_bf16() { "bf16" } else { "fp32" };
     assert_eq!(served.precision(), Some(want));
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// The served binary's log on a bf16 variant: where the CPU computes bf16, no warning; elsewhere
+/// exactly one line names the missing instructions, and it is a warning (the engine used to add
+/// an info note saying the same).
+#[test]
+fn the_log_warns_once_when_a_bf16_variant_is_computed_in_f32() {
+    let library = std::env::var("ONNX_SERVING_TEST_OPENVINO_LIBRARY")
+        .expect("ONNX_SERVING_TEST_OPENVINO_LIBRARY (make openvino; make test sets it)");
+    let base = linear_with_optimization(
+        "openvino-bf16-log",
+        r#"{"precision": "bf16", "variant": "bf16", "reason": "bf16 passed the gate"}"#,
+    );
+    let base_path = base.to_string_lossy().to_string();
+    let server = Server::start(
+        "linear",
+        &[
+            "--model_base_path",
+            &base_path,
+            "--engine",
+            "openvino",
+            "--openvino_library",
+            &library,
+        ],
+    );
+    let about_bf16: Vec<&String> = server
+        .seen
+        .iter()
+        .filter(|line| line.contains("AVX512-BF16"))
+        .collect();
+    if cpu_has_bf16() {
+        assert!(about_bf16.is_empty(), "{about_bf16:#?}");
+    } else {
+        assert_eq!(about_bf16.len(), 1, "{:#?}", server.seen);
+        assert!(about_bf16[0].contains("WARN"), "{}", about_bf16[0]);
+        assert!(
+            about_bf16[0].contains("at fp32's speed"),
+            "{}",
+            about_bf16[0]
+        );
+    }
+    drop(server);
     std::fs::remove_dir_all(&base).unwrap();
 }
 
