@@ -15,14 +15,19 @@ use runtime::models::{find_latest_version, load_and_warm_up, PoolOptions};
 use runtime::Limits;
 use serde_json::json;
 
-/// Opens OpenVINO from `ONNX_SERVING_TEST_OPENVINO_LIBRARY`, or fails the test with the fix.
-fn require_openvino() {
-    let path = std::env::var_os("ONNX_SERVING_TEST_OPENVINO_LIBRARY").unwrap_or_else(|| {
+/// `ONNX_SERVING_TEST_OPENVINO_LIBRARY`, or fails the test with the fix.
+fn openvino_library() -> String {
+    std::env::var("ONNX_SERVING_TEST_OPENVINO_LIBRARY").unwrap_or_else(|_| {
         panic!(
             "ONNX_SERVING_TEST_OPENVINO_LIBRARY is not set: `make openvino` fetches OpenVINO's \
              libraries and `make test` points it at them"
         )
-    });
+    })
+}
+
+/// Opens OpenVINO from `ONNX_SERVING_TEST_OPENVINO_LIBRARY`, or fails the test with the fix.
+fn require_openvino() {
+    let path = openvino_library();
     if let Err(why) = engine::openvino::init(Some(std::path::Path::new(&path))) {
         panic!("OpenVINO cannot be opened: {why}");
     }
@@ -165,8 +170,7 @@ async fn a_bf16_optimized_model_is_served_by_openvino() {
 /// an info note saying the same).
 #[test]
 fn the_log_warns_once_when_a_bf16_variant_is_computed_in_f32() {
-    let library = std::env::var("ONNX_SERVING_TEST_OPENVINO_LIBRARY")
-        .expect("ONNX_SERVING_TEST_OPENVINO_LIBRARY (make openvino; make test sets it)");
+    let library = openvino_library();
     let base = linear_with_optimization(
         "openvino-bf16-log",
         r#"{"precision": "bf16", "variant": "bf16", "reason": "bf16 passed the gate"}"#,
