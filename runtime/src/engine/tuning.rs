@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::Runner;
+use super::{BatchSupport, Runner};
 use crate::signature::Signature;
 
 /// The fastest of `rounds` runs of each of `n` contenders, run in turn every round (`run(k)`
@@ -87,6 +87,37 @@ pub fn zeros_may_not_fit(signature: &Signature) -> bool {
         .inputs
         .iter()
         .any(|spec| spec.shape.iter().skip(1).any(|d| d.fixed().is_none()))
+}
+
+/// Whether an engine that runs every batch size alike may merge requests into one run: each
+/// input's batch is free, and runs on zeros at batch 1 and at `largest` (the most instances a
+/// merged run holds) give every output that batch first. `Any` if so, with a note; `None`
+/// otherwise (a failed run is noted). `engine` names the engine in the note.
+pub fn any_batch(
+    runner: &mut dyn Runner,
+    signature: &Signature,
+    largest: usize,
+    engine: &str,
+    notes: &mut Vec<String>,
+) -> BatchSupport {
+    if !signature.inputs.iter().all(|s| s.has_dynamic_batch()) {
+        return BatchSupport::None;
+    }
+    for n in [1, largest] {
+        match runner.run(signature.zero_inputs(n)) {
+            Ok(outs) if outs.iter().all(|o| o.batch() == Some(n)) => {}
+            Ok(_) => return BatchSupport::None,
+            Err(e) => {
+                notes.push(format!("No batching: a run at batch {n} failed: {e}"));
+                return BatchSupport::None;
+            }
+        }
+    }
+    notes.push(format!(
+        "Dynamic batching: a run of {largest} checked ({engine} merges any batch size, no \
+         padding)"
+    ));
+    BatchSupport::Any
 }
 
 /// The intra-op thread count to keep: `max` only if a lone run on `max` threads is at least

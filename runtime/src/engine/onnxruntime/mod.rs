@@ -19,7 +19,8 @@ use ort::session::Session;
 pub use library::{init, library, Library, IMAGE_LIBRARY_DIR, LIBRARY_ENV, LIBRARY_FILE};
 
 use super::tuning::{
-    best_of_interleaved, first_run, pick_threads, threads_note, took, warm_up, TUNE_LIMIT,
+    any_batch, best_of_interleaved, first_run, pick_threads, threads_note, took, warm_up,
+    TUNE_LIMIT,
 };
 use super::{Backend, BatchSupport, EngineError, EngineKind, LoadOptions, Loaded, Runner, Threads};
 use crate::error::ModelError;
@@ -80,10 +81,6 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
         if opts.ort_spinning { "on" } else { "off" }
     )];
     let lone = first_run(&mut runner, &signature, &mut notes).map_err(fail("run"))?;
-    let batch_first = lone.is_some()
-        && runner
-            .run(signature.zero_inputs(1))
-            .is_ok_and(|outs| outs.iter().all(|o| o.batch() == Some(1)));
     let mut lone_session = None;
     let (threads, mut runner, lone) = match (opts.threads, lone) {
         (Threads::Auto { max }, Some(lone)) if max > 1 && lone <= TUNE_LIMIT => {
@@ -136,23 +133,10 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
         (_, lone) => (first_threads, runner, lone),
     };
     // onnxruntime runs any batch size alike: merged requests need no padding, if every output
-    // follows the batch (checked at the largest size).
+    // follows the batch. A model that zeros do not fit (no warm-up) is not merged.
     let batch = match opts.batch_sizes.iter().max() {
-        Some(&largest) if batch_first && signature.inputs.iter().all(|s| s.has_dynamic_batch()) => {
-            match runner.run(signature.zero_inputs(largest)) {
-                Ok(outs) if outs.iter().all(|o| o.batch() == Some(largest)) => {
-                    notes.push(format!(
-                        "Dynamic batching: a run of {largest} checked (onnxruntime merges any \
-                         batch size, no padding)"
-                    ));
-                    BatchSupport::Any
-                }
-                Ok(_) => BatchSupport::None,
-                Err(e) => {
-                    notes.push(format!("No batching: a run at batch {largest} failed: {e}"));
-                    BatchSupport::None
-                }
-            }
+        Some(&largest) if lone.is_some() => {
+            any_batch(&mut runner, &signature, largest, "onnxruntime", &mut notes)
         }
         _ => BatchSupport::None,
     };

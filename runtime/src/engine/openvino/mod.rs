@@ -12,6 +12,10 @@
 //! accuracy-gated optimization asks for. On a CPU without either (where OpenVINO would emulate
 //! bf16, slower than f32) bf16 is not asked for, and the load warns (models/load.rs); the
 //! precision the plugin settled on is read back from the compiled model and reported.
+//!
+//! Dynamic batching (`--enable_batching`): a model whose batch is free is compiled with it free,
+//! and merged requests run at whatever size they add up to, as on onnxruntime; checked at load
+//! with runs on zeros at batch 1 and at the largest merged batch.
 
 mod convert;
 mod library;
@@ -24,7 +28,7 @@ use openvino::{CompiledModel, Core, DeviceType, InferRequest, PropertyKey, RwPro
 
 pub use library::{expected, init, library, Library, IMAGE_LIBRARY_DIR, LIBRARY_ENV, LIBRARY_FILE};
 
-use super::tuning::first_run;
+use super::tuning::{any_batch, first_run};
 use super::{
     Backend, BatchSupport, ComputePrecision, EngineError, EngineKind, LoadOptions, Loaded, Runner,
     Threads,
@@ -42,6 +46,9 @@ pub struct OvBackend {
     streams: usize,
     /// What the CPU plugin computes in, read back after compiling.
     precision: ComputePrecision,
+    /// Any batch size when the model's batch is free and every output keeps it (checked at
+    /// load): the CPU plugin compiles the dynamic batch and runs each size it is given.
+    batch: BatchSupport,
     /// Warmed requests no runner holds: the one made while loading, and those of runners
     /// dropped since (the engine choice's timing runner), handed to the next runner. Declared
     /// before the compiled model, so they are freed first.
@@ -148,12 +155,19 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, ModelError> {
         ));
     }
     let lone = first_run(&mut runner, &signature, &mut notes).map_err(fail("run"))?;
+    let batch = match opts.batch_sizes.iter().max() {
+        Some(&largest) if lone.is_some() => {
+            any_batch(&mut runner, &signature, largest, "OpenVINO", &mut notes)
+        }
+        _ => BatchSupport::None,
+    };
     Ok(Loaded {
         backend: Arc::new(OvBackend {
             signature,
             threads,
             streams,
             precision: effective_precision,
+            batch,
             spare,
             compiled: Mutex::new(compiled),
             _core: Mutex::new(core),
@@ -173,9 +187,8 @@ impl Backend for OvBackend {
         &self.signature
     }
 
-    /// Not yet: merged requests would need the compiled model's dynamic batch checked.
     fn batch_support(&self) -> BatchSupport {
-        BatchSupport::None
+        self.batch.clone()
     }
 
     fn runner(&self) -> Result<Box<dyn Runner>, EngineError> {
