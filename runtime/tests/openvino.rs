@@ -225,6 +225,47 @@ async fn openvino_batching_merges_concurrent_requests_and_answers_each_its_own()
     );
 }
 
+/// `--enable_batching` on a model whose batch is fixed at 1: OpenVINO offers no merging (the
+/// pool then runs each request alone), and concurrent requests are all answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openvino_batching_leaves_a_fixed_batch_model_to_single_runs() {
+    use futures_util::future::join_all;
+    use runtime::engine::BatchSupport;
+    use runtime::pool::Batching;
+    use std::time::Duration;
+
+    require_openvino();
+    let found = find_latest_version(&models().join("fixed_batch")).unwrap();
+    let pool = PoolOptions {
+        engine: EngineChoice::Openvino,
+        batching: Some(Batching::new(4, Duration::from_millis(100), &[]).unwrap()),
+        ..PoolOptions::new(1, 64)
+    };
+    let loaded = engine::load(
+        EngineKind::Openvino,
+        &found.path,
+        &LoadOptions {
+            batch_sizes: vec![2, 4],
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.backend.batch_support(), BatchSupport::None);
+    let app = app_pooled(
+        &models().join("fixed_batch"),
+        "fixed_batch",
+        &pool,
+        Limits::default(),
+    );
+    let want = expected("fixed_batch");
+    let body = json!({"instances": want["inputs"]["x"]}).to_string();
+    let answers = join_all((0..4).map(|_| post(&app, "/v1/models/fixed_batch:predict", &body)));
+    for (status, got) in answers.await {
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_close(&got["predictions"], &want["outputs"]["y"], 1e-5);
+    }
+}
+
 /// The served binary's log on a bf16 variant: where the CPU computes bf16, no warning; elsewhere
 /// exactly one line names the missing instructions, and it is a warning (the engine used to add
 /// an info note saying the same).

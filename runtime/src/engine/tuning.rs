@@ -106,7 +106,14 @@ pub fn any_batch(
     for n in [1, largest] {
         match runner.run(signature.zero_inputs(n)) {
             Ok(outs) if outs.iter().all(|o| o.batch() == Some(n)) => {}
-            Ok(_) => return BatchSupport::None,
+            Ok(outs) => {
+                let shapes: Vec<_> = outs.iter().map(|o| o.shape().to_vec()).collect();
+                notes.push(format!(
+                    "No batching: at batch {n} the outputs' shapes are {shapes:?}, not all \
+                     {n} first"
+                ));
+                return BatchSupport::None;
+            }
             Err(e) => {
                 notes.push(format!("No batching: a run at batch {n} failed: {e}"));
                 return BatchSupport::None;

@@ -110,8 +110,8 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
     let backend = loaded.backend;
     if pool.batching.is_some() && backend.batch_support() == BatchSupport::None {
         warn!(
-            "--enable_batching has no effect on this model: its batch dimension is fixed, or an \
-             output does not keep it first"
+            "--enable_batching has no effect on this model: its batch dimension is fixed, an \
+             output does not keep it first, or the run at load that checks it failed"
         );
     }
     let signature = backend.signature().clone();

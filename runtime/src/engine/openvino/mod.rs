@@ -13,9 +13,10 @@
 //! bf16, slower than f32) bf16 is not asked for, and the load warns (models/load.rs); the
 //! precision the plugin settled on is read back from the compiled model and reported.
 //!
-//! Dynamic batching (`--enable_batching`): a model whose batch is free is compiled with it free,
-//! and merged requests run at whatever size they add up to, as on onnxruntime; checked at load
-//! with runs on zeros at batch 1 and at the largest merged batch.
+//! Dynamic batching (`--enable_batching`): the model is compiled as read, so a free batch stays
+//! free and merged requests run at whatever size they add up to, as on onnxruntime. Merged only
+//! if the warm-up ran and runs on zeros at batch 1 and at the largest merged batch give every
+//! output that batch first (`tuning::any_batch`).
 
 mod convert;
 mod library;
