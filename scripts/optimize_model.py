@@ -9,8 +9,10 @@ Usage: optimize_model.py MODEL_DIR --calibration DIR --out OUT_DIR [--validation
 MODEL_DIR holds model.onnx and optionally signature.toml (+ labels), as the server reads them. With
 an image [input], --calibration holds photos (.jpg/.png; scripts/fetch_calibration_photos.py makes
 a default set), preprocessed as the server does (resize with the signature's filter, centre crop,
-(x/255 - mean)/std, layout); without one, .npz request files (one array per model input, by name,
-batch dimension included). The files are split by a seeded hash of their names into calibration
+(x/255 - mean)/std, layout); without one, request files: .json in TF Serving's REST format
+({"instances": [...]} rows or {"inputs": ...} columns) or the Open Inference Protocol's
+({"inputs": [{"name", "shape", "datatype", "data"}]}), or .npz (one array per model input, by
+name, batch dimension included); values are cast to the model inputs' ONNX types. The files are split by a seeded hash of their names into calibration
 and held-out validation parts (or --validation DIR is the held-out set; shared contents dropped).
 
 Candidates: fp32 (as is); fp32-optimized (onnxruntime's level-ALL graph, optimized_model_filepath:
@@ -142,17 +144,87 @@ def set_digest(files):
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
+REQUEST_EXT = (".json", ".npz")
+
+
 def list_files(folder, image):
-    """The input files of a folder: photos for image models, .npz requests otherwise."""
+    """The input files of a folder: photos for image models, request files otherwise."""
     if not os.path.isdir(folder):
         fail(f"{folder} is not a folder")
-    ext = IMAGE_EXT if image else (".npz",)
+    ext = IMAGE_EXT if image else REQUEST_EXT
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(ext))
     if not files:
         fail(f"{folder} has no {' / '.join(ext)} files" + ("" if image else
              ": the model has no signature.toml with an image [input], so calibration needs request files "
-             "(.npz, one array per model input, named as the inputs, batch dimension included)"))
+             "(.json: a :predict body in TF Serving's REST format or an Open Inference Protocol infer body; "
+             ".npz: one array per model input, named as the inputs, batch dimension included)"))
     return files
+
+
+def json_request(path, inputs):
+    """The arrays a JSON request file feeds, by input name, cast to `inputs` ({name: numpy dtype},
+    the model's order). Formats: TF Serving's REST :predict body, {"instances": [...]} (rows: one
+    value per instance, or {name: value} objects for several inputs) or {"inputs": ...} (columns:
+    a tensor, or {name: tensor}), and the Open Inference Protocol's infer body, {"inputs": [{"name",
+    "shape", "datatype", "data"}]} (data flat or nested, reshaped to shape)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            body = json.load(f)
+    except (OSError, ValueError) as e:
+        fail(f"cannot read {path} as JSON: {e}")
+    names = list(inputs)
+
+    def tensor(name, value):
+        if name not in inputs:
+            fail(f"{path}: '{name}' is not an input of the model (its inputs: {names})")
+        leaf = value
+        while isinstance(leaf, list) and leaf:
+            leaf = leaf[0]
+        if isinstance(leaf, dict) and "b64" in leaf:
+            fail(f"{path}: input '{name}' holds {{\"b64\": ...}}: binary inputs cannot calibrate int8")
+        try:
+            return np.asarray(value, dtype=inputs[name])
+        except (ValueError, TypeError) as e:
+            fail(f"{path}: input '{name}' is not a tensor of the model's type {np.dtype(inputs[name])}: {e}")
+
+    def one_or_named(value, what):
+        if isinstance(value, dict):
+            return {n: tensor(n, v) for n, v in value.items()}
+        if len(names) != 1:
+            fail(f"{path}: {what} without names, but the model has {len(names)} inputs {names}: "
+                 "name them ({\"name\": value, ...})")
+        return {names[0]: tensor(names[0], value)}
+
+    if not isinstance(body, dict):
+        fail(f"{path}: a request body is a JSON object, not {type(body).__name__}")
+    v2 = body.get("inputs")
+    if isinstance(v2, list) and v2 and all(isinstance(t, dict) and "datatype" in t for t in v2):
+        got = {}
+        for t in v2:
+            a = tensor(t.get("name"), t.get("data"))
+            try:
+                got[t["name"]] = a.reshape(t.get("shape"))
+            except (ValueError, TypeError) as e:
+                fail(f"{path}: input '{t['name']}' does not fit its shape {t.get('shape')}: {e}")
+    elif "instances" in body:
+        rows = body["instances"]
+        if not isinstance(rows, list) or not rows:
+            fail(f"{path}: \"instances\" must be a non-empty list")
+        if all(isinstance(r, dict) for r in rows) and set(rows[0]) != {"b64"}:
+            keys = set(rows[0])
+            if any(set(r) != keys for r in rows):
+                fail(f"{path}: every instance must name the same inputs")
+            got = {n: tensor(n, [r[n] for r in rows]) for n in keys}
+        else:
+            got = one_or_named(rows, "instances")
+    elif "inputs" in body:
+        got = one_or_named(body["inputs"], "\"inputs\"")
+    else:
+        fail(f"{path}: neither \"instances\" nor \"inputs\": not a :predict or infer request body")
+    missing = [n for n in names if n not in got]
+    if missing:
+        fail(f"{path} lacks model inputs {missing}")
+    return {n: got[n] for n in names}
 
 
 def preprocess(path, spec):
@@ -179,12 +251,17 @@ def preprocess(path, spec):
     return a.transpose(2, 0, 1)[None] if spec["layout"] == "NCHW" else a[None]
 
 
-def load_feeds(files, spec, input_names):
-    """Session feeds for each file: a preprocessed photo or the arrays of a .npz request."""
+def load_feeds(files, spec, inputs):
+    """Session feeds for each file: a preprocessed photo, or the arrays of a request file
+    (`inputs`: {name: numpy dtype} of the model's inputs)."""
+    input_names = list(inputs)
     feeds = []
     for f in files:
         if spec:
             feeds.append({spec["input"]: preprocess(f, spec)})
+            continue
+        if f.lower().endswith(".json"):
+            feeds.append(json_request(f, inputs))
             continue
         with np.load(f) as z:
             missing = [n for n in input_names if n not in z.files]
@@ -416,7 +493,10 @@ def time_candidates(paths, feed, thread_counts, rounds):
 
 def search(args, model, src, image, output, flags, report, work):
     """Splits the inputs, builds, gates and times the candidates; fills report; returns the chosen path."""
-    input_names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    import onnx
+    weights = {t.name for t in model.graph.initializer}
+    inputs = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+              for i in model.graph.input if i.name not in weights}
     files = list_files(args.calibration, image)
     calib, val = ((files, list_files(args.validation, image)) if args.validation
                   else split(files, args.calibration_fraction, args.seed))
@@ -429,7 +509,7 @@ def search(args, model, src, image, output, flags, report, work):
                       "calibration_sha256": set_digest(calib), "validation_sha256": set_digest(val),
                       "seed": args.seed, "split": "separate --validation folder"
                       if args.validation else f"sha256('seed:name') / 2^64 < {args.calibration_fraction}"}
-    val_feeds = load_feeds(val, image, input_names)
+    val_feeds = load_feeds(val, image, inputs)
     out_name, softmax = (output["output"], output["softmax"]) if output else (None, False)
     paths = {"fp32": src}
     if args.precision == "auto":
@@ -440,7 +520,7 @@ def search(args, model, src, image, output, flags, report, work):
     if args.precision in ("auto", "int8"):
         log(f"calibrating int8 on {len(calib)} inputs (reduce_range={not flags['vnni_or_amx']})")
         try:
-            for name, path, settings in make_int8(src, work, load_feeds(calib, image, input_names), flags["vnni_or_amx"]):
+            for name, path, settings in make_int8(src, work, load_feeds(calib, image, inputs), flags["vnni_or_amx"]):
                 if path is None:
                     log(f"{name}: {settings}; dropping the candidate")
                     report["candidates"][name] = {"gate": {"passed": False, "reasons": [settings]}}
@@ -541,7 +621,8 @@ def parse_args():
     """Command line."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model_dir", help="folder with model.onnx (+ signature.toml, labels)")
-    ap.add_argument("--calibration", help="photos (image signature) or .npz request files")
+    ap.add_argument("--calibration", help="photos (image signature), or request files: .json "
+                    "(TF Serving REST or Open Inference Protocol bodies) or .npz")
     ap.add_argument("--validation", help="separate held-out inputs (default: split from --calibration)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--precision", choices=("auto", "fp32", "int8", "bf16"), default="auto")

@@ -1,7 +1,8 @@
 //! `builder optimize` on the walk-through's real model (EfficientNet-Lite0) and real photos: the
 //! accuracy gate refuses an int8 model calibrated on noise and ships fp32 with the reason, and
 //! `--precision fp32` skips the search; a model of an old opset is quantized and gated too; bf16
-//! (OpenVINO) is gated and keeps the fp32 file.
+//! (OpenVINO) is gated and keeps the fp32 file; a model without photos is calibrated on JSON
+//! request files (TF Serving REST, Open Inference Protocol).
 //! Needs `make test-models calibration-photos` (the model, the venv with onnxruntime, the
 //! photos); `make test` runs them first.
 
@@ -295,4 +296,94 @@ fn contradictory_or_ignored_gate_flags_are_refused_before_any_work() {
         );
     }
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A model without an image signature is calibrated and checked on request files as clients
+/// send them: TF Serving's REST bodies (rows and columns) and the Open Inference Protocol's.
+/// The `linear` fixture answers `x = [k, 0, 0, 0]` with `[0.5, 0.1k - 1, 0.2k + 2]`, so held-out
+/// requests up to k = 1000 make fp32's largest output 202 and the default bound (2 % of it)
+/// 4.04: only values read as sent give that figure. A file naming an input the model lacks
+/// stops the optimizer with the file's name.
+#[test]
+fn request_files_in_rest_and_v2_json_calibrate_and_gate_a_model_without_photos() {
+    let model = scratch("linear");
+    std::fs::copy(
+        workspace().join("runtime/tests/fixtures/models/linear/1/model.onnx"),
+        model.join("model.onnx"),
+    )
+    .unwrap();
+    let body = |k: usize, x: [f64; 4]| -> Value {
+        let rows = serde_json::json!([x]);
+        match k % 5 {
+            0 => serde_json::json!({ "instances": rows }),
+            1 => serde_json::json!({ "inputs": rows }),
+            2 => serde_json::json!({ "inputs": { "x": rows } }),
+            3 => serde_json::json!({ "instances": [{ "x": x }] }),
+            _ => serde_json::json!({ "inputs": [
+                { "name": "x", "shape": [1, 4], "datatype": "FP32", "data": x }
+            ] }),
+        }
+    };
+    let write = |dir: &Path, k: usize, v: &Value| {
+        std::fs::write(dir.join(format!("{k:03}.json")), v.to_string()).unwrap();
+    };
+    let calibration = scratch("linear-calibration");
+    for k in 0..40 {
+        let t = k as f64 / 10.0;
+        write(&calibration, k, &body(k, [t, -t, 1.0, 0.5]));
+    }
+    let validation = scratch("linear-validation");
+    for k in 1..=100 {
+        write(&validation, k, &body(k, [10.0 * k as f64, 0.0, 0.0, 0.0]));
+    }
+    let out = scratch("linear-out");
+    let report = optimize_model(
+        &model,
+        &out,
+        &[
+            "--calibration",
+            calibration.to_str().unwrap(),
+            "--validation",
+            validation.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(report["data"]["calibration_files"], 40, "{report:#}");
+    assert_eq!(report["data"]["validation_files"], 100, "{report:#}");
+    let gate = &report["candidates"]["fp32-optimized"]["gate"];
+    assert_eq!(gate["n"], 100, "{report:#}");
+    let bound = gate["max_abs_diff_bound"].as_f64().expect("a bound");
+    assert!((bound - 4.04).abs() < 1e-3, "bound {bound}: {report:#}");
+
+    let bad = validation.join("050.json");
+    std::fs::write(
+        &bad,
+        r#"{"inputs": [{"name": "y", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}"#,
+    )
+    .unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_builder"))
+        .arg("optimize")
+        .arg(&model)
+        .arg("--out")
+        .arg(&out)
+        .arg("--python")
+        .arg(python())
+        .arg("--calibration")
+        .arg(&calibration)
+        .arg("--validation")
+        .arg(&validation)
+        .current_dir(workspace())
+        .output()
+        .expect("builder runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success(),
+        "a request for input 'y' passed:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("050.json") && stderr.contains("'y' is not an input of the model"),
+        "not a clear error:\n{stderr}"
+    );
+    for dir in [model, calibration, validation, out] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

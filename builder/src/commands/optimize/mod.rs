@@ -49,10 +49,14 @@ pub struct GateArgs {
     pub bf16: bool,
     /// Photos (JPEG/PNG) for calibration and the held-out accuracy check, split by a seeded
     /// hash, never overlapping [default: .cache/calibration, which `make calibration-photos`
-    /// fetches]; .npz request files for models without an image signature.
+    /// fetches]. For models without an image signature, request files: .json (a :predict body
+    /// in TF Serving's REST format, `{"instances": ...}` or `{"inputs": ...}`, or an Open
+    /// Inference Protocol infer body, `{"inputs": [{"name", "shape", "datatype", "data"}]}`) or
+    /// .npz (one array per model input, by name, batch included).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
-    /// Held-out photos for the accuracy check, instead of a share of --calibration.
+    /// Held-out photos (or request files) for the accuracy check, instead of a share of
+    /// --calibration.
     #[arg(long)]
     pub validation: Option<PathBuf>,
     /// Least top-1 agreement with fp32 on the held-out photos.
