@@ -22,7 +22,8 @@ shared/design/optimize.md); int8-stem (the same with the first Conv in float, wh
 most 4 channels: BENCHMARKS.md); with --bf16 under --precision auto (the image will carry
 OpenVINO), or with --precision bf16, and a CPU with AMX or AVX512-BF16, bf16 (the fp32 file, run by
 OpenVINO's CPU plugin with INFERENCE_PRECISION_HINT bf16, as the runtime's OpenVINO engine runs
-it). A model with Q/DQ, QLinear*, *Integer ops or fp16 initializers is left as it is. Each
+it). A model with Q/DQ, QLinear*, *Integer ops or fp16 initializers is left as it is
+(precision int8, fp16 or bf16: its own). Each
 candidate is gated on the validation set against fp32's outputs: top-1 and top-5 agreement, top-1
 where fp32 has p >= 0.3, max |difference| of the probabilities (non-classifiers: max |difference|
 only); int8 and bf16 also need --min-images inputs. Passing candidates are timed at batch 1, 1 and
@@ -113,13 +114,15 @@ def host_busy(seconds=1.0):
 
 
 def already_reduced(model):
-    """Why the model is already int8/fp16 (a sentence), or None."""
+    """(its precision, why: a sentence) for a model already int8 (quantization ops) or fp16/bf16
+    (initializers of those types), in ONNX dtypes' terms; None for a float32 model."""
     from onnx import TensorProto
     ops = sorted({n.op_type for n in model.graph.node if n.op_type in QUANT_OPS or n.op_type.startswith("QLinear")})
-    fp16 = sum(1 for t in model.graph.initializer if t.data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16))
-    if ops or fp16:
-        return (f"the model is already quantized or reduced ({', '.join(ops) or 'no quantization ops'}; "
-                f"{fp16} fp16/bf16 initializers): left as it is")
+    halves = [t.data_type for t in model.graph.initializer if t.data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16)]
+    if ops or halves:
+        precision = "int8" if ops else ("fp16" if TensorProto.FLOAT16 in halves else "bf16")
+        return precision, (f"the model is already quantized or reduced ({', '.join(ops) or 'no quantization ops'}; "
+                           f"{len(halves)} fp16/bf16 initializers): left as it is")
     return None
 
 
@@ -665,7 +668,10 @@ def main():
     reduced = already_reduced(model)
     with tempfile.TemporaryDirectory(prefix="optimize_model-") as work:
         if args.precision == "fp32" or reduced:
-            report["reason"] = "--precision fp32" if args.precision == "fp32" else reduced
+            if reduced:
+                report["precision"], report["reason"] = reduced
+            else:
+                report["reason"] = "--precision fp32"
             chosen_path = src
         else:
             chosen_path = search(args, model, src, image, output, flags, report, work)

@@ -302,8 +302,9 @@ fn contradictory_or_ignored_gate_flags_are_refused_before_any_work() {
 /// send them: TF Serving's REST bodies (rows and columns) and the Open Inference Protocol's.
 /// The `linear` fixture answers `x = [k, 0, 0, 0]` with `[0.5, 0.1k - 1, 0.2k + 2]`, so held-out
 /// requests up to k = 1000 make fp32's largest output 202 and the default bound (2 % of it)
-/// 4.04: only values read as sent give that figure. A file naming an input the model lacks
-/// stops the optimizer with the file's name.
+/// 4.04: only values read as sent give that figure. Copies of calibration requests put among
+/// the held-out ones are dropped (the sets never share an input). A file naming an input the
+/// model lacks stops the optimizer with the file's name.
 #[test]
 fn request_files_in_rest_and_v2_json_calibrate_and_gate_a_model_without_photos() {
     let model = scratch("linear");
@@ -335,6 +336,14 @@ fn request_files_in_rest_and_v2_json_calibrate_and_gate_a_model_without_photos()
     let validation = scratch("linear-validation");
     for k in 1..=100 {
         write(&validation, k, &body(k, [10.0 * k as f64, 0.0, 0.0, 0.0]));
+    }
+    // Ten calibration requests under other names: dropped from the held-out set by content.
+    for k in 0..10 {
+        std::fs::copy(
+            calibration.join(format!("{k:03}.json")),
+            validation.join(format!("copy-{k}.json")),
+        )
+        .unwrap();
     }
     let out = scratch("linear-out");
     let report = optimize_model(
@@ -384,6 +393,68 @@ fn request_files_in_rest_and_v2_json_calibrate_and_gate_a_model_without_photos()
         "not a clear error:\n{stderr}"
     );
     for dir in [model, calibration, validation, out] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A model that comes int8 (quantization ops) or fp16 (half-precision weights) is left as it is:
+/// the same bytes ship, with its own precision in optimization.json and the reason, and no
+/// input file is read.
+#[test]
+fn a_model_already_int8_or_fp16_is_left_as_it_is_with_its_precision() {
+    let maker = r#"
+import sys
+import onnx
+from onnx import TensorProto, helper
+
+def save(nodes, inputs, outputs, inits, path):
+    graph = helper.make_graph(nodes, "reduced", inputs, outputs, inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+v = helper.make_tensor_value_info
+save([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+      helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+     [v("x", TensorProto.FLOAT, ["batch", 4])], [v("y", TensorProto.FLOAT, ["batch", 4])],
+     [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]),
+      helper.make_tensor("z", TensorProto.UINT8, [], [128])], sys.argv[1])
+save([helper.make_node("Add", ["x", "c"], ["y"])],
+     [v("x", TensorProto.FLOAT16, ["batch", 4])], [v("y", TensorProto.FLOAT16, ["batch", 4])],
+     [helper.make_tensor("c", TensorProto.FLOAT16, [4], [1.0, 2.0, 3.0, 4.0])], sys.argv[2])
+"#;
+    let int8 = scratch("as-is-int8");
+    let fp16 = scratch("as-is-fp16");
+    let made = Command::new(python())
+        .arg("-c")
+        .arg(maker)
+        .arg(int8.join("model.onnx"))
+        .arg(fp16.join("model.onnx"))
+        .output()
+        .expect("python runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let no_inputs = scratch("as-is-inputs");
+    for (model, want) in [(&int8, "int8"), (&fp16, "fp16")] {
+        let out = scratch(&format!("as-is-{want}-out"));
+        let report = optimize_model(model, &out, &["--calibration", no_inputs.to_str().unwrap()]);
+        assert_eq!(report["precision"], want, "{report:#}");
+        assert_eq!(report["variant"], "fp32", "{report:#}");
+        assert!(
+            report["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("already quantized or reduced")),
+            "{report:#}"
+        );
+        assert_eq!(
+            std::fs::read(model.join("model.onnx")).unwrap(),
+            std::fs::read(out.join("model.onnx")).unwrap(),
+            "{want}: the model changed"
+        );
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    for dir in [int8, fp16, no_inputs] {
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -57,8 +57,10 @@ fn from_cpuinfo(flag: &str) -> Option<&'static str> {
 
 /// What an image needs of a node's CPU, from its labels: the instruction sets the binary was
 /// compiled for (`io.onnx-serving.instruction-sets`, space-separated) plus, for an int8 or bf16
-/// model, the VNNI/AMX/BF16 sets present on the host where its accuracy gate ran
-/// (`io.onnx-serving.optimization.host-cpu-flags`). Empty for a portable fp32 image.
+/// variant the optimizer made, the VNNI/AMX/BF16 sets present on the host where its accuracy
+/// gate ran (`io.onnx-serving.optimization.host-cpu-flags`). A model that came reduced and was
+/// left as it is (`optimization.variant` fp32) was not gated there: it adds nothing. Empty for
+/// a portable fp32 image.
 pub fn required_sets(labels: &HashMap<String, String>) -> Vec<String> {
     let get = |k: &str| {
         labels
@@ -71,7 +73,8 @@ pub fn required_sets(labels: &HashMap<String, String>) -> Vec<String> {
         .map(str::to_string)
         .collect();
     let precision = get("precision").unwrap_or("fp32");
-    if precision != "fp32" {
+    let gated_here = get("optimization.variant") != Some("fp32");
+    if precision != "fp32" && gated_here {
         for flag in get("optimization.host-cpu-flags")
             .unwrap_or_default()
             .split_whitespace()
@@ -174,6 +177,14 @@ mod tests {
             ("optimization.host-cpu-flags", "avx512_vnni"),
         ]);
         assert_eq!(cpuid_keys(&node_selector(&fp32)), ["AVX2", "FMA3"]);
+        // Nor to a model that came int8 and was left as it is.
+        let as_it_came = labels(&[
+            ("instruction-sets", "AVX2 FMA"),
+            ("precision", "int8"),
+            ("optimization.variant", "fp32"),
+            ("optimization.host-cpu-flags", "avx512_vnni"),
+        ]);
+        assert_eq!(cpuid_keys(&node_selector(&as_it_came)), ["AVX2", "FMA3"]);
     }
 
     #[test]
