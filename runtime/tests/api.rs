@@ -760,6 +760,58 @@ async fn an_optimized_model_reports_its_precision_in_status_and_metadata() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// A host-specific graph that loads, made where the vector units that set onnxruntime's blocked
+/// layouts (AVX2, FMA, AVX-512F) were not this CPU's, is not served: the portable model beside
+/// it is, without trying the other. Where they match, the host graph serves. (Here the "host
+/// graph" is `linear_v2`, which answers 100 more than `linear`, the portable model.)
+#[tokio::test]
+async fn a_host_graph_made_for_other_vector_units_gives_way_to_the_portable_model() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let flags: Vec<&str> = cpu
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let has = |f: &str| flags.contains(&f);
+    for (avx512f, want) in [(!has("avx512f"), 6.5), (has("avx512f"), 106.5)] {
+        let dir = std::env::temp_dir().join(format!(
+            "onnx-serving-vectors-{avx512f}-{}",
+            std::process::id()
+        ));
+        let version = dir.join("1");
+        std::fs::create_dir_all(&version).unwrap();
+        std::fs::copy(
+            models().join("linear_v2/1/model.onnx"),
+            version.join("model.onnx"),
+        )
+        .unwrap();
+        std::fs::copy(
+            models().join("linear/1/model.onnx"),
+            version.join("model.fp32.onnx"),
+        )
+        .unwrap();
+        let record = json!({
+            "precision": "fp32", "variant": "fp32-optimized", "fallback": "model.fp32.onnx",
+            "host_cpu_flags": {"avx2": has("avx2"), "fma": has("fma"), "avx512f": avx512f},
+        });
+        std::fs::write(version.join("optimization.json"), record.to_string()).unwrap();
+        let app = app_pooled(&dir, "linear", &pool_options(1, 8), Limits::default());
+        let (status, body) = post(
+            &app,
+            "/v1/models/linear:predict",
+            r#"{"instances": [[1.0, 2.0, 3.0, 4.0]]}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["predictions"][0][0],
+            json!(want),
+            "avx512f {avx512f}: {body}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[tokio::test]
 async fn a_host_specific_model_that_does_not_load_falls_back_to_the_portable_one() {
     // builder optimize ships onnxruntime's host-specific graph with the portable model beside

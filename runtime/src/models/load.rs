@@ -162,14 +162,30 @@ pub fn load_and_warm_up(found: &ModelVersion, pool: &PoolOptions) -> Result<Serv
 /// The engine for one version: `choice`, except that under `auto` a variant `builder optimize`
 /// made and timed on one engine (onnxruntime's int8 and host graph, OpenVINO's bf16) goes
 /// there without timing the others, with all of them as before if that fails or the engine is
-/// not in this image; a host-specific graph this CPU cannot load falls back to
-/// the portable model beside it.
+/// not in this image; a host-specific graph falls back to the portable model beside it where
+/// this CPU's vector units differ from the build host's, or where it does not load.
 fn load_engine(
     found: &ModelVersion,
     optimization: Option<&Optimization>,
     choice: EngineChoice,
     opts: &LoadOptions,
 ) -> Result<engine::Loaded> {
+    let fallback = optimization
+        .and_then(|o| o.fallback.as_ref())
+        .map(|f| found.path.with_file_name(f));
+    // A graph laid out for other vector units may load and compute in the wrong blocks: not
+    // tried at all.
+    if let (Some(fallback), Some(why)) = (
+        &fallback,
+        optimization.and_then(Optimization::other_vectors),
+    ) {
+        warn!(
+            "the optimized graph was laid out for the build host's vector units, which this CPU \
+             does not match ({why}): loading the portable model {} instead",
+            fallback.display()
+        );
+        return Ok(engine::load_chosen(choice, fallback, opts)?);
+    }
     let made_on = optimization.and_then(Optimization::engine);
     let preferred =
         made_on.filter(|kind| choice == EngineChoice::Auto && engine::available().contains(kind));
@@ -188,9 +204,6 @@ fn load_engine(
             }),
         None => engine::load_chosen(choice, &found.path, opts),
     };
-    let fallback = optimization
-        .and_then(|o| o.fallback.as_ref())
-        .map(|f| found.path.with_file_name(f));
     let (loaded, variant) = match (first, fallback) {
         (Ok(loaded), _) => (loaded, true),
         // A graph optimized for the build host's CPU that this CPU cannot run: the portable one.

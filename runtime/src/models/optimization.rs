@@ -26,8 +26,35 @@ pub struct Optimization {
     /// Why this variant (the optimizer's own sentence).
     pub reason: String,
     /// The portable model beside a host-specific one (`model.fp32.onnx`): what the runtime
-    /// loads where the host-specific graph does not load (another CPU).
+    /// loads where the host-specific graph does not load, or was made for other vector units.
     pub fallback: Option<String>,
+    /// The build host's vector units that decide onnxruntime's blocked layouts, from its
+    /// `host_cpu_flags` (`/proc/cpuinfo` names, [`VECTOR_FLAGS`]): `(flag, present)`. Empty in
+    /// a file without them.
+    pub host_vectors: Vec<(String, bool)>,
+}
+
+/// The CPU flags whose presence sets the channel block of the layouts (NCHWc) that onnxruntime
+/// bakes into a graph it optimizes and saves: 16 floats with AVX-512F, 8 with AVX2 and FMA.
+/// A graph saved on a host with other values is not loaded (its portable model is).
+pub const VECTOR_FLAGS: [&str; 3] = ["avx2", "fma", "avx512f"];
+
+/// Whether this CPU has `flag` (a `/proc/cpuinfo` name of [`VECTOR_FLAGS`]).
+fn cpu_has(flag: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match flag {
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = flag;
+        false
+    }
 }
 
 impl Optimization {
@@ -58,13 +85,42 @@ impl Optimization {
         let variant = text_of("variant").unwrap_or_else(|| precision.clone());
         let gate = v.pointer(&format!("/candidates/{variant}/gate"));
         let top1 = gate.and_then(|g| Some((g.get("top1")?.as_f64()?, g.get("n")?.as_u64()?)));
+        let host_vectors = VECTOR_FLAGS
+            .iter()
+            .filter_map(|&f| {
+                let present = v.pointer(&format!("/host_cpu_flags/{f}"))?.as_bool()?;
+                Some((f.to_string(), present))
+            })
+            .collect();
         Ok(Optimization {
+            host_vectors,
             top1,
             reason: text_of("reason").unwrap_or_default(),
             fallback: text_of("fallback").filter(|f| !f.contains('/') && f.ends_with(".onnx")),
             precision,
             variant,
         })
+    }
+
+    /// For a host-specific graph (one with a portable fallback): how this CPU's vector units
+    /// differ from the build host's, e.g. "avx512f: build host yes, this CPU no"; `None` when
+    /// they match, when the file does not record them, or for a portable model.
+    pub fn other_vectors(&self) -> Option<String> {
+        self.fallback.as_ref()?;
+        let differ: Vec<String> = self
+            .host_vectors
+            .iter()
+            .filter(|(flag, there)| cpu_has(flag) != *there)
+            .map(|(flag, there)| {
+                let yes_no = |b: bool| if b { "yes" } else { "no" };
+                format!(
+                    "{flag}: build host {}, this CPU {}",
+                    yes_no(*there),
+                    yes_no(!*there)
+                )
+            })
+            .collect();
+        (!differ.is_empty()).then(|| differ.join(", "))
     }
 
     /// The engine this variant was made and timed on: OpenVINO for `bf16`, onnxruntime for its
@@ -147,6 +203,35 @@ mod tests {
         assert_eq!(bf16.served_precision(ComputePrecision::F32), "fp32");
         assert_eq!(o.served_precision(ComputePrecision::F32), "int8");
         assert!(Optimization::parse("{}").unwrap_err().contains("precision"));
+        // A host graph made where AVX-512F's presence was the opposite of this CPU's.
+        let flip = !cpu_has("avx512f");
+        let host_graph = Optimization::parse(&format!(
+            r#"{{"precision": "fp32", "variant": "fp32-optimized", "fallback": "model.fp32.onnx",
+                "host_cpu_flags": {{"avx2": {}, "fma": {}, "avx512f": {flip}, "amx_int8": true}}}}"#,
+            cpu_has("avx2"),
+            cpu_has("fma"),
+        ))
+        .unwrap();
+        assert_eq!(host_graph.host_vectors.len(), 3);
+        let why = host_graph.other_vectors().expect("the vector units differ");
+        assert!(why.starts_with("avx512f: build host"), "{why}");
+        let same = Optimization {
+            host_vectors: VECTOR_FLAGS
+                .iter()
+                .map(|f| (f.to_string(), cpu_has(f)))
+                .collect(),
+            ..host_graph.clone()
+        };
+        assert_eq!(same.other_vectors(), None);
+        let portable = Optimization {
+            fallback: None,
+            ..host_graph
+        };
+        assert_eq!(
+            portable.other_vectors(),
+            None,
+            "no fallback: nothing to compare"
+        );
         assert!(Optimization::parse("not json").is_err());
     }
 }
