@@ -25,6 +25,8 @@ MODULES = [
     "get_model_metadata_pb2",
     "get_model_status_pb2",
     "model_management_pb2",
+    "classification_pb2",
+    "regression_pb2",
     "prediction_service_pb2_grpc",
     "model_service_pb2_grpc",
 ]

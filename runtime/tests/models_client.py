@@ -152,6 +152,9 @@ def case_config():
         (stub("predict").Predict, apis.predict_pb2.PredictRequest()),
         (stub("predict").GetModelMetadata, apis.get_model_metadata_pb2.GetModelMetadataRequest()),
         (stub("models").GetModelStatus, apis.get_model_status_pb2.GetModelStatusRequest()),
+        # Calls that ONNX models do not serve still refuse a malformed spec as such first.
+        (stub("predict").Classify, apis.classification_pb2.ClassificationRequest()),
+        (stub("predict").Regress, apis.regression_pb2.RegressionRequest()),
     ]:
         request.model_spec.name = ""
         request.model_spec.version.value = 1

@@ -1,6 +1,7 @@
 //! `tensorflow.serving.PredictionService`: Predict and GetModelMetadata; Classify, Regress and
 //! MultiInference answer UNIMPLEMENTED (they need TensorFlow's classification and regression
-//! signatures, which ONNX models do not have).
+//! signatures, which ONNX models do not have), Classify and Regress after refusing a model spec
+//! without a name (INVALID_ARGUMENT), as every call that takes a model spec does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,15 +53,18 @@ fn onnx_only(method: &str) -> Status {
 impl PredictionService for Prediction {
     async fn classify(
         &self,
-        _: Request<ClassificationRequest>,
+        request: Request<ClassificationRequest>,
     ) -> Result<Response<ClassificationResponse>, Status> {
+        // A malformed model spec is refused as such first, as in every call that takes one.
+        model_spec(request.get_ref().model_spec.as_ref())?;
         Err(onnx_only("Classify"))
     }
 
     async fn regress(
         &self,
-        _: Request<RegressionRequest>,
+        request: Request<RegressionRequest>,
     ) -> Result<Response<RegressionResponse>, Status> {
+        model_spec(request.get_ref().model_spec.as_ref())?;
         Err(onnx_only("Regress"))
     }
 
