@@ -697,3 +697,40 @@ fn run_python(script: &str, port: u16) -> String {
     );
     said
 }
+
+/// A version that `builder optimize` made: `check-model` and the start-up log both name its
+/// precision, variant and the accuracy gate's figures from `optimization.json`.
+#[test]
+fn check_model_and_the_log_name_an_optimized_models_precision_and_gate() {
+    let base = linear_with_optimization(
+        "optimized-log",
+        r#"{"precision": "int8", "variant": "int8", "reason": "int8 passed the gate",
+            "candidates": {"int8": {"gate": {"top1": 0.993, "n": 146}}}}"#,
+    );
+    let want = "precision int8, variant int8; accuracy gate: top-1 agreement with fp32 99.3 % on \
+                146 held-out inputs (int8 passed the gate)";
+    let out = Command::new(BIN)
+        .args(["check-model"])
+        .arg(base.join("linear"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Precision: int8") && text.contains(want),
+        "check-model does not name the precision and the gate:\n{text}"
+    );
+    let base_path = base.to_string_lossy().to_string();
+    let server = Server::start("linear", &["--model_base_path", &base_path]);
+    assert!(
+        server.seen.iter().any(|line| line.contains(want)),
+        "the log does not name the precision and the gate: {:#?}",
+        server.seen
+    );
+    drop(server);
+    std::fs::remove_dir_all(&base).unwrap();
+}
