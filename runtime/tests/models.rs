@@ -191,6 +191,27 @@ fn the_config_file_is_reread_and_handle_reload_config_request_replaces_it() {
 }
 
 #[test]
+fn allow_version_labels_for_unavailable_models_lets_only_new_labels_point_ahead() {
+    let base = scratch("allow-labels");
+    add_version(&base.join("a"), 1, "linear");
+    let config = base.join("models.config");
+    std::fs::write(
+        &config,
+        format!(
+            "model_config_list {{ config {{ name: \"a\" base_path: \"{}/a\" }} }}\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let server = start(&[
+        "--model_config_file",
+        config.to_str().unwrap(),
+        "--allow_version_labels_for_unavailable_models",
+    ]);
+    run_client("allow_labels", &server, &base, Some(&config));
+}
+
+#[test]
 fn unloaded_versions_give_their_memory_back() {
     let cnn = std::env::var_os("ONNX_SERVING_TEST_MODELS")
         .map(PathBuf::from)

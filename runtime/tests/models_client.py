@@ -368,6 +368,46 @@ def case_config_reload():
         assert e.code() == grpc.StatusCode.UNKNOWN, e
         assert e.details().startswith("1 model(s) did not become available: {{name: d version: 1} due to error:"), e
     assert predict_first("c") == V1
+    # The file re-read refuses the same label move as a whole: b's label stays on 1, and e,
+    # added by the same file, is not served.
+    shutil.copytree(FIXTURES / "linear", BASE / "e")
+    write_config([("b", BASE / "b", '    version_labels { key: "stable" value: 2 }\n'),
+                  ("e", BASE / "e", "")])
+    time.sleep(3)
+    assert predict_first("b", "/labels/stable") == V1
+    assert http("GET", "/v1/models/e")[0] == 404
+    # The file is still watched: the same file without the bad move applies.
+    write_config([("b", BASE / "b", '    version_labels { key: "stable" value: 1 }\n'),
+                  ("e", BASE / "e", "")])
+    wait_for("e AVAILABLE", lambda: http("GET", "/v1/models/e")[0] == 200
+             and states("e") == {1: "AVAILABLE"})
+
+
+def case_allow_labels():
+    """--allow_version_labels_for_unavailable_models: a new label may point at a version not
+    loaded yet; an existing label still may not move to one."""
+    wait_for("a AVAILABLE", lambda: states("a") == {1: "AVAILABLE"})
+
+    def reload(labels):
+        r = apis.model_management_pb2.ReloadConfigRequest()
+        c = r.config.model_config_list.config.add()
+        c.name, c.base_path, c.model_platform = "a", str(BASE / "a"), "onnx"
+        for k, v in labels.items():
+            c.version_labels[k] = v
+        return stub("models").HandleReloadConfigRequest(r, timeout=30)
+
+    assert reload({"stable": 1}).status.error_code == 0
+    response = reload({"stable": 1, "canary": 2})
+    assert response.status.error_code == 0, response
+    wait_for("label stable", lambda: http("GET", "/v1/models/a/labels/stable")[0] == 200)
+    try:
+        reload({"stable": 2, "canary": 2})
+        raise AssertionError("an existing label moved to a version that is not AVAILABLE")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e
+        assert e.details() == ("Request to assign label to version 2 of model a, which is not "
+                               "currently available for inference"), e
+    assert predict_first("a", "/labels/stable") == V1
 
 
 def case_memory():
@@ -440,5 +480,6 @@ def case_engine_panics():
 
 if __name__ == "__main__":
     {"config": case_config, "reload": case_reload, "config_reload": case_config_reload,
-     "memory": case_memory, "engine_panics": case_engine_panics}[sys.argv[1]]()
+     "memory": case_memory, "engine_panics": case_engine_panics,
+     "allow_labels": case_allow_labels}[sys.argv[1]]()
     print("OK")
