@@ -106,6 +106,14 @@ async fn serving_image_with_embedded_model_answers_predict() {
         "--engine tract carries no onnxruntime: {labels:?}"
     );
     assert!(!labels.contains_key("io.onnx-serving.onnxruntime-version"));
+    // Without --optimize the model ships as it is: no precision or optimization labels.
+    assert!(
+        !labels
+            .keys()
+            .any(|k| k == "io.onnx-serving.precision"
+                || k.starts_with("io.onnx-serving.optimization")),
+        "an image built without --optimize records an optimization: {labels:?}"
+    );
     assert_eq!(
         labels.get("io.onnx-serving.model-sha256").map(|s| s.len()),
         Some(64)
