@@ -173,18 +173,23 @@ fn load_engine(
     let fallback = optimization
         .and_then(|o| o.fallback.as_ref())
         .map(|f| found.path.with_file_name(f));
-    // A graph laid out for other vector units may load and compute in the wrong blocks: not
-    // tried at all.
-    if let (Some(fallback), Some(why)) = (
-        &fallback,
-        optimization.and_then(Optimization::other_vectors),
-    ) {
-        warn!(
-            "the optimized graph was laid out for the build host's vector units, which this CPU \
-             does not match ({why}): loading the portable model {} instead",
-            fallback.display()
-        );
-        return Ok(engine::load_chosen(choice, fallback, opts)?);
+    // A graph laid out for other vector units may load and yet not run correctly: not tried,
+    // when its portable model is there to serve instead.
+    if let Some(why) = optimization.and_then(Optimization::other_vectors) {
+        match fallback.as_ref().filter(|f| f.is_file()) {
+            Some(fallback) => {
+                warn!(
+                    "the optimized graph was laid out for the build host's vector units, which \
+                     this CPU does not match ({why}): loading the portable model {} instead",
+                    fallback.display()
+                );
+                return Ok(engine::load_chosen(choice, fallback, opts)?);
+            }
+            None => warn!(
+                "the optimized graph was laid out for the build host's vector units, which this \
+                 CPU does not match ({why}), and its portable model is missing: loading it anyway"
+            ),
+        }
     }
     let made_on = optimization.and_then(Optimization::engine);
     let preferred =

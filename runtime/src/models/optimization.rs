@@ -1,6 +1,7 @@
 //! `optimization.json` beside `model.onnx`: what `builder optimize` chose for the host the image
 //! was built on (scripts/optimize_model.py writes it): the model file's precision (`fp32`,
-//! `int8`), the variant and why, with the accuracy gate's figures. The runtime reports the
+//! `int8`; `fp16` or `bf16` for a model that came so and was left as it is), the variant and
+//! why, with the accuracy gate's figures. The runtime reports the
 //! precision; it chooses its threads itself, as for any model (models/load.rs says why).
 
 use std::path::Path;
@@ -17,7 +18,8 @@ pub const OPTIMIZATION_FILE: &str = "optimization.json";
 #[derive(Clone, Debug, PartialEq)]
 pub struct Optimization {
     /// The precision it runs in: `fp32`, `int8` (the model file's, ONNX dtypes' terms), or
-    /// `bf16` (an fp32 file that OpenVINO computes in bfloat16).
+    /// `bf16` (an fp32 file that OpenVINO computes in bfloat16); a model that came int8, fp16
+    /// or bf16 and was left as it is (variant `fp32`) keeps its own.
     pub precision: String,
     /// Which candidate ships: `fp32`, `fp32-optimized`, `int8`, `int8-stem`, `bf16`.
     pub variant: String,
@@ -35,17 +37,16 @@ pub struct Optimization {
 }
 
 /// The CPU flags whose presence sets the channel block of the layouts (NCHWc) that onnxruntime
-/// bakes into a graph it optimizes and saves: 16 floats with AVX-512F, 8 with AVX2 and FMA.
-/// A graph saved on a host with other values is not loaded (its portable model is).
-pub const VECTOR_FLAGS: [&str; 3] = ["avx2", "fma", "avx512f"];
+/// bakes into a graph it optimizes and saves: MLAS blocks 16 floats with AVX-512F, 8 on any
+/// other x86-64 CPU. A graph saved where this differed from this CPU is not loaded (its
+/// portable model is).
+pub const VECTOR_FLAGS: [&str; 1] = ["avx512f"];
 
 /// Whether this CPU has `flag` (a `/proc/cpuinfo` name of [`VECTOR_FLAGS`]).
 fn cpu_has(flag: &str) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         match flag {
-            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
-            "fma" => std::arch::is_x86_feature_detected!("fma"),
             "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
             _ => false,
         }
@@ -168,6 +169,13 @@ impl Optimization {
             ),
             None => String::new(),
         };
+        if self.variant == "fp32" && self.precision != "fp32" {
+            // A model that came int8 or fp16: left as it is, nothing was made here.
+            return format!(
+                "Model left as it came: precision {} ({})",
+                self.precision, self.reason
+            );
+        }
         format!(
             "Model optimized for its build host: precision {}, variant {}{gate} ({})",
             self.precision, self.variant, self.reason
@@ -202,17 +210,22 @@ mod tests {
         assert_eq!(bf16.served_precision(ComputePrecision::Bf16), "bf16");
         assert_eq!(bf16.served_precision(ComputePrecision::F32), "fp32");
         assert_eq!(o.served_precision(ComputePrecision::F32), "int8");
+        assert!(
+            as_it_was
+                .describe()
+                .starts_with("Model left as it came: precision int8"),
+            "{}",
+            as_it_was.describe()
+        );
         assert!(Optimization::parse("{}").unwrap_err().contains("precision"));
         // A host graph made where AVX-512F's presence was the opposite of this CPU's.
         let flip = !cpu_has("avx512f");
         let host_graph = Optimization::parse(&format!(
             r#"{{"precision": "fp32", "variant": "fp32-optimized", "fallback": "model.fp32.onnx",
-                "host_cpu_flags": {{"avx2": {}, "fma": {}, "avx512f": {flip}, "amx_int8": true}}}}"#,
-            cpu_has("avx2"),
-            cpu_has("fma"),
+                "host_cpu_flags": {{"avx2": true, "fma": true, "avx512f": {flip}, "amx_int8": true}}}}"#,
         ))
         .unwrap();
-        assert_eq!(host_graph.host_vectors.len(), 3);
+        assert_eq!(host_graph.host_vectors, [("avx512f".to_string(), flip)]);
         let why = host_graph.other_vectors().expect("the vector units differ");
         assert!(why.starts_with("avx512f: build host"), "{why}");
         let same = Optimization {
