@@ -185,10 +185,17 @@ def json_request(path, inputs):
             leaf = leaf[0]
         if isinstance(leaf, dict) and "b64" in leaf:
             fail(f"{path}: input '{name}' holds {{\"b64\": ...}}: binary inputs cannot calibrate int8")
+        if value is None:
+            fail(f"{path}: input '{name}' has no values")
+        dtype = np.dtype(inputs[name])
         try:
-            return np.asarray(value, dtype=inputs[name])
+            raw = np.asarray(value)
+            a = raw.astype(dtype)
         except (ValueError, TypeError) as e:
-            fail(f"{path}: input '{name}' is not a tensor of the model's type {np.dtype(inputs[name])}: {e}")
+            fail(f"{path}: input '{name}' is not a tensor of the model's type {dtype}: {e}")
+        if dtype.kind in "iub" and raw.dtype.kind == "f" and not np.array_equal(a, raw):
+            fail(f"{path}: input '{name}' is {dtype} in the model, but the file gives fractions")
+        return a
 
     def one_or_named(value, what):
         if isinstance(value, dict):
@@ -201,14 +208,21 @@ def json_request(path, inputs):
     if not isinstance(body, dict):
         fail(f"{path}: a request body is a JSON object, not {type(body).__name__}")
     v2 = body.get("inputs")
-    if isinstance(v2, list) and v2 and all(isinstance(t, dict) and "datatype" in t for t in v2):
+    if isinstance(v2, list) and v2 and all(isinstance(t, dict) and "name" in t for t in v2):
         got = {}
         for t in v2:
-            a = tensor(t.get("name"), t.get("data"))
+            lacks = [k for k in ("name", "shape", "datatype", "data") if k not in t]
+            if lacks:
+                fail(f"{path}: an Open Inference Protocol input needs name, shape, datatype and data; "
+                     f"'{t.get('name')}' lacks {lacks}")
+            shape = t["shape"]
+            if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+                fail(f"{path}: input '{t['name']}' has shape {shape}, not a list of sizes")
+            a = tensor(t["name"], t["data"])
             try:
-                got[t["name"]] = a.reshape(t.get("shape"))
-            except (ValueError, TypeError) as e:
-                fail(f"{path}: input '{t['name']}' does not fit its shape {t.get('shape')}: {e}")
+                got[t["name"]] = a.reshape(shape)
+            except ValueError as e:
+                fail(f"{path}: input '{t['name']}' does not fit its shape {shape}: {e}")
     elif "instances" in body:
         rows = body["instances"]
         if not isinstance(rows, list) or not rows:

@@ -302,7 +302,8 @@ fn contradictory_or_ignored_gate_flags_are_refused_before_any_work() {
 /// send them: TF Serving's REST bodies (rows and columns) and the Open Inference Protocol's.
 /// The `linear` fixture answers `x = [k, 0, 0, 0]` with `[0.5, 0.1k - 1, 0.2k + 2]`, so held-out
 /// requests up to k = 1000 make fp32's largest output 202 and the default bound (2 % of it)
-/// 4.04: only values read as sent give that figure. Copies of calibration requests put among
+/// 4.04 (each format is checked value by value in `every_json_request_format_is_read_as_sent`).
+/// Copies of calibration requests put among
 /// the held-out ones are dropped (the sets never share an input). A file naming an input the
 /// model lacks stops the optimizer with the file's name.
 #[test]
@@ -457,4 +458,65 @@ save([helper.make_node("Add", ["x", "c"], ["y"])],
     for dir in [int8, fp16, no_inputs] {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// Every JSON request format the optimizer reads gives the arrays a server would feed: the
+/// same two rows from TF Serving's rows, named rows, columns and named columns, and from an
+/// Open Inference Protocol body (flat and nested data), for a model of two inputs; and a body
+/// that breaks a rule stops it (exit code 2).
+#[test]
+fn every_json_request_format_is_read_as_sent() {
+    let check = r#"
+import json, os, sys, tempfile
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import optimize_model as om
+
+inputs = {"x": np.float32, "ids": np.int64}
+x, ids = [[1.5, 2, 3, 4], [5, 6, 7, 8.25]], [[1], [2]]
+bodies = [
+    {"instances": [{"x": x[0], "ids": ids[0]}, {"x": x[1], "ids": ids[1]}]},
+    {"inputs": {"x": x, "ids": ids}},
+    {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": sum(x, [])},
+                {"name": "ids", "shape": [2, 1], "datatype": "INT64", "data": ids}]},
+]
+folder = tempfile.mkdtemp()
+path = os.path.join(folder, "r.json")
+for body in bodies:
+    json.dump(body, open(path, "w"))
+    got = om.json_request(path, inputs)
+    assert list(got) == ["x", "ids"], got
+    assert got["x"].dtype == np.float32 and got["x"].tolist() == x, (body, got)
+    assert got["ids"].dtype == np.int64 and got["ids"].tolist() == ids, (body, got)
+for body in [{"instances": x}, {"inputs": x}]:
+    json.dump(body, open(path, "w"))
+    assert om.json_request(path, {"x": np.float32})["x"].tolist() == x, body
+for body, ins in [
+    ({"instances": x}, inputs),
+    ({"inputs": [{"name": "x", "datatype": "FP32", "data": sum(x, [])}]}, {"x": np.float32}),
+    ({"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP32", "data": sum(x, [])}]}, {"x": np.float32}),
+    ({"instances": [[1.5]]}, {"ids": np.int64}),
+    ({"instances": [{"b64": "AAAA"}]}, {"x": np.float32}),
+    ({"predict": x}, {"x": np.float32}),
+]:
+    json.dump(body, open(path, "w"))
+    try:
+        om.json_request(path, ins)
+        raise AssertionError(f"accepted {body}")
+    except SystemExit as e:
+        assert e.code == 2, body
+print("OK")
+"#;
+    let run = Command::new(python())
+        .arg("-c")
+        .arg(check)
+        .arg(workspace().join("scripts"))
+        .output()
+        .expect("python runs");
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success() && out.trim_end().ends_with("OK"),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 }
