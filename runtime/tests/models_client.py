@@ -400,6 +400,12 @@ def case_allow_labels():
     response = reload({"stable": 1, "canary": 2})
     assert response.status.error_code == 0, response
     wait_for("label stable", lambda: http("GET", "/v1/models/a/labels/stable")[0] == 200)
+    # canary is recorded: it names version 2, which is not loaded, so as in TF Serving its
+    # servable is not found (404), where a label nobody set is the client's mistake (400).
+    code, body = http("POST", "/v1/models/a/labels/canary:predict", {"instances": LINEAR_X})
+    assert code == 404 and "Servable not found" in body["error"], (code, body)
+    code, body = http("POST", "/v1/models/a/labels/beta:predict", {"instances": LINEAR_X})
+    assert code == 400, (code, body)
     try:
         reload({"stable": 2, "canary": 2})
         raise AssertionError("an existing label moved to a version that is not AVAILABLE")

@@ -99,7 +99,8 @@ pub struct ServeArgs {
     #[arg(long = "file_system_poll_wait_seconds", alias = "file-system-poll-wait-seconds", env = env::FILE_SYSTEM_POLL_WAIT_SECONDS, default_value_t = 1)]
     pub file_system_poll_wait_seconds: u64,
     /// Let a new version label name a version that is not AVAILABLE yet (requests using it get
-    /// 503 until it is); without it a label moves only to an AVAILABLE version.
+    /// UNAVAILABLE, 503, while it loads and NOT_FOUND, 404, while it is not there); without it
+    /// a label moves only to an AVAILABLE version.
     #[arg(long = "allow_version_labels_for_unavailable_models", alias = "allow-version-labels-for-unavailable-models", env = env::ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS)]
     pub allow_version_labels_for_unavailable_models: bool,
     /// Load a version that arrives while serving (a new version folder, a config reload, a
