@@ -1,7 +1,8 @@
 //! `tensorflow.serving.PredictionService`: Predict and GetModelMetadata; Classify, Regress and
 //! MultiInference answer UNIMPLEMENTED (they need TensorFlow's classification and regression
 //! signatures, which ONNX models do not have), Classify and Regress after refusing a model spec
-//! without a name (INVALID_ARGUMENT), as every call that takes a model spec does.
+//! without a name (INVALID_ARGUMENT), as Predict and GetModelMetadata do. (MultiInference's
+//! model specs sit in its tasks, which the trimmed proto here does not carry.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
