@@ -617,44 +617,7 @@ async fn batching_merges_concurrent_requests_and_answers_each_its_own() {
     };
     let mut model = load_and_warm_up(&found, &pool).expect("model loads");
     model.name = "linear".into();
-    let model = Arc::new(model);
-    let app = runtime::app(AppState::serving(
-        "linear",
-        1,
-        Servable::Available(model.clone()),
-        Limits::default(),
-    ));
-    let requests = (0..12).map(|i| {
-        let app = app.clone();
-        async move {
-            let body = if i % 3 == 0 {
-                json!({"instances": [[i, 0, 0, 0], [i + 100, 0, 0, 0]]})
-            } else {
-                json!({"instances": [[i, 0, 0, 0]]})
-            };
-            (
-                i,
-                post(&app, "/v1/models/linear:predict", &body.to_string()).await,
-            )
-        }
-    });
-    for (i, (status, got)) in join_all(requests).await {
-        assert_eq!(status, StatusCode::OK, "{got}");
-        // row = x * W[0] + b = [0.5, x*0.1 - 1, x*0.2 + 2]
-        let row = |x: f64| json!([0.5, x * 0.1 - 1.0, x * 0.2 + 2.0]);
-        let want = if i % 3 == 0 {
-            json!([row(i as f64), row(i as f64 + 100.0)])
-        } else {
-            json!([row(i as f64)])
-        };
-        assert_close(&got["predictions"], &want, 1e-4);
-    }
-    let stats = model.pool.stats();
-    assert_eq!(stats.requests, 12, "{stats:?}");
-    assert!(
-        stats.runs < stats.requests,
-        "no request was merged into another's run: {stats:?}"
-    );
+    linear_requests_merge_and_answer_each_its_own(Arc::new(model)).await;
 }
 
 #[tokio::test]

@@ -167,11 +167,8 @@ fn an_engine_panic_fails_one_request_or_one_version_never_the_server() {
     run_client("engine_panics", &server, &base, None);
 }
 
-#[test]
-fn the_config_file_is_reread_and_handle_reload_config_request_replaces_it() {
-    let base = scratch("config-reload");
-    add_version(&base.join("a"), 1, "linear");
-    add_version(&base.join("b"), 1, "linear");
+/// `<base>/models.config`, serving model `a` from `<base>/a`.
+fn config_serving_a(base: &Path) -> PathBuf {
     let config = base.join("models.config");
     std::fs::write(
         &config,
@@ -181,6 +178,15 @@ fn the_config_file_is_reread_and_handle_reload_config_request_replaces_it() {
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn the_config_file_is_reread_and_handle_reload_config_request_replaces_it() {
+    let base = scratch("config-reload");
+    add_version(&base.join("a"), 1, "linear");
+    add_version(&base.join("b"), 1, "linear");
+    let config = config_serving_a(&base);
     let server = start(&[
         "--model_config_file",
         config.to_str().unwrap(),
@@ -194,15 +200,7 @@ fn the_config_file_is_reread_and_handle_reload_config_request_replaces_it() {
 fn allow_version_labels_for_unavailable_models_lets_only_new_labels_point_ahead() {
     let base = scratch("allow-labels");
     add_version(&base.join("a"), 1, "linear");
-    let config = base.join("models.config");
-    std::fs::write(
-        &config,
-        format!(
-            "model_config_list {{ config {{ name: \"a\" base_path: \"{}/a\" }} }}\n",
-            base.display()
-        ),
-    )
-    .unwrap();
+    let config = config_serving_a(&base);
     let server = start(&[
         "--model_config_file",
         config.to_str().unwrap(),

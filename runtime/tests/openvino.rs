@@ -169,9 +169,7 @@ async fn a_bf16_optimized_model_is_served_by_openvino() {
 /// a free batch share runs, and each gets its own rows back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn openvino_batching_merges_concurrent_requests_and_answers_each_its_own() {
-    use futures_util::future::join_all;
     use runtime::pool::Batching;
-    use runtime::{AppState, Servable};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -186,43 +184,7 @@ async fn openvino_batching_merges_concurrent_requests_and_answers_each_its_own()
     };
     let model = Arc::new(load_and_warm_up(&found, &pool).unwrap_or_else(|e| panic!("{e:#}")));
     assert_eq!(model.engine, EngineKind::Openvino);
-    let app = runtime::app(AppState::serving(
-        "linear",
-        1,
-        Servable::Available(model.clone()),
-        Limits::default(),
-    ));
-    let requests = (0..12).map(|i| {
-        let app = app.clone();
-        async move {
-            let body = if i % 3 == 0 {
-                json!({"instances": [[i, 0, 0, 0], [i + 100, 0, 0, 0]]})
-            } else {
-                json!({"instances": [[i, 0, 0, 0]]})
-            };
-            (
-                i,
-                post(&app, "/v1/models/linear:predict", &body.to_string()).await,
-            )
-        }
-    });
-    for (i, (status, got)) in join_all(requests).await {
-        assert_eq!(status, StatusCode::OK, "{got}");
-        // row = x * W[0] + b = [0.5, x*0.1 - 1, x*0.2 + 2]
-        let row = |x: f64| json!([0.5, x * 0.1 - 1.0, x * 0.2 + 2.0]);
-        let want = if i % 3 == 0 {
-            json!([row(i as f64), row(i as f64 + 100.0)])
-        } else {
-            json!([row(i as f64)])
-        };
-        assert_close(&got["predictions"], &want, 1e-4);
-    }
-    let stats = model.pool.stats();
-    assert_eq!(stats.requests, 12, "{stats:?}");
-    assert!(
-        stats.runs < stats.requests,
-        "no request was merged into another's run: {stats:?}"
-    );
+    linear_requests_merge_and_answer_each_its_own(model).await;
 }
 
 /// `--enable_batching` on a model whose batch is fixed at 1: OpenVINO offers no merging (the

@@ -298,3 +298,45 @@ pub fn python() -> String {
         )
     })
 }
+
+/// Serves `model` (the `linear` fixture, loaded with batching) as `linear`, sends 12 concurrent
+/// requests of 1 and 2 instances, each with its own values, and checks that each gets its own
+/// rows back (`x * W[0] + b = [0.5, x*0.1 - 1, x*0.2 + 2]`) and that some shared a run.
+pub async fn linear_requests_merge_and_answer_each_its_own(model: Arc<runtime::ServedModel>) {
+    let app = runtime::app(AppState::serving(
+        "linear",
+        1,
+        Servable::Available(model.clone()),
+        Limits::default(),
+    ));
+    let requests = (0..12).map(|i| {
+        let app = app.clone();
+        async move {
+            let body = if i % 3 == 0 {
+                serde_json::json!({"instances": [[i, 0, 0, 0], [i + 100, 0, 0, 0]]})
+            } else {
+                serde_json::json!({"instances": [[i, 0, 0, 0]]})
+            };
+            (
+                i,
+                post(&app, "/v1/models/linear:predict", &body.to_string()).await,
+            )
+        }
+    });
+    for (i, (status, got)) in futures_util::future::join_all(requests).await {
+        assert_eq!(status, StatusCode::OK, "{got}");
+        let row = |x: f64| serde_json::json!([0.5, x * 0.1 - 1.0, x * 0.2 + 2.0]);
+        let want = if i % 3 == 0 {
+            serde_json::json!([row(i as f64), row(i as f64 + 100.0)])
+        } else {
+            serde_json::json!([row(i as f64)])
+        };
+        assert_close(&got["predictions"], &want, 1e-4);
+    }
+    let stats = model.pool.stats();
+    assert_eq!(stats.requests, 12, "{stats:?}");
+    assert!(
+        stats.runs < stats.requests,
+        "no request was merged into another's run: {stats:?}"
+    );
+}
