@@ -728,73 +728,56 @@ async fn an_optimized_model_reports_its_precision_in_status_and_metadata() {
 /// is, without trying the other. Where they match, the host graph serves, and where the
 /// portable model is missing it is tried anyway. (Here the "host graph" is `linear_v2`, which
 /// answers 100 more than `linear`, the portable model.)
-#[cfg(target_arch = "x86_64")]
 #[tokio::test]
 async fn a_host_graph_made_for_other_vector_units_gives_way_to_the_portable_model() {
-    let here = std::arch::is_x86_feature_detected!("avx512f");
+    // As the runtime detects it: CPUID with the OS's register support (hostcpu).
+    let here = hostcpu::detect().usable.contains("AVX512F");
+    let host_graph = std::fs::read(models().join("linear_v2/1/model.onnx")).unwrap();
     for (avx512f, portable, want) in [
         (!here, true, 6.5),
         (here, true, 106.5),
         (!here, false, 106.5),
     ] {
-        let dir = std::env::temp_dir().join(format!(
-            "onnx-serving-vectors-{avx512f}-{portable}-{}",
-            std::process::id()
-        ));
-        let version = dir.join("1");
-        std::fs::create_dir_all(&version).unwrap();
-        std::fs::copy(
-            models().join("linear_v2/1/model.onnx"),
-            version.join("model.onnx"),
-        )
-        .unwrap();
-        if portable {
-            std::fs::copy(
-                models().join("linear/1/model.onnx"),
-                version.join("model.fp32.onnx"),
-            )
-            .unwrap();
-        }
         let record = json!({
             "precision": "fp32", "variant": "fp32-optimized", "fallback": "model.fp32.onnx",
             "host_cpu_flags": {"avx2": true, "fma": true, "avx512f": avx512f},
         });
-        std::fs::write(version.join("optimization.json"), record.to_string()).unwrap();
-        let app = app_pooled(&dir, "linear", &pool_options(1, 8), Limits::default());
-        let (status, body) = post(
-            &app,
-            "/v1/models/linear:predict",
-            r#"{"instances": [[1.0, 2.0, 3.0, 4.0]]}"#,
+        let got = predict_beside_a_portable_model(
+            &format!("vectors-{avx512f}-{portable}"),
+            &host_graph,
+            portable,
+            &record,
         )
         .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(
-            body["predictions"][0][0],
+            got[0][0],
             json!(want),
-            "avx512f {avx512f}, portable model {portable}: {body}"
+            "avx512f {avx512f}, portable model {portable}: {got}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
-#[tokio::test]
-async fn a_host_specific_model_that_does_not_load_falls_back_to_the_portable_one() {
-    // builder optimize ships onnxruntime's host-specific graph with the portable model beside
-    // it; where the former does not load (here: not ONNX at all), the latter serves.
-    let dir = std::env::temp_dir().join(format!("onnx-serving-fallback-{}", std::process::id()));
+/// Serves a version folder holding `host_graph` as model.onnx, the `linear` fixture as
+/// model.fp32.onnx when `portable`, and `record` as optimization.json; returns the predictions
+/// for `[[1, 2, 3, 4]]` (`linear` answers `[6.5, 6, 10]`, `linear_v2` 100 more).
+async fn predict_beside_a_portable_model(
+    tag: &str,
+    host_graph: &[u8],
+    portable: bool,
+    record: &Value,
+) -> Value {
+    let dir = std::env::temp_dir().join(format!("onnx-serving-{tag}-{}", std::process::id()));
     let version = dir.join("1");
     std::fs::create_dir_all(&version).unwrap();
-    std::fs::write(version.join("model.onnx"), b"a graph for another CPU").unwrap();
-    std::fs::copy(
-        models().join("linear/1/model.onnx"),
-        version.join("model.fp32.onnx"),
-    )
-    .unwrap();
-    std::fs::write(
-        version.join("optimization.json"),
-        r#"{"precision": "fp32", "variant": "fp32-optimized", "fallback": "model.fp32.onnx"}"#,
-    )
-    .unwrap();
+    std::fs::write(version.join("model.onnx"), host_graph).unwrap();
+    if portable {
+        std::fs::copy(
+            models().join("linear/1/model.onnx"),
+            version.join("model.fp32.onnx"),
+        )
+        .unwrap();
+    }
+    std::fs::write(version.join("optimization.json"), record.to_string()).unwrap();
     let app = app_pooled(&dir, "linear", &pool_options(1, 8), Limits::default());
     let (status, body) = post(
         &app,
@@ -803,6 +786,18 @@ async fn a_host_specific_model_that_does_not_load_falls_back_to_the_portable_one
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_close(&body["predictions"], &json!([[6.5, 6.0, 10.0]]), 1e-4);
     let _ = std::fs::remove_dir_all(&dir);
+    body["predictions"].clone()
+}
+
+#[tokio::test]
+async fn a_host_specific_model_that_does_not_load_falls_back_to_the_portable_one() {
+    // builder optimize ships onnxruntime's host-specific graph with the portable model beside
+    // it; where the former does not load (here: not ONNX at all), the latter serves.
+    let record =
+        json!({"precision": "fp32", "variant": "fp32-optimized", "fallback": "model.fp32.onnx"});
+    let got =
+        predict_beside_a_portable_model("fallback", b"a graph for another CPU", true, &record)
+            .await;
+    assert_close(&got, &json!([[6.5, 6.0, 10.0]]), 1e-4);
 }

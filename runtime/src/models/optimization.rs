@@ -39,23 +39,17 @@ pub struct Optimization {
 /// The CPU flags whose presence sets the channel block of the layouts (NCHWc) that onnxruntime
 /// bakes into a graph it optimizes and saves: MLAS blocks 16 floats with AVX-512F, 8 on any
 /// other x86-64 CPU. A graph saved where this differed from this CPU is not loaded (its
-/// portable model is).
-pub const VECTOR_FLAGS: [&str; 1] = ["avx512f"];
+/// portable model is). Each as `(the /proc/cpuinfo name optimization.json records, hostcpu's
+/// name)`.
+pub const VECTOR_FLAGS: [(&str, &str); 1] = [("avx512f", "AVX512F")];
 
-/// Whether this CPU has `flag` (a `/proc/cpuinfo` name of [`VECTOR_FLAGS`]).
+/// Whether this CPU can use `flag` (a `/proc/cpuinfo` name of [`VECTOR_FLAGS`]), as
+/// `hostcpu::detect` finds it: CPUID, with the OS saving the registers.
 fn cpu_has(flag: &str) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        match flag {
-            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
-            _ => false,
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = flag;
-        false
-    }
+    VECTOR_FLAGS
+        .iter()
+        .find(|(cpuinfo, _)| *cpuinfo == flag)
+        .is_some_and(|(_, name)| hostcpu::detect().usable.contains(name))
 }
 
 impl Optimization {
@@ -88,7 +82,7 @@ impl Optimization {
         let top1 = gate.and_then(|g| Some((g.get("top1")?.as_f64()?, g.get("n")?.as_u64()?)));
         let host_vectors = VECTOR_FLAGS
             .iter()
-            .filter_map(|&f| {
+            .filter_map(|&(f, _)| {
                 let present = v.pointer(&format!("/host_cpu_flags/{f}"))?.as_bool()?;
                 Some((f.to_string(), present))
             })
@@ -231,7 +225,7 @@ mod tests {
         let same = Optimization {
             host_vectors: VECTOR_FLAGS
                 .iter()
-                .map(|f| (f.to_string(), cpu_has(f)))
+                .map(|(f, _)| (f.to_string(), cpu_has(f)))
                 .collect(),
             ..host_graph.clone()
         };
